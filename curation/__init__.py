@@ -1,0 +1,1 @@
+"""Curation: corpus readers, the record data model, instruction JSONL, sampling, and (later) IFD filtering."""

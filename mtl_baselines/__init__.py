@@ -1,0 +1,1 @@
+"""Encoder baselines (token MTL, SRU-NER, clinical QA) scored by :mod:`tuning.scoring`."""

@@ -1,0 +1,58 @@
+"""Prompt templates (one per task family) and the JSON schemas that answers must validate against.
+
+    >>> instruction("ner", ["Disease"]).splitlines()[0]
+    'You are a biomedical named entity recognition system. Extract every mention of the following entity types from the text: Disease.'
+    >>> schema("ner", ["Disease"])["items"]["properties"]["entity"]["enum"]
+    ['Disease']
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+
+TASKS = ("ner", "re", "ee", "tc")
+
+# Human-readable descriptions used by the TC template, by dataset name.
+TC_DESCRIPTIONS = {
+    "HealthAdvice": "Decide whether the sentence from a research paper gives health advice, and how strongly.",
+    "CausalLanguage": "Decide which kind of relation the sentence from a research paper claims between its findings.",
+    "ADE": "Decide whether the sentence reports an adverse drug effect.",
+}
+
+
+@cache
+def template(task: str) -> str:
+    """The raw template text of a task family (``ner``, ``re``, ``ee``, ``tc``)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    return resources.files(__package__).joinpath("templates", f"{task}.txt").read_text(encoding="utf-8").strip()
+
+
+def instruction(task: str, labels: list[str], dataset: str = "") -> str:
+    """The instruction for a task with the dataset's label list filled in."""
+    return template(task).format(labels=", ".join(labels), description=TC_DESCRIPTIONS.get(dataset, ""))
+
+
+@cache
+def _schema(task: str) -> dict:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    return json.loads(resources.files(__package__).joinpath("schemas", f"{task}.json").read_text(encoding="utf-8"))
+
+
+def schema(task: str, labels: list[str] | None = None) -> dict:
+    """The JSON schema of a task's answer; with ``labels``, types are restricted to that set."""
+    s = copy.deepcopy(_schema(task))
+    if labels:
+        if task == "ner":
+            s["items"]["properties"]["entity"]["enum"] = list(labels)
+        elif task == "re":
+            s["items"]["properties"]["relation"]["enum"] = list(labels)
+        elif task == "ee":
+            s["items"]["properties"]["event"]["enum"] = list(labels)
+        elif task == "tc":
+            s["properties"]["label"]["enum"] = list(labels)
+    return s
