@@ -21,6 +21,9 @@ from typing import Any
 COMMANDS: dict[tuple[str, ...], str] = {
     ("data",): "curation.data",
     ("evaluate",): "tuning.evaluate",
+    ("curate", "ifd"): "curation.ifd",
+    ("curate", "filter"): "curation.filter",
+    ("curate", "run"): "curation.pipeline",
 }
 
 EXIT_INPUT_ERROR = 2

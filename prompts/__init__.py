@@ -1,7 +1,7 @@
 """Prompt templates (one per task family) and the JSON schemas that answers must validate against.
 
-    >>> instruction("ner", ["Disease"]).splitlines()[0]
-    'You are a biomedical named entity recognition system. Extract every mention of the following entity types from the text: Disease.'
+    >>> instruction("ner", ["Disease"]).splitlines()[0].split(": ")[-1]
+    'Disease.'
     >>> schema("ner", ["Disease"])["items"]["properties"]["entity"]["enum"]
     ['Disease']
 """

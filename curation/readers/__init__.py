@@ -105,10 +105,3 @@ def read_corpus(path: str | os.PathLike, format: str | None = None, dataset: str
     reader = getattr(importlib.import_module(module), func)
     return reader(path, dataset=dataset, **kwargs)
 
-
-def dataset_name(path: str | os.PathLike) -> str:
-    """The corpus name a path belongs to: its folder for split files (``NCBI-disease/test.tsv`` -> ``NCBI-disease``)."""
-    p = Path(path)
-    if p.is_dir():
-        return p.name
-    return p.parent.name or p.stem

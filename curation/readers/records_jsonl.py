@@ -2,8 +2,9 @@
 
 * ``records``: one :meth:`Record.to_dict` per line (``{"id", "text", "spans": [[start, end, label], ...], ...}``);
   this is also the *span file* that encoder baselines write for the scorer.
-* ``instruction``: the instruction JSONL of :mod:`curation.convert` (``{"id", "instruction", "input", "output",
-  "dataset", "task", "spans"}``); ``input`` becomes the text and ``spans`` (character offsets into ``input``) the spans.
+* ``instruction``: the instruction JSONL of :mod:`curation.convert`
+  (``{"id", "instruction", "input", "output", "dataset", "task", "spans"}``); ``input`` becomes the text and
+  ``spans`` (character offsets into ``input``) the spans.
 """
 
 from __future__ import annotations

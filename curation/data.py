@@ -1,0 +1,230 @@
+"""``bioselect data``: corpus statistics, conversion to instruction JSONL, class-balanced downsampling.
+
+    bioselect data stats ../shared/data/ner/NCBI-disease/test.tsv
+    bioselect data convert ../shared/data/ner/NCBI-disease/test.tsv --task ner --output runs/ncbi_test.jsonl
+    bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --fraction 0.25 --seed 0 --output runs/ncbi_25.tsv
+    bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --seed 0 --output runs/ladder/   # whole ladder
+
+Also ``python -m curation.data SUBCOMMAND ...``. The format of a corpus is detected from its name and content;
+``--format`` overrides it. Bad input stops with one line naming the file and line, exit code 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.cli import parse_config, run
+from curation.io import InputError, atomic_write, provenance, read_jsonl, write_json, write_jsonl
+from curation.readers import READERS, read_corpus
+from curation.records import Corpus, Record, Span
+
+SUBCOMMANDS = ("stats", "convert", "sample")
+_FORMAT_HELP = f"Corpus format ({', '.join(sorted(READERS))}); detected from name and content when omitted."
+
+
+@dataclass
+class ReadArgs:
+    format: str | None = field(default=None, metadata={"help": _FORMAT_HELP})
+    scheme: str = field(default="iob2", metadata={"help": "BIO scheme of IOB files: iob2 (strict) or iob1."})
+    dataset: str | None = field(default=None, metadata={"help": "Dataset name (default: the file's folder)."})
+
+    def __post_init__(self):
+        if self.scheme not in ("iob1", "iob2"):
+            raise InputError("--scheme", f"must be iob1 or iob2, not {self.scheme!r}")
+        if self.format is not None and self.format not in READERS:
+            raise InputError("--format", f"unknown format {self.format!r}; one of {', '.join(sorted(READERS))}")
+
+
+@dataclass
+class StatsConfig(ReadArgs):
+    json: str | None = field(default=None, metadata={"help": "Also write all statistics to this JSON file."})
+
+
+@dataclass
+class ConvertConfig(ReadArgs):
+    task: str = field(default="ner", metadata={"help": "Task family: ner, re, ee or tc."})
+    output: str = field(default="", metadata={"help": "Instruction JSONL to write."})
+    labels: str | None = field(default=None, metadata={
+        "help": "Comma-separated label list for the instruction (default: the labels found in the file)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.task not in ("ner", "re", "ee", "tc"):
+            raise InputError("--task", f"must be ner, re, ee or tc, not {self.task!r}")
+        if not self.output:
+            raise InputError("--output", "is required")
+
+
+@dataclass
+class SampleConfig(ReadArgs):
+    fraction: float | None = field(default=None, metadata={
+        "help": "Share of records to keep, in (0, 1]. Omit to write the whole ladder into the --output folder."})
+    fractions: str = field(default="0.75,0.5,0.25,0.1,0.075,0.05,0.025", metadata={
+        "help": "The ladder written when --fraction is omitted (nested subsets for one seed)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    output: str = field(default="", metadata={"help": "Output file (with --fraction) or folder (ladder)."})
+    unit: str = field(default="sentence", metadata={"help": "Sample 'sentence's or whole 'document's."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.output:
+            raise InputError("--output", "is required")
+        if self.unit not in ("sentence", "document"):
+            raise InputError("--unit", f"must be sentence or document, not {self.unit!r}")
+        for f in self.ladder():
+            if not 0 < f <= 1:
+                raise InputError("--fraction", f"must be in (0, 1], not {f}")
+
+    def ladder(self) -> list[float]:
+        if self.fraction is not None:
+            return [self.fraction]
+        try:
+            return [float(x) for x in self.fractions.split(",") if x.strip()]
+        except ValueError:
+            raise InputError("--fractions", f"not a comma-separated list of numbers: {self.fractions!r}") from None
+
+
+def _read(path: str, cfg: ReadArgs) -> Corpus:
+    kwargs = {"scheme": cfg.scheme} if (cfg.format or _detect(path)) == "iob" else {}
+    return read_corpus(path, format=cfg.format, dataset=cfg.dataset or "", **kwargs)
+
+
+def _detect(path: str) -> str:
+    from curation.readers import detect_format
+
+    return detect_format(path)
+
+
+def stats_main(argv: Sequence[str]) -> int:
+    from curation.stats import corpus_stats, format_stats
+
+    cfg, pos = parse_config(StatsConfig, argv, "bioselect data stats",
+                            positional={"paths": {"nargs": "+", "help": "Corpus files or folders."}})
+    all_stats = []
+    for path in pos["paths"]:
+        s = corpus_stats(_read(path, cfg))
+        all_stats.append(s)
+        print(format_stats(s))
+    if cfg.json:
+        write_json(cfg.json, {"files": all_stats, "provenance": provenance(cfg, pos["paths"])})
+    return 0
+
+
+def convert_main(argv: Sequence[str]) -> int:
+    from curation.convert import convert_corpus, validate_outputs
+
+    cfg, pos = parse_config(ConvertConfig, argv, "bioselect data convert",
+                            positional={"path": {"help": "Corpus file or folder."}})
+    corpus = _read(pos["path"], cfg)
+    labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
+    try:
+        rows = convert_corpus(corpus, task=cfg.task, labels=labels, dataset=cfg.dataset)
+    except ValueError as err:
+        raise InputError(pos["path"], str(err)) from None
+    if labels:
+        extra = sorted({s[2] for r in rows for s in r.get("spans", [])} - set(labels))
+        if extra:
+            raise InputError(pos["path"], f"labels {extra} occur in the corpus but not in --labels")
+    failures = validate_outputs(rows, labels)
+    if failures:
+        rid, msg = failures[0]
+        raise InputError(pos["path"], f"{len(failures)} converted outputs fail the {cfg.task} schema; first: {msg}",
+                         record=rid)
+    write_jsonl(cfg.output, rows)
+    n_neg = sum(1 for r in rows if r["output"] in ("[]",))
+    write_json(cfg.output + ".manifest.json", provenance(
+        cfg, [pos["path"]], records=len(rows), negatives=n_neg, task=cfg.task, dataset=rows[0]["dataset"] if rows
+        else None, labels=labels or sorted({s[2] for r in rows for s in r.get("spans", [])}),
+        instruction=rows[0]["instruction"] if rows else None))
+    print(f"wrote {len(rows):,} {cfg.task} records ({n_neg:,} with output []) to {cfg.output}")
+    return 0
+
+
+def _instruction_corpus(path: str) -> tuple[list[dict], Corpus]:
+    """Raw instruction rows plus records carrying what stratification needs (span types or the TC label)."""
+    rows, records = [], []
+    for n, obj in read_jsonl(path):
+        for key in ("id", "output"):
+            if key not in obj:
+                raise InputError(path, f"instruction record lacks {key!r}", line=n)
+        spans = [Span(int(s), int(e), str(lab)) for s, e, lab in obj.get("spans", [])]
+        labels: list[str] = []
+        try:
+            out = json.loads(obj["output"])
+        except (json.JSONDecodeError, TypeError):
+            raise InputError(path, "output is not JSON text", line=n, record=str(obj["id"])) from None
+        if isinstance(out, dict) and "label" in out:
+            labels = [str(out["label"])]
+        elif not spans and isinstance(out, list):
+            labels = sorted({str(x.get("entity") or x.get("relation") or x.get("event") or "+")
+                             for x in out if isinstance(x, dict)})
+        rows.append(obj)
+        records.append(Record(id=str(obj["id"]), text="", spans=spans, labels=labels,
+                              doc_id=obj.get("doc_id")))
+    return rows, Corpus(records=records, path=path, format="instruction")
+
+
+def sample_main(argv: Sequence[str]) -> int:
+    from curation.readers.iob import format_iob
+    from curation.sample import sampling_order, strata_counts, take
+
+    cfg, pos = parse_config(SampleConfig, argv, "bioselect data sample",
+                            positional={"path": {"help": "Corpus file (IOB, instruction JSONL, ...)."}})
+    path = pos["path"]
+    fmt = cfg.format or _detect(path)
+    rows = None
+    if fmt == "instruction":
+        rows, corpus = _instruction_corpus(path)
+    else:
+        corpus = _read(path, cfg)
+    src = Path(path)
+    ladder = cfg.ladder()
+    outputs = []
+    order = sampling_order(corpus.records, cfg.seed, unit=cfg.unit)
+    for frac in ladder:
+        idx = take(order, frac)
+        if not idx:
+            raise InputError(path, f"fraction {frac} of {len(corpus.records)} records keeps none")
+        kept = [corpus.records[i] for i in idx]
+        if cfg.fraction is not None:
+            out = Path(cfg.output)
+        else:
+            suffix = ".tsv" if fmt == "iob" else ".jsonl"
+            out = Path(cfg.output) / f"{src.stem}.{frac:g}{suffix}"
+        if fmt == "iob":
+            text = format_iob(kept, docstart=bool(corpus.meta.get("docstart")) and cfg.unit == "document")
+            with atomic_write(out) as f:
+                f.write(text)
+        elif rows is not None:
+            write_jsonl(out, (rows[i] for i in idx))
+        else:
+            write_jsonl(out, (r.to_dict() for r in kept))
+        write_json(str(out) + ".manifest.json", provenance(
+            cfg, [path], fraction=frac, records=len(kept), of=len(corpus.records),
+            strata_kept=strata_counts(kept), strata_all=strata_counts(corpus.records),
+            mentions=dict(Counter(s.label for r in kept for s in r.spans))))
+        outputs.append((frac, len(kept), out))
+    for frac, n, out in outputs:
+        print(f"{frac:g}\t{n:,} of {len(corpus.records):,} records\t{out}")
+    return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(f"usage: bioselect data {{{','.join(SUBCOMMANDS)}}} ... (see --help of each)", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return {"stats": stats_main, "convert": convert_main, "sample": sample_main}[argv[0]](argv[1:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`bioselect data stats|convert|sample` end to end, and the bad-input contract (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.cli import main as bioselect
+from curation.data import main as data_main
+from tests.helpers import ASSETS, REPO, real_file
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_stats_tiny(capsys):
+    assert bioselect(["data", "stats", str(ASSETS / "tiny_docstart.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "sentences 3  documents 2" in out
+    assert "mentions: DNA 2, cell_type 1, protein 1" in out
+
+
+def test_convert_and_sample_tiny(tmp_path):
+    out = tmp_path / "conv.jsonl"
+    assert data_main(["convert", str(ASSETS / "tiny_ncbi.tsv"), "--task", "ner", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3
+    manifest = json.loads((tmp_path / "conv.jsonl.manifest.json").read_text())
+    assert manifest["records"] == 3 and manifest["negatives"] == 1
+    assert len(manifest["inputs"]) == 1 and manifest["git_commit"] is None or isinstance(manifest["git_commit"], str)
+    sampled = tmp_path / "half.jsonl"
+    assert data_main(["sample", str(out), "--fraction", "0.67", "--seed", "3", "--output", str(sampled)]) == 0
+    kept = [json.loads(line) for line in sampled.read_text().splitlines()]
+    assert len(kept) == 2 and all(r in rows for r in kept)
+
+
+def test_sample_ladder_iob(tmp_path):
+    assert data_main(["sample", str(ASSETS / "tiny_docstart.tsv"), "--seed", "0", "--fractions", "1,0.67,0.34",
+                      "--output", str(tmp_path)]) == 0
+    sizes = {f: (tmp_path / f"tiny_docstart.{f}.tsv").read_text().count("\n\n") for f in ("1", "0.67", "0.34")}
+    assert sizes == {"1": 3, "0.67": 2, "0.34": 1}
+
+
+@pytest.mark.parametrize("content,expect", [
+    ("a\tO\nb\n\n", ":2: expected 'token<TAB>tag'"),
+    ("a\tO\nb\tB_X\n\n", ":2: tag 'B_X' is not O, B-TYPE or I-TYPE"),
+    ("a\tO\nb\tI-Disease\n\n", ":2: tag 'I-Disease' continues no Disease entity"),
+    ("\n", ": file is empty"),
+])
+def test_bad_iob_convert(tmp_path, capsys, content, expect):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(content)
+    out = tmp_path / "out.jsonl"
+    assert data_main(["convert", str(bad), "--task", "ner", "--output", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {bad}") and expect in line
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_bad_json_and_non_utf8(tmp_path, capsys):
+    bad = tmp_path / "records.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
+    assert data_main(["stats", str(bad)]) == 2
+    assert ":2: invalid JSON" in _one_error_line(capsys)
+    span = tmp_path / "span.jsonl"
+    span.write_text('{"id": "a", "text": "abc", "spans": [[1, 9, "X"]]}\n')
+    assert data_main(["stats", str(span)]) == 2
+    assert ":1 (record a): span [1, 9, 'X'] is outside the text" in _one_error_line(capsys)
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes(b"caf\xe9\tO\n\n")
+    assert data_main(["stats", str(latin)]) == 2
+    assert ":1: not UTF-8" in _one_error_line(capsys)
+
+
+def test_bad_options(tmp_path, capsys):
+    assert data_main(["sample", str(ASSETS / "tiny_ncbi.tsv"), "--fraction", "1.5", "--output",
+                      str(tmp_path / "x.tsv")]) == 2
+    assert "--fraction: must be in (0, 1]" in _one_error_line(capsys)
+    assert data_main(["convert", str(ASSETS / "tiny_ncbi.tsv"), "--task", "qa", "--output", "x"]) == 2
+    assert "--task: must be ner, re, ee or tc" in _one_error_line(capsys)
+    assert not (tmp_path / "x.tsv").exists()
+
+
+def test_console_script_and_module_run():
+    script = Path(sys.executable).parent / "bioselect"  # installed by `pip install -e .` into the venv
+    for exe in ([str(script)], [sys.executable, "-m", "curation.cli"], [sys.executable, "-m", "curation.data"]):
+        args = ["stats"] if exe[-1] == "curation.data" else ["data", "stats"]
+        proc = subprocess.run([*exe, *args, str(ASSETS / "tiny_ncbi.tsv")], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0 and "sentences 3" in proc.stdout, proc.stderr
+    proc = subprocess.run([str(script), "data", "stats", str(ASSETS / "missing.tsv")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {ASSETS / 'missing.tsv'}: no such file"
+
+
+@pytest.mark.real
+def test_real_ncbi_stats(capsys):
+    assert bioselect(["data", "stats", str(real_file("ner", "NCBI-disease", "test.tsv"))]) == 0
+    out = capsys.readouterr().out
+    assert "sentences 940" in out and "mentions: Disease 960" in out
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("corpus,split,sentences,mentions,docs,dups", [
+    ("NCBI-disease", "train", 5424, {"Disease": 5134}, None, 24),
+    ("NCBI-disease", "devel", 923, {"Disease": 787}, None, 0),
+    ("NCBI-disease", "test", 940, {"Disease": 960}, None, 3),
+    ("BC5CDR", "train", 4560, {"Chemical": 5203, "Disease": 4182}, None, 7),
+    ("BC5CDR", "devel", 4581, {"Chemical": 5347, "Disease": 4246}, None, 12),
+    ("BC5CDR", "test", 4797, {"Chemical": 5385, "Disease": 4424}, None, 9),
+    ("BC2GM", "train", 12574, {"GENE": 15197}, None, 76),
+    ("BC2GM", "devel", 2519, {"GENE": 3061}, None, 17),
+    ("BC2GM", "test", 5038, {"GENE": 6325}, None, 23),
+    ("linnaeus", "train", 11935, {"Species": 2119}, None, 1100),
+    ("linnaeus", "devel", 4078, {"Species": 711}, None, 258),
+    ("linnaeus", "test", 7142, {"Species": 1433}, None, 576),
+    ("JNLPBA", "train", 16807, {"protein": 27803, "DNA": 8481, "cell_type": 6192, "cell_line": 3430, "RNA": 844},
+     1800, 71),
+    ("JNLPBA", "devel", 1739, {"protein": 2466, "DNA": 1052, "cell_type": 526, "cell_line": 400, "RNA": 107}, 200, 4),
+    ("JNLPBA", "test", 3856, {"protein": 5067, "DNA": 1056, "cell_type": 1921, "cell_line": 500, "RNA": 118}, 404,
+     26),
+])
+def test_real_flat_corpus_counts_match_readme(corpus, split, sentences, mentions, docs, dups):
+    from curation.readers import read_corpus
+    from curation.stats import corpus_stats
+
+    s = corpus_stats(read_corpus(real_file("ner", corpus, f"{split}.tsv")))
+    assert (s["sentences"], s["mentions"], s["documents"], s["duplicates"]) == (sentences, mentions, docs, dups)

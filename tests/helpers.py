@@ -1,0 +1,28 @@
+"""Where the real corpora and weights live, and skips with a clear reason when they are absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def offline_model(name: str) -> Path | None:
+    """The folder ``../shared/models/fetch-models`` writes for ``name``, if it is there."""
+    root = Path(os.environ.get("OFFLINE_MODELS", Path.home() / ".cache" / "offline-models"))
+    folder = root / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def real_file(*parts: str) -> Path:
+    """A file under ../shared/data, or a skip naming what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real corpus file not found: {path}")
+    return path
