@@ -40,7 +40,14 @@ def parse_config(config_cls: type, argv: Sequence[str] | None, prog: str, positi
     parser = TrlParser(config_cls, prog=prog, description=description)
     for name, kwargs in (positional or {}).items():
         parser.add_argument(name, **kwargs)
-    out = parser.parse_args_and_config(list(argv) if argv is not None else None)
+    try:
+        out = parser.parse_args_and_config(list(argv) if argv is not None else None)
+    except ValueError as err:  # trl raises ValueError for arguments that no field takes
+        if "not used" not in str(err):
+            raise
+        from curation.io import InputError
+
+        raise InputError(prog, str(err).replace("\n", " ")) from None
     cfg = out[0]
     extra = vars(out[1]) if len(out) > 1 else {}
     known = {f.name for f in fields(config_cls)}

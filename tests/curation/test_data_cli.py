@@ -132,3 +132,8 @@ def test_real_flat_corpus_counts_match_readme(corpus, split, sentences, mentions
 
     s = corpus_stats(read_corpus(real_file("ner", corpus, f"{split}.tsv")))
     assert (s["sentences"], s["mentions"], s["documents"], s["duplicates"]) == (sentences, mentions, docs, dups)
+
+
+def test_unknown_option_is_one_line_exit_2(capsys):
+    assert data_main(["stats", str(ASSETS / "tiny_ncbi.tsv"), "--bogus", "1"]) == 2
+    assert "not used" in _one_error_line(capsys)

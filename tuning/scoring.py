@@ -1,0 +1,441 @@
+"""The unified NER scorer: every model in the project (generators and encoder baselines) is judged by these functions.
+
+Pure functions over plain data, no I/O. A record's predictions are a :class:`Prediction`, built from generated JSON
+text (:func:`prediction_from_output`) or from predicted character spans (:func:`prediction_from_spans`);
+:func:`score` turns gold records plus predictions into every number the project reports.
+
+    >>> from curation.records import Record, Span
+    >>> gold = [Record(id="s1", text="BRCA1 causes breast cancer", spans=[Span(13, 26, "Disease")])]
+    >>> pred = [prediction_from_output(gold[0].text, '[{"entity": "Disease", "name": "cancer"}]', ["Disease"])]
+    >>> result = score(gold, pred, n_bootstrap=0)
+    >>> result["strict"]["micro"]["f1"], result["relaxed"]["micro"]["f1"], result["string"]["micro"]["f1"]
+    (0.0, 1.0, 0.0)
+
+Matching modes (all count per record and per entity type; a record's predictions never match another record's gold):
+
+* ``strict``: same type and identical character offsets (seqeval's ``mode="strict"`` on IOB2 tags).
+* ``relaxed``: same type and overlapping offsets (``a.start < b.end and b.start < a.end``). Matching is a *maximum
+  one-to-one* matching between gold and predicted spans of a type (augmenting paths), so one gold span is never
+  claimed by two predictions (nor one prediction by two gold spans) and the count does not depend on listing order.
+  Every strict match is a relaxed match, so relaxed TP >= strict TP.
+* ``string``: same type and same mention string, for generated lists without offsets. Strings are compared exactly
+  (case-sensitive) after :func:`normalize_mention` (strip, collapse whitespace runs to one space). Matching is a
+  multiset intersection per record and type: a mention listed twice counts two true positives only if the gold record
+  holds two mentions with that string, otherwise the extra listing is a false positive.
+
+Strict and relaxed matching are multiset matchings too, so a duplicated predicted span is a false positive.
+
+Zero division follows seqeval's default (``zero_division="warn"`` acts as 0): precision is 0 when there are no
+predictions, recall is 0 when there is no gold, F1 is 0 when P + R = 0. Macro scores average the per-type P, R and
+F1 over the types that occur in the gold or the predictions (as seqeval and scikit-learn do).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from curation.records import Record, Span
+
+MODES = ("strict", "relaxed", "string")
+STATUSES = ("ok", "parse_error", "schema_error", "missing")
+
+Name = tuple[str, str]  # (entity type, mention string)
+
+
+def normalize_mention(name: str) -> str:
+    """The form mention strings are compared in: stripped, whitespace runs collapsed to one space; case is kept.
+
+    >>> normalize_mention("  breast\\n  cancer ")
+    'breast cancer'
+    """
+    return " ".join(name.split())
+
+
+@cache
+def _validator(labels: tuple[str, ...] | None):
+    from jsonschema import Draft202012Validator
+
+    from prompts import schema
+
+    return Draft202012Validator(schema("ner", list(labels) if labels else None))
+
+
+def parse_output(output: str, labels: Sequence[str] | None = None) -> tuple[list[Name], str]:
+    """Parse a generated entity list; return ``(entities, status)``.
+
+    ``status`` is ``"ok"``, ``"parse_error"`` (not JSON) or ``"schema_error"`` (JSON that fails
+    ``prompts.schema("ner", labels)``: not an array of ``{"entity", "name"}`` objects, extra keys, empty strings, or a
+    type outside ``labels``). No repair is attempted (a Markdown code fence is a parse error). Failed outputs give no
+    entities.
+
+    >>> parse_output('[{"entity": "Disease", "name": "breast cancer"}]', ["Disease"])
+    ([('Disease', 'breast cancer')], 'ok')
+    >>> parse_output('[{"entity": "Gene", "name": "BRCA1"}]', ["Disease"])
+    ([], 'schema_error')
+    >>> parse_output('Disease: breast cancer')
+    ([], 'parse_error')
+    """
+    try:
+        obj = json.loads(output)
+    except (json.JSONDecodeError, TypeError):
+        return [], "parse_error"
+    if not _validator(tuple(labels) if labels else None).is_valid(obj):
+        return [], "schema_error"
+    return [(e["entity"], e["name"]) for e in obj], "ok"
+
+
+def _mention_pattern(name: str, bounded: bool) -> re.Pattern | None:
+    parts = name.split()
+    if not parts:
+        return None
+    pattern = r"\s+".join(map(re.escape, parts))
+    if bounded:
+        pattern = (r"(?<!\w)" if re.match(r"\w", parts[0]) else "") + pattern
+        pattern += r"(?!\w)" if re.match(r"\w", parts[-1][-1]) else ""
+    return re.compile(pattern)
+
+
+def names_to_spans(text: str, entities: Sequence[Name]) -> list[Span | None]:
+    """Place generated ``(type, name)`` entities in the text; ``None`` for a name that cannot be placed.
+
+    The k-th listing of the same (type, name) goes to the k-th occurrence of the name in left-to-right order
+    (occurrences do not overlap); a listing beyond the last occurrence, or a name absent from the text, gives
+    ``None`` (a false positive when scored). Matching is case-sensitive, any whitespace run in the name matches any
+    whitespace run in the text, and occurrences must not sit inside a word (a name starting or ending with a letter
+    or digit cannot be preceded or followed by one); only when a name has no such occurrence are occurrences inside
+    words used. Names listed under different types are placed independently.
+
+    >>> names_to_spans("IL-23 and IL-2 bind IL-2R", [("Gene", "IL-2"), ("Gene", "IL-2"), ("Gene", "TNF")])
+    [Span(start=10, end=14, label='Gene'), None, None]
+    >>> names_to_spans("cancers", [("Disease", "cancer")])
+    [Span(start=0, end=6, label='Disease')]
+    """
+    occurrences: dict[str, list[tuple[int, int]]] = {}
+    seen: Counter[Name] = Counter()
+    out: list[Span | None] = []
+    for label, name in entities:
+        key = normalize_mention(name)
+        if key not in occurrences:
+            found: list[tuple[int, int]] = []
+            for bounded in (True, False):
+                pattern = _mention_pattern(key, bounded)
+                found = [m.span() for m in pattern.finditer(text)] if pattern else []
+                if found:
+                    break
+            occurrences[key] = found
+        k = seen[(label, key)]
+        seen[(label, key)] += 1
+        occ = occurrences[key]
+        out.append(Span(occ[k][0], occ[k][1], label) if k < len(occ) else None)
+    return out
+
+
+@dataclass
+class Prediction:
+    """One record's predictions, in the two views the modes need.
+
+    ``spans`` are placed predictions (strict, relaxed); ``names`` are ``(type, normalised mention)`` pairs (string);
+    ``unplaced`` holds the types of generated names that could not be placed in the text (false positives in strict
+    and relaxed); ``status`` is one of :data:`STATUSES`. ``Prediction(status="missing")`` is an absent prediction.
+    """
+
+    spans: list[Span] = field(default_factory=list)
+    names: list[Name] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)
+    status: str = "ok"
+
+
+def prediction_from_output(text: str, output: str, labels: Sequence[str] | None = None,
+                           spans: Sequence[Span] | None = None) -> Prediction:
+    """A generated answer -> :class:`Prediction`.
+
+    ``spans`` (the model's own character spans, when it gives them) are used for strict and relaxed; without them
+    the names are placed with :func:`names_to_spans`. An answer that fails :func:`parse_output` predicts nothing.
+
+    >>> p = prediction_from_output("aspirin and  ASA", '[{"entity": "Chemical", "name": "ASA"}, '
+    ...                            '{"entity": "Chemical", "name": "salicylate"}]')
+    >>> p.spans, p.names, p.unplaced
+    ([Span(start=13, end=16, label='Chemical')], [('Chemical', 'ASA'), ('Chemical', 'salicylate')], ['Chemical'])
+    """
+    entities, status = parse_output(output, labels)
+    if status != "ok":
+        return Prediction(status=status)
+    names = [(label, normalize_mention(name)) for label, name in entities]
+    if spans is not None:
+        return Prediction(spans=list(spans), names=names)
+    placed = names_to_spans(text, entities)
+    return Prediction(spans=[s for s in placed if s is not None], names=names,
+                      unplaced=[label for (label, _), s in zip(entities, placed, strict=True) if s is None])
+
+
+def prediction_from_spans(text: str, spans: Sequence[Span]) -> Prediction:
+    """Predicted character spans (encoder baselines, span files, IOB files) -> :class:`Prediction`.
+
+    >>> prediction_from_spans("BRCA1 causes breast cancer", [Span(0, 5, "Gene")]).names
+    [('Gene', 'BRCA1')]
+    """
+    return Prediction(spans=list(spans), names=gold_names(text, spans))
+
+
+def gold_names(text: str, spans: Sequence[Span]) -> list[Name]:
+    """The ``(type, normalised surface)`` pairs of spans, the gold side of the string mode.
+
+    >>> gold_names("BRCA1 causes breast  cancer", [Span(13, 27, "Disease")])
+    [('Disease', 'breast cancer')]
+    """
+    return [(s.label, normalize_mention(s.surface(text))) for s in spans]
+
+
+def _max_overlap_matching(gold: list[Span], pred: list[Span]) -> int:
+    """Size of a maximum one-to-one matching between overlapping spans (Kuhn's augmenting paths, breadth-first)."""
+    adj = [[j for j, g in enumerate(gold) if p.start < g.end and g.start < p.end] for p in pred]
+    match_of_gold: list[int | None] = [None] * len(gold)
+    match_of_pred: list[int | None] = [None] * len(pred)
+    for root in range(len(pred)):
+        parent: dict[int, int] = {}  # gold index -> the prediction whose alternating path reached it
+        frontier, free = [root], None
+        while frontier and free is None:
+            nxt = []
+            for u in frontier:
+                for g in adj[u]:
+                    if g in parent:
+                        continue
+                    parent[g] = u
+                    if match_of_gold[g] is None:
+                        free = g
+                        break
+                    nxt.append(match_of_gold[g])
+                if free is not None:
+                    break
+            frontier = nxt
+        g = free
+        while g is not None:  # flip the alternating path from the free gold span back to the root
+            u = parent[g]
+            g_prev = match_of_pred[u]
+            match_of_gold[g], match_of_pred[u] = u, g
+            g = g_prev
+    return sum(m is not None for m in match_of_pred)
+
+
+def record_counts(gold: Sequence[Span], pred: Prediction, text: str, mode: str) -> dict[str, list[int]]:
+    """One record's ``{type: [tp, fp, fn]}`` under a matching mode.
+
+    >>> text = "aspirin and aspirin"
+    >>> gold = [Span(0, 7, "Chemical"), Span(12, 19, "Chemical")]
+    >>> pred = prediction_from_output(text, '[{"entity": "Chemical", "name": "aspirin"}]')
+    >>> record_counts(gold, pred, text, "strict"), record_counts(gold, pred, text, "string")
+    ({'Chemical': [1, 0, 1]}, {'Chemical': [1, 0, 1]})
+    >>> record_counts([Span(0, 11, "Chemical")], prediction_from_spans(text, [Span(0, 3, "Chemical"),
+    ...               Span(4, 11, "Chemical")]), text, "relaxed")
+    {'Chemical': [1, 1, 0]}
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    if mode == "string":
+        g_by, p_by = Counter(gold_names(text, gold)), Counter(pred.names)
+        for (label, _), n in g_by.items():
+            counts[label][2] += n
+        for (label, _), n in p_by.items():
+            counts[label][1] += n
+        for key in g_by.keys() & p_by.keys():
+            tp = min(g_by[key], p_by[key])
+            counts[key[0]][0] += tp
+            counts[key[0]][1] -= tp
+            counts[key[0]][2] -= tp
+        return dict(counts)
+    g_by_type: dict[str, list[Span]] = defaultdict(list)
+    p_by_type: dict[str, list[Span]] = defaultdict(list)
+    for s in gold:
+        g_by_type[s.label].append(s)
+    for s in pred.spans:
+        p_by_type[s.label].append(s)
+    for label in sorted(g_by_type.keys() | p_by_type.keys()):
+        g, p = g_by_type[label], p_by_type[label]
+        if mode == "strict":
+            tp = sum((Counter((s.start, s.end) for s in g) & Counter((s.start, s.end) for s in p)).values())
+        else:
+            tp = _max_overlap_matching(sorted(g), sorted(p))
+        counts[label] = [tp, len(p) - tp, len(g) - tp]
+    for label in pred.unplaced:
+        counts[label][1] += 1
+    return dict(counts)
+
+
+def prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 with seqeval's zero-division convention (0 when undefined).
+
+    >>> prf(3, 1, 3)
+    (0.75, 0.5, 0.6)
+    >>> prf(0, 0, 5)
+    (0.0, 0.0, 0.0)
+    """
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def bootstrap_ci(tp: Sequence[float], fp: Sequence[float], fn: Sequence[float], n_resamples: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, list[float]] | None:
+    """Percentile bootstrap intervals of micro P, R and F1, resampling records with replacement.
+
+    ``tp``, ``fp``, ``fn`` are per-record totals (one entry per record). The resamples are drawn with
+    ``numpy.random.default_rng(seed)``, so the intervals are a function of the inputs and the seed. ``None`` when
+    there are no records or no resamples.
+
+    >>> ci = bootstrap_ci([1, 0, 2, 1], [0, 1, 0, 0], [1, 0, 0, 1], n_resamples=200, seed=0)
+    >>> ci["f1"][0] <= prf(4, 1, 2)[2] <= ci["f1"][1]
+    True
+    """
+    tp_a, fp_a, fn_a = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    n = len(tp_a)
+    if n == 0 or n_resamples <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    stats = np.empty((n_resamples, 3))
+    chunk = max(1, 4_000_000 // n)  # bounds the (chunk, n) index matrix to ~32 MB
+    for lo in range(0, n_resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_resamples - lo), n))
+        t, f_p, f_n = tp_a[idx].sum(axis=1), fp_a[idx].sum(axis=1), fn_a[idx].sum(axis=1)
+        p = np.divide(t, t + f_p, out=np.zeros_like(t), where=(t + f_p) > 0)
+        r = np.divide(t, t + f_n, out=np.zeros_like(t), where=(t + f_n) > 0)
+        f = np.divide(2 * p * r, p + r, out=np.zeros_like(t), where=(p + r) > 0)
+        stats[lo : lo + len(t)] = np.stack([p, r, f], axis=1)
+    alpha = (1 - level) / 2
+    lo_q, hi_q = np.quantile(stats, [alpha, 1 - alpha], axis=0)
+    return {k: [float(lo_q[i]), float(hi_q[i])] for i, k in enumerate(("precision", "recall", "f1"))}
+
+
+def summarize(per_record: Sequence[dict[str, list[int]]], n_bootstrap: int = 0, seed: int = 0,
+              level: float = 0.95) -> dict[str, Any]:
+    """Per-record ``{type: [tp, fp, fn]}`` counts -> micro (with bootstrap ``ci``), macro and per-type scores.
+
+    >>> s = summarize([{"Disease": [1, 0, 1]}, {"Disease": [0, 1, 0], "Gene": [2, 0, 0]}])
+    >>> s["micro"]["f1"], s["macro"]["f1"], s["per_type"]["Disease"]["support"]
+    (0.75, 0.75, 2)
+    """
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    rec = np.zeros((len(per_record), 3), dtype=np.int64)
+    for i, counts in enumerate(per_record):
+        for label, c in counts.items():
+            for k in range(3):
+                totals[label][k] += c[k]
+                rec[i, k] += c[k]
+    tp, fp, fn = (int(x) for x in rec.sum(axis=0))
+    p, r, f = prf(tp, fp, fn)
+    per_type = {}
+    for label in sorted(totals):
+        t, f_p, f_n = totals[label]
+        lp, lr, lf = prf(t, f_p, f_n)
+        per_type[label] = {"precision": lp, "recall": lr, "f1": lf, "support": t + f_n, "tp": t, "fp": f_p, "fn": f_n}
+    n_types = len(per_type)
+    macro = {k: sum(v[k] for v in per_type.values()) / n_types if n_types else 0.0
+             for k in ("precision", "recall", "f1")}
+    micro = {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn,
+             "ci": bootstrap_ci(rec[:, 0], rec[:, 1], rec[:, 2], n_bootstrap, seed, level)}
+    return {"micro": micro, "macro": macro, "per_type": per_type}
+
+
+def _status_counts(preds: Sequence[Prediction]) -> dict[str, Any]:
+    n = len(preds)
+    counts = Counter(p.status for p in preds)
+    out: dict[str, Any] = {s: counts.get(s, 0) for s in STATUSES}
+    out |= {f"{s}_rate": (counts.get(s, 0) / n if n else 0.0) for s in STATUSES if s != "ok"}
+    out["unplaced_names"] = sum(len(p.unplaced) for p in preds)
+    return out
+
+
+def score(gold: Sequence[Record], pred: Sequence[Prediction], datasets: Sequence[str] | None = None,
+          n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Score predictions (aligned with ``gold``) in every mode, overall and per dataset.
+
+    ``datasets`` names each record's corpus (default ``record.meta["dataset"]`` or ``""``). Returns ``records``;
+    ``outputs`` (counts of each status, their rates over all gold records, and ``unplaced_names``); for each mode
+    of :data:`MODES` the :func:`summarize` result (micro with bootstrap ``ci``, macro, per type); ``per_dataset``
+    (the same per dataset, with its own intervals); and the ``bootstrap`` settings. The same seed is used for every
+    mode and dataset so intervals are comparable.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold records but {len(pred)} predictions")
+    names = list(datasets) if datasets is not None else [r.meta.get("dataset", "") for r in gold]
+    counts = {mode: [record_counts(g.spans, p, g.text, mode) for g, p in zip(gold, pred, strict=True)]
+              for mode in MODES}
+
+    def block(idx: list[int]) -> dict[str, Any]:
+        out: dict[str, Any] = {"records": len(idx), "outputs": _status_counts([pred[i] for i in idx])}
+        for mode in MODES:
+            out[mode] = summarize([counts[mode][i] for i in idx], n_bootstrap, seed, level)
+        return out
+
+    result = block(list(range(len(gold))))
+    by_dataset: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        by_dataset[name].append(i)
+    if len(by_dataset) == 1:  # the one dataset's block is the overall block; skip recomputing its intervals
+        result["per_dataset"] = {names[0]: dict(result)}
+    else:
+        result["per_dataset"] = {name: block(idx) for name, idx in sorted(by_dataset.items())}
+    result["bootstrap"] = {"resamples": n_bootstrap, "seed": seed, "level": level}
+    return result
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _with_ci(micro: dict[str, Any], key: str) -> str:
+    ci = micro.get("ci")
+    return f"{_pct(micro[key])} ({_pct(ci[key][0])}–{_pct(ci[key][1])})" if ci else _pct(micro[key])
+
+
+def format_markdown(result: dict[str, Any], title: str = "") -> str:
+    """A :func:`score` result as Markdown: a mode x P/R/F1 table (with intervals), per-type and per-dataset tables.
+
+    >>> from curation.records import Record, Span
+    >>> r = Record(id="s1", text="BRCA1", spans=[Span(0, 5, "Gene")])
+    >>> print(format_markdown(score([r], [prediction_from_spans(r.text, r.spans)], n_bootstrap=0)).splitlines()[4])
+    | strict | 100.00 | 100.00 | 100.00 | 100.00 | 1 | 0 | 0 |
+    """
+    o = result["outputs"]
+    n = result["records"]
+    lines = [f"## Evaluation{': ' + title if title else ''}", ""]
+    level = result.get("bootstrap", {}).get("level", 0.95)
+    lines += ["| mode | precision | recall | F1 | macro F1 | TP | FP | FN |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode in MODES:
+        m = result[mode]["micro"]
+        lines.append(f"| {mode} | {_with_ci(m, 'precision')} | {_with_ci(m, 'recall')} | {_with_ci(m, 'f1')} | "
+                     f"{_pct(result[mode]['macro']['f1'])} | {m['tp']} | {m['fp']} | {m['fn']} |")
+    lines += ["", f"{n} records; parse failures {o['parse_error']} ({o['parse_error_rate']:.1%}), schema violations "
+              f"{o['schema_error']} ({o['schema_error_rate']:.1%}), missing predictions {o['missing']} "
+              f"({o['missing_rate']:.1%}), generated names not found in the text {o['unplaced_names']}."]
+    if result["strict"]["micro"].get("ci"):
+        b = result["bootstrap"]
+        lines.append(f"Intervals: {level:.0%} percentile bootstrap over records ({b['resamples']} resamples, "
+                     f"seed {b['seed']}). Scores in %.")
+    lines += ["", "| type | support | strict P | strict R | strict F1 | relaxed F1 | string F1 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, t in result["strict"]["per_type"].items():
+        rel = result["relaxed"]["per_type"].get(label, {"f1": 0.0})
+        st = result["string"]["per_type"].get(label, {"f1": 0.0})
+        lines.append(f"| {label} | {t['support']} | {_pct(t['precision'])} | {_pct(t['recall'])} | {_pct(t['f1'])} | "
+                     f"{_pct(rel['f1'])} | {_pct(st['f1'])} |")
+    per_dataset = result.get("per_dataset", {})
+    if len(per_dataset) > 1:
+        lines += ["",
+                  "| dataset | records | strict F1 | relaxed F1 | string F1 | parse failures | schema violations |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, d in per_dataset.items():
+            lines.append(f"| {name or '-'} | {d['records']} | {_with_ci(d['strict']['micro'], 'f1')} | "
+                         f"{_with_ci(d['relaxed']['micro'], 'f1')} | {_with_ci(d['string']['micro'], 'f1')} | "
+                         f"{d['outputs']['parse_error']} | {d['outputs']['schema_error']} |")
+    return "\n".join(lines) + "\n"
