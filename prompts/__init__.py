@@ -19,7 +19,7 @@ TASKS = ("ner", "re", "ee", "tc")
 TC_DESCRIPTIONS = {
     "HealthAdvice": "Decide whether the sentence from a research paper gives health advice, and how strongly.",
     "CausalLanguage": "Decide which kind of relation the sentence from a research paper claims between its findings.",
-    "ADE": "Decide whether the sentence reports an adverse drug effect.",
+    "ADE-Corpus-V2": "Decide whether the sentence reports an adverse drug effect.",
 }
 
 

@@ -74,3 +74,28 @@ def test_real_ncbi_test_converts_and_validates():
     assert sum(r["output"] == "[]" for r in rows) == 940 - 539
     for r in rows:
         assert [e["name"] for e in json.loads(r["output"])] == [r["input"][s:e] for s, e, _ in r["spans"]]
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("task,parts,records", [
+    ("ner", ("nested_ner", "GENIA", "test.jsonlines"), 1732),
+    ("ner", ("ner", "PK-relations", "dev.jsonl"), 500),
+    ("re", ("ner", "PK-relations", "dev.jsonl"), 500),
+    ("re", ("re", "BioRED", "Test.PubTator"), 100),
+    ("re", ("re", "DDI", "DDICorpus", "Test", "Test for DDI Extraction task"), 1299),
+    ("ee", ("ee", "PHEE", "test.json"), 968),
+    ("tc", ("cls", "HealthAdvice", "annotations_unstructured_abstract.csv"), 934),
+    ("tc", ("cls", "CausalLanguage", "pubmed_causal_language_use.csv"), 3061),
+    ("tc", ("cls", "ADE-Corpus-V2"), 20960),
+])
+def test_real_corpora_convert_to_valid_instructions(task, parts, records):
+    corpus = read_corpus(real_file(*parts))
+    rows = convert_corpus(corpus, task=task)
+    assert len(rows) == records
+    assert validate_outputs(rows, None) == []
+    assert len({r["instruction"] for r in rows}) == 1
+    assert len({r["id"] for r in rows}) == records
+    if task == "ner":
+        assert any(r["output"] != "[]" for r in rows)
+        for r in rows:
+            assert [e["name"] for e in json.loads(r["output"])] == [r["input"][s:e] for s, e, _ in r["spans"]]
