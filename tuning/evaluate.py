@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from curation.cli import parse_config, run
 from curation.io import InputError, atomic_write, provenance, read_jsonl, write_json
@@ -62,7 +63,7 @@ class EvaluateConfig:
             raise InputError("--output", f"must end in .json (the tables go beside it as .md), got {self.output!r}")
 
 
-def _read_gold(cfg: EvaluateConfig) -> Corpus:
+def read_gold(cfg: EvaluateConfig) -> Corpus:
     fmt = cfg.format_gold or detect_format(cfg.gold)
     corpus = read_corpus(cfg.gold, format=fmt, **({"scheme": cfg.scheme} if fmt == "iob" else {}))
     for r in corpus.records:
@@ -154,9 +155,9 @@ def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[
     return [p if p is not None else Prediction(status="missing") for p in preds]
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    cfg, _ = parse_config(EvaluateConfig, argv, prog="bioselect evaluate", description=__doc__.split("\n\n")[0])
-    gold = _read_gold(cfg)
+def score_files(cfg: EvaluateConfig, gold: Corpus | None = None) -> dict[str, Any]:
+    """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it)."""
+    gold = gold if gold is not None else read_gold(cfg)
     datasets = [r.meta.get("dataset") or gold.dataset for r in gold.records]
     gold_labels: dict[str, set[str]] = {d: set() for d in datasets}
     for d, r in zip(datasets, gold.records, strict=True):
@@ -166,14 +167,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
     preds = _read_predictions(cfg, pred_format, gold, labels, datasets)
     result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
     name = cfg.name or Path(cfg.pred).stem
-    markdown = format_markdown(result, name)
+    return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels, **result}
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(EvaluateConfig, argv, prog="bioselect evaluate", description=__doc__.split("\n\n")[0])
+    result = score_files(cfg)
+    markdown = format_markdown(result, result["name"])
     out = Path(cfg.output)
-    report = {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format,
-              "labels": labels, **result, "provenance": provenance(cfg, [cfg.gold, cfg.pred])}
+    report = {**result, "provenance": provenance(cfg, [cfg.gold, cfg.pred])}
     with atomic_write(out.with_suffix(".md")) as f:
         f.write(markdown)
     write_json(out, report)
-    print(markdown, end="")  # noqa: T201 (a command's report goes to stdout)
+    print(markdown, end="")
     return 0
 
 

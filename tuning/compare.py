@@ -1,0 +1,142 @@
+"""``bioselect tune evaluate``: one comparison table of every model's predictions on the same gold set.
+
+    bioselect tune evaluate --gold runs/demo/ncbi_test_sub.jsonl \\
+        --pred zero-shot=runs/demo/pred_zero_shot.jsonl lora-full=runs/demo/pred_lora_full.jsonl \\
+               biobert=runs/demo/biobert_spans.jsonl --output runs/demo/comparison.json
+
+Each ``NAME=PATH`` after ``--pred`` is scored by :func:`tuning.evaluate.score_files` (the unified scorer: strict
+span, relaxed overlap and string matching, bootstrap intervals), so generated entity lists (``{"id", "output"}``
+JSONL) and encoder baselines' span files or IOB files sit in one table. Writes OUT.json (every model's full result
+plus provenance), OUT.md (the table) and OUT.png (strict micro F1 with its interval per model), and prints the
+table.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from curation.cli import parse_config, run
+from curation.io import InputError, atomic_write, provenance, write_json
+from tuning.evaluate import EvaluateConfig, read_gold, score_files
+
+
+@dataclass
+class CompareConfig:
+    gold: str = field(metadata={"help": "Gold corpus file or instruction JSONL (as for `bioselect evaluate`)."})
+    pred: list[str] = field(metadata={"help": "NAME=PATH of each model's predictions (several after one --pred)."})
+    output: str = field(metadata={"help": "Comparison file to write (.json); .md and .png go beside it."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for the intervals (0: none)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
+    labels: list[str] | None = field(default=None, metadata={
+        "help": "Entity types generated answers may use; each dataset's gold types when not given."})
+    plot: bool = field(default=True, metadata={"help": "Write OUT.png, strict F1 per model with its interval."})
+
+    def __post_init__(self):
+        if Path(self.output).suffix != ".json":
+            raise InputError("--output", f"must end in .json, got {self.output!r}")
+        names = [p.split("=", 1)[0] for p in self.pred]
+        for p in self.pred:
+            if "=" not in p or not p.split("=", 1)[0] or not p.split("=", 1)[1]:
+                raise InputError("--pred", f"expected NAME=PATH, got {p!r}")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError("--pred", f"model names must be unique; repeated: {', '.join(dupes)}")
+
+
+def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per model: strict/relaxed/string micro F1 (strict with P, R and interval) and failure rates.
+
+    >>> r = {"name": "m", "records": 2, "outputs": {"parse_error_rate": 0.5, "schema_error_rate": 0.0},
+    ...      "strict": {"micro": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3}},
+    ...      "relaxed": {"micro": {"f1": 0.8}}, "string": {"micro": {"f1": 0.7}}}
+    >>> comparison_rows([r])[0]["strict_f1"]
+    0.6666666666666666
+    """
+    rows = []
+    for r in results:
+        strict = r["strict"]["micro"]
+        rows.append({
+            "model": r["name"], "records": r["records"],
+            "strict_p": strict["precision"], "strict_r": strict["recall"], "strict_f1": strict["f1"],
+            "strict_f1_ci": strict.get("ci", {}).get("f1") if strict.get("ci") else None,
+            "relaxed_f1": r["relaxed"]["micro"]["f1"], "string_f1": r["string"]["micro"]["f1"],
+            "parse_error_rate": r["outputs"]["parse_error_rate"],
+            "schema_error_rate": r["outputs"]["schema_error_rate"],
+        })
+    return rows
+
+
+def format_comparison(rows: list[dict[str, Any]], title: str = "") -> str:
+    """The comparison table in Markdown (scores in %)."""
+    def pct(x: float) -> str:
+        return f"{100 * x:.2f}"
+
+    lines = [f"## Comparison{': ' + title if title else ''}", "",
+             "| model | records | strict P | strict R | strict F1 (95% CI) | relaxed F1 | string F1 | parse fail | "
+             "schema viol. |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = r["strict_f1_ci"]
+        f1 = pct(r["strict_f1"]) + (f" ({pct(ci[0])}–{pct(ci[1])})" if ci else "")
+        lines.append(f"| {r['model']} | {r['records']} | {pct(r['strict_p'])} | {pct(r['strict_r'])} | {f1} | "
+                     f"{pct(r['relaxed_f1'])} | {pct(r['string_f1'])} | {r['parse_error_rate']:.1%} | "
+                     f"{r['schema_error_rate']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Bar chart of strict micro F1 per model with its bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["model"] for r in rows]
+    f1 = [100 * r["strict_f1"] for r in rows]
+    err = [[100 * (r["strict_f1"] - r["strict_f1_ci"][0]) if r["strict_f1_ci"] else 0 for r in rows],
+           [100 * (r["strict_f1_ci"][1] - r["strict_f1"]) if r["strict_f1_ci"] else 0 for r in rows]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 1.5), 3.5))
+    ax.bar(names, f1, yerr=err, capsize=4, color="#4C72B0")
+    ax.set_ylabel("strict micro F1 (%)")
+    ax.set_ylim(0, max(100.0, max(f1, default=0) + 5))
+    for i, v in enumerate(f1):
+        ax.text(i, v / 2, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white")
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(CompareConfig, argv, prog="bioselect tune evaluate",
+                          description=__doc__.split("\n\n")[0])
+    base = EvaluateConfig(gold=cfg.gold, pred="", output=cfg.output, bootstrap=cfg.bootstrap, seed=cfg.seed,
+                          labels=cfg.labels)
+    gold = read_gold(base)
+    results = []
+    for spec in cfg.pred:
+        name, path = spec.split("=", 1)
+        results.append(score_files(replace(base, pred=path, name=name), gold=gold))
+    rows = comparison_rows(results)
+    markdown = format_comparison(rows, Path(cfg.gold).name)
+    out = Path(cfg.output)
+    if cfg.plot:
+        plot_comparison(rows, out.with_suffix(".png"))
+    with atomic_write(out.with_suffix(".md")) as f:
+        f.write(markdown)
+    write_json(out, {"rows": rows, "models": results,
+                     "provenance": provenance(cfg, [cfg.gold, *(p.split("=", 1)[1] for p in cfg.pred)])})
+    print(markdown, end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
