@@ -24,6 +24,11 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("curate", "ifd"): "curation.ifd",
     ("curate", "filter"): "curation.filter",
     ("curate", "run"): "curation.pipeline",
+    ("mtl", "train"): "mtl_baselines.token_mtl.train",
+    ("mtl", "study"): "mtl_baselines.token_mtl.study",
+    ("tune", "train"): "tuning.train",
+    ("tune", "generate"): "tuning.generate",
+    ("tune", "evaluate"): "tuning.compare",
 }
 
 EXIT_INPUT_ERROR = 2

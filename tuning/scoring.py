@@ -157,8 +157,9 @@ def prediction_from_output(text: str, output: str, labels: Sequence[str] | None 
                            spans: Sequence[Span] | None = None) -> Prediction:
     """A generated answer -> :class:`Prediction`.
 
-    ``spans`` (the model's own character spans, when it gives them) are used for strict and relaxed; without them
-    the names are placed with :func:`names_to_spans`. An answer that fails :func:`parse_output` predicts nothing.
+    ``spans`` (the model's own character spans, when it gives them) are used for strict and relaxed, and names of a
+    type beyond its number of spans count as unplaced; without them the names are placed with
+    :func:`names_to_spans`. An answer that fails :func:`parse_output` predicts nothing.
 
     >>> p = prediction_from_output("aspirin and  ASA", '[{"entity": "Chemical", "name": "ASA"}, '
     ...                            '{"entity": "Chemical", "name": "salicylate"}]')
@@ -170,7 +171,9 @@ def prediction_from_output(text: str, output: str, labels: Sequence[str] | None 
         return Prediction(status=status)
     names = [(label, normalize_mention(name)) for label, name in entities]
     if spans is not None:
-        return Prediction(spans=list(spans), names=names)
+        # a generated name the model (or its offset mapper) left without a span is still a false positive
+        missing = Counter(label for label, _ in names) - Counter(s.label for s in spans)
+        return Prediction(spans=list(spans), names=names, unplaced=sorted(missing.elements()))
     placed = names_to_spans(text, entities)
     return Prediction(spans=[s for s in placed if s is not None], names=names,
                       unplaced=[label for (label, _), s in zip(entities, placed, strict=True) if s is None])

@@ -386,3 +386,13 @@ def test_strict_scores_equal_seqeval(pair):
         assert ours["support"] == ref["support"]
     for k in ("precision", "recall", "f1"):
         assert result["macro"][k] == pytest.approx(report["macro avg"]["f1-score" if k == "f1" else k], abs=1e-9)
+
+
+def test_given_spans_fewer_than_names_count_as_unplaced():
+    from tuning.scoring import prediction_from_output, record_counts
+
+    text = "aspirin and salicylate"
+    out = '[{"entity": "Chemical", "name": "aspirin"}, {"entity": "Chemical", "name": "ASA"}]'
+    pred = prediction_from_output(text, out, spans=[Span(0, 7, "Chemical")])
+    assert pred.unplaced == ["Chemical"]
+    assert record_counts([Span(0, 7, "Chemical")], pred, text, "strict") == {"Chemical": [1, 1, 0]}

@@ -1,0 +1,176 @@
+"""``bioselect mtl study``: single-task vs multi-task token models over a ladder of training fractions and seeds.
+
+    bioselect mtl study --corpus ../shared/data/ner/NCBI-disease ../shared/data/ner/PK-relations \\
+        --model ~/.cache/offline-models/minilm-l6 --output runs/mtl_study \\
+        --fractions 1,0.75,0.5,0.25,0.1,0.075,0.05,0.025 --seeds 3 \\
+        --variants single,heuristic,uw_sym,uw_asym,uw_class --ablation uw_sym
+
+Also ``python -m mtl_baselines.token_mtl.study ...`` and ``--config configs/mtl_study_real.yaml``. For every corpus,
+variant, fraction and seed one run (:func:`mtl_baselines.token_mtl.trainer.run_one`) trains on the foundation's
+class-balanced nested sample (:mod:`curation.sample`, sampling seed = run seed; the train/dev/test split is fixed)
+and is scored on the full dev and test splits. ``--ablation VARIANT`` adds that variant with each auxiliary head
+dropped in turn (``VARIANT-no_HEAD``) at ``--ablation-fractions``.
+
+Writes OUTPUT/CORPUS/runs/VARIANT/fFRACTION/sSEED/ (span files, logs, metrics.json), OUTPUT/CORPUS/split/ (the
+split's records, for ``bioselect evaluate``), the per-corpus tables and plots (:mod:`.report`), and OUTPUT/results.csv,
+OUTPUT/summary.md and OUTPUT/study.json (data efficiency, wall time, provenance) over all corpora. Resumable: a run
+whose metrics.json exists is skipped, provided it was made with the same training settings. Everything that can be
+checked (options, tokenizer against encoder, corpus labels, every sample) is checked before the first run trains.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.cli import parse_config, run
+from curation.io import InputError
+from mtl_baselines.token_mtl.train import TrainArgs, _floats
+
+
+@dataclass
+class StudyConfig(TrainArgs):
+    corpus: list[str] = field(default_factory=list, metadata={
+        "help": "Corpus folder(s) with train/dev(el)/test files, or file(s) (or folders of one file) split by "
+                "document."})
+    output: str = field(default="", metadata={"help": "Study folder (resumed when it holds finished runs)."})
+    fractions: str = field(default="1,0.75,0.5,0.25,0.1,0.075,0.05,0.025", metadata={
+        "help": "Training fractions, comma-separated, each in (0, 1]."})
+    seeds: int = field(default=3, metadata={"help": "Number of seeds per (variant, fraction): seeds 0 .. N-1."})
+    variants: str = field(default="single,heuristic,uw_sym,uw_asym,uw_class", metadata={
+        "help": "Loss variants, comma-separated: single, heuristic, uw_sym, uw_asym, uw_class."})
+    ablation: str = field(default="", metadata={
+        "help": "Multi-task variant to ablate: it also runs with each auxiliary head dropped in turn; empty: none."})
+    ablation_fractions: str = field(default="1", metadata={"help": "Fractions of the ablation runs."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        from mtl_baselines.token_mtl.losses import parse_variant
+
+        if not self.corpus or not self.output:
+            raise InputError("--corpus" if not self.corpus else "--output", "is required")
+        for option, values in (("--fractions", self.fraction_list()), ("--ablation-fractions",
+                                                                        self.ablation_fraction_list())):
+            if not values or any(not 0 < f <= 1 for f in values) or len(set(values)) != len(values):
+                raise InputError(option, "needs distinct fractions in (0, 1]")
+        if self.seeds < 1:
+            raise InputError("--seeds", "must be >= 1")
+        variants = self.variant_list()
+        if not variants or len(set(variants)) != len(variants):
+            raise InputError("--variants", "needs distinct variant names")
+        for v in variants + ([self.ablation] if self.ablation else []):
+            try:
+                parse_variant(v)
+            except ValueError as err:
+                raise InputError("--ablation" if v == self.ablation else "--variants", str(err)) from None
+        if self.ablation and ("-" in self.ablation or self.ablation == "single"):
+            raise InputError("--ablation", f"needs a multi-task variant without -no_ suffixes, not {self.ablation!r}")
+
+    def fraction_list(self) -> list[float]:
+        return _floats(self.fractions, "--fractions")
+
+    def ablation_fraction_list(self) -> list[float]:
+        return _floats(self.ablation_fractions, "--ablation-fractions")
+
+    def variant_list(self) -> list[str]:
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+    def plan(self) -> list[tuple[str, float, int]]:
+        """Every (variant, fraction, seed) to run, in running order."""
+        from mtl_baselines.token_mtl.losses import AUX_HEADS
+
+        runs = [(v, f, s) for f in self.fraction_list() for v in self.variant_list() for s in range(self.seeds)]
+        if self.ablation:
+            runs += [(f"{self.ablation}-no_{h}", f, s) for f in self.ablation_fraction_list() for h in AUX_HEADS
+                     for s in range(self.seeds)]
+        return list(dict.fromkeys(runs))
+
+
+def run_dir(corpus_dir: Path, variant: str, fraction: float, seed: int) -> Path:
+    return corpus_dir / "runs" / variant / f"f{fraction:g}" / f"s{seed}"
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    start = time.perf_counter()
+    cfg, _ = parse_config(StudyConfig, argv, prog="bioselect mtl study", description=__doc__.split("\n\n")[0])
+    from curation.io import atomic_write, provenance, write_json, write_jsonl
+    from curation.sample import sampling_order
+    from mtl_baselines.token_mtl.data import check_fraction, check_splits, load_splits
+    from mtl_baselines.token_mtl.model import load_tokenizer
+    from mtl_baselines.token_mtl.report import RUN_COLUMNS, write_csv, write_report
+    from mtl_baselines.token_mtl.trainer import run_one, run_settings
+
+    out = Path(cfg.output)
+    plan = cfg.plan()
+    settings = json.loads(json.dumps(run_settings(cfg)))
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
+    corpora = []
+    for path in cfg.corpus:  # every check before the first run trains
+        splits = load_splits(path, cfg.split_ratios(), cfg.split_seed)
+        if any(c[0].dataset == splits.dataset for c in corpora):
+            raise InputError("--corpus", f"two corpora are named {splits.dataset!r} (their folders' names)")
+        types = check_splits(splits)
+        orders = {s: sampling_order(splits.train, s) for s in range(cfg.seeds)}
+        for variant, fraction, seed in plan:
+            _, missing = check_fraction(splits.train, fraction, seed, cfg.allow_missing_types, orders[seed])
+            metrics_file = run_dir(out / splits.dataset, variant, fraction, seed) / "metrics.json"
+            if metrics_file.is_file():
+                done = json.loads(metrics_file.read_text(encoding="utf-8"))
+                changed = sorted(k for k in settings if done.get("settings", {}).get(k) != settings[k])
+                if changed or done.get("split") != splits.how:
+                    what = ", ".join(changed) or "split"
+                    raise InputError(metrics_file, f"was made with other settings ({what}); resume with the same "
+                                     "settings or give a new --output")
+        corpora.append((splits, types, orders))
+    n_done = sum(run_dir(out / s.dataset, *r).joinpath("metrics.json").is_file() for s, _, _ in corpora for r in plan)
+    print(f"{len(corpora)} corpora x {len(plan)} runs; {n_done} finished, {len(corpora) * len(plan) - n_done} to run")
+    all_rows, summaries, efficiency = [], [], {}
+    for splits, types, orders in corpora:
+        corpus_dir = out / splits.dataset
+        for name in ("train", "dev", "test"):
+            write_jsonl(corpus_dir / "split" / f"{name}.jsonl", (r.to_dict() for r in getattr(splits, name)))
+        metrics, dirs = [], []
+        for variant, fraction, seed in plan:
+            d = run_dir(corpus_dir, variant, fraction, seed)
+            label = f"{splits.dataset} {variant} fraction {fraction:g} seed {seed}"
+            if (d / "metrics.json").is_file():
+                m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+                print(f"{label}: finished earlier, test F1 {100 * m['test']['f1']:.2f}")
+            else:
+                m = run_one(cfg, splits, types, variant, fraction, seed, d, tokenizer, orders[seed])
+                print(f"{label}: {m['n_train']} sentences, {m['steps']} steps, {m['seconds']:.0f} s, dev F1 "
+                      f"{100 * m['dev']['f1']:.2f}, test F1 {100 * m['test']['f1']:.2f}")
+            metrics.append(m)
+            dirs.append(d)
+        report = write_report(corpus_dir, metrics, dirs)
+        all_rows += report["rows"]
+        summaries.append(report["markdown"])
+        efficiency[splits.dataset] = report["data_efficiency"]
+    wall = time.perf_counter() - start
+    write_csv(out / "results.csv", all_rows, RUN_COLUMNS)
+    header = (f"# Token MTL study\n\nEncoder `{cfg.model}`; variants {', '.join(cfg.variant_list())}; fractions "
+              f"{cfg.fractions}; {cfg.seeds} seed(s); strict micro F1 (%) from the foundation scorer. This "
+              f"invocation's wall time: {wall / 60:.1f} min.\n\n")
+    markdown = header + "\n".join(summaries)
+    with atomic_write(out / "summary.md") as f:
+        f.write(markdown)
+    write_json(out / "study.json", {"plan": plan, "corpora": {s.dataset: {"split": s.how, "types": t,
+                                                                          "sources": s.sources}
+                                                              for s, t, _ in corpora},
+                                    "data_efficiency": efficiency, "wall_seconds": round(wall, 1),
+                                    "run_seconds": round(sum(r["seconds"] for r in all_rows), 1),
+                                    "provenance": provenance(cfg, [p for s, _, _ in corpora for p in s.sources])})
+    print(markdown, end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
