@@ -26,3 +26,12 @@ def real_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real corpus file not found: {path}")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free now (for a torch.distributed rendezvous in a test)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,308 @@
+"""`bioselect tune train` on a tiny random Llama that borrows SmolLM2's tokenizer and chat template: completion-only
+labels ending in the trained end-of-turn token, packing without cross-example attention, the even dataset mix,
+resume, the output folder, clean failures on bad input, and two CPU processes under `accelerate launch`."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from curation.cli import parse_config
+from curation.io import sha256_file
+from tests.helpers import REPO, free_port, offline_model
+from tuning import sft_data
+from tuning.chat import render_prompt
+from tuning.train import TrainConfig, build_trainer, main, train
+
+DISEASES = ("asthma", "breast cancer", "diabetes", "ataxia telangiectasia", "gout")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # matrices this small run ~2x faster on one thread: on a busy 2-core machine two OpenMP threads mostly wait
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = offline_model("smollm2-135m")
+    if folder is None:
+        pytest.skip("SmolLM2 tokenizer not found under ~/.cache/offline-models (make models): the tiny test model "
+                    "borrows its tokenizer and chat template")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_records(path: Path, n: int, dataset: str = "toy") -> Path:
+    rows = []
+    for i in range(n):
+        name = DISEASES[i % len(DISEASES)]
+        has = i % 3 != 2
+        rows.append({"id": f"{dataset}/{i}", "instruction": "Extract diseases.",
+                     "input": f"Patient {i} has {name}." if has else f"Patient {i} is well.",
+                     "output": json.dumps([{"entity": "Disease", "name": name}]) if has else "[]",
+                     "dataset": dataset, "task": "ner"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def config(model: Path, train_files, out: Path, **overrides) -> TrainConfig:
+    files = [str(p) for p in (train_files if isinstance(train_files, list) else [train_files])]
+    base = dict(model=str(model), train_files=files, output_dir=str(out), max_steps=2, batch_size=2, max_length=256,
+                lora_r=4, lora_alpha=8, logging_steps=1, save_steps=100, report_to="none")
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_labels_cover_the_completion_and_its_end_of_turn_token(tiny_model, tmp_path):
+    data = write_records(tmp_path / "train.jsonl", 4)
+    cfg = config(tiny_model, data, tmp_path / "out")
+    trainer, _ = build_trainer(cfg)
+    tok = trainer.processing_class
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    # EOS aligned with the template: the tokenizer and the generation config stop at <|im_end|>
+    assert cfg.eos_token == tok.eos_token == "<|im_end|>"
+    gen_eos = trainer.model.generation_config.eos_token_id
+    assert eot in (gen_eos if isinstance(gen_eos, list) else [gen_eos])
+
+    records = sft_data.load_records([str(data)])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for i, rec in enumerate(records[:2]):
+        # independent reference: the prompt generation renders (tuning.chat), tokenized on its own
+        prompt = tok(render_prompt(tok, rec), add_special_tokens=False)["input_ids"]
+        ids, labels = batch["input_ids"][i], batch["labels"][i]
+        n = int(batch["attention_mask"][i].sum())
+        assert ids[: len(prompt)].tolist() == prompt
+        assert (labels[: len(prompt)] == -100).all()  # prompt masked
+        assert labels[len(prompt): n].tolist() == ids[len(prompt): n].tolist()  # completion trained
+        assert tok.decode(ids[len(prompt): n]) == rec["output"] + "<|im_end|>\n"
+        assert eot in labels[len(prompt): n].tolist()  # the end-of-turn token is a target
+        assert (labels[n:] == -100).all()  # padding masked
+
+
+def test_packing_keeps_examples_from_attending_to_each_other(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = write_records(tmp_path / "train.jsonl", 12)
+    trainer, _ = build_trainer(config(tiny_model, data, tmp_path / "out", packing=True, max_steps=1))
+    assert trainer.padding_free  # trl's bfd packing always runs padding-free
+    row = trainer.train_dataset[0]
+    assert len(row["seq_lengths"]) > 1
+    batch = trainer.data_collator([row])
+    assert "attention_mask" not in batch
+    pos = batch["position_ids"][0]
+    starts = (pos == 0).nonzero().flatten().tolist()
+    assert len(starts) == len(row["seq_lengths"])
+    assert (batch["labels"][0][starts] == -100).all()  # no example is trained to predict the next one's start
+
+    # transformers turns position ids that restart into a block-diagonal causal mask (no flash attention needed)
+    # when no attention mask and no KV cache are passed (training: trl sets use_cache=False): every packed example
+    # gets the logits it gets alone
+    bounds = [*starts, len(pos)]
+    for attn in ("sdpa", "eager"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attn)
+        with torch.no_grad():
+            packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+            for a, b in zip(bounds, bounds[1:]):
+                alone = model(input_ids=batch["input_ids"][:, a:b], use_cache=False).logits[0]
+                torch.testing.assert_close(packed[a:b], alone, atol=1e-4, rtol=1e-4)
+            # the check can fail: one causal sequence lets the second example see the first
+            causal = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+            assert not torch.allclose(causal[bounds[1]: bounds[2]], packed[bounds[1]: bounds[2]], atol=1e-4)
+
+    # end to end through the trainer's own loss: the packed row's loss is the token-weighted mean of the examples'
+    trainer.model.eval()
+    with torch.no_grad():
+        total = trainer.compute_loss(trainer.model, dict(batch)) * int((batch["labels"] != -100).sum())
+        parts = 0.0
+        for a, b in zip(bounds, bounds[1:]):
+            one = trainer.data_collator([{"input_ids": row["input_ids"][a:b], "labels": row["labels"][a:b],
+                                          "seq_lengths": [b - a]}])
+            parts += trainer.compute_loss(trainer.model, dict(one)) * int((one["labels"] != -100).sum())
+    torch.testing.assert_close(total, parts, atol=1e-3, rtol=1e-5)
+    trainer.model.train()
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def test_even_mix_draws_each_dataset_with_equal_probability():
+    groups = {name: [{"dataset": name, "id": i} for i in range(size)] for name, size in (("small", 3), ("big", 500))}
+    drawn = sft_data.even_mix(groups, 2000, seed=0)
+    counts = sft_data.draw_counts(drawn)
+    assert len(drawn) == 2000 and set(counts) == {"small", "big"}
+    assert abs(counts["small"] - 1000) < 100  # binomial(2000, 1/2): sd 22
+    assert sft_data.even_mix(groups, 2000, seed=0) == drawn
+    assert sft_data.even_mix(groups, 2000, seed=1) != drawn
+    # without replacement within a pass: the first 500 draws from 'big' are 500 distinct records
+    big = [r["id"] for r in drawn if r["dataset"] == "big"]
+    assert len(set(big[:500])) == min(500, len(big))
+    assert doctest.testmod(sft_data).failed == 0
+
+
+def test_even_mix_trains_a_fixed_number_of_steps_and_writes_the_output_folder(tiny_model, tmp_path):
+    a = write_records(tmp_path / "a.jsonl", 2, dataset="A")
+    b = write_records(tmp_path / "b.jsonl", 30, dataset="B")
+    out = tmp_path / "out"
+    cfg = config(tiny_model, [a, b], out, mix="even", max_steps=3, grad_accum=2, report_to="tensorboard")
+    manifest = train(cfg)
+
+    pool = 3 * 2 * 2  # steps x batch x accumulation x 1 process
+    data = manifest["data"]
+    assert data["records"] == 32 and data["per_dataset"] == {"A": 2, "B": 30}
+    assert data["trained_pool"] == pool
+    expected = sft_data.even_mix(sft_data.group_by_dataset(sft_data.load_records([str(a), str(b)])), pool, seed=0)
+    assert data["trained_pool_per_dataset"] == sft_data.draw_counts(expected)
+    assert manifest["training"]["global_step"] == 3
+
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    assert list((out / "runs").rglob("events.out.tfevents.*"))
+    reloaded, _ = parse_config(TrainConfig, ["--config", str(out / "train_config.yaml")], prog="t")
+    assert reloaded == cfg and reloaded.eos_token == "<|im_end|>"
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["inputs"] == {str(a): sha256_file(a), str(b): sha256_file(b)}
+    assert written["base_model"] == str(tiny_model) and "git_commit" in written
+    assert written["chat_template"]["end_of_turn"] == "<|im_end|>" and len(written["chat_template"]["sha256"]) == 64
+    assert {"trl", "peft", "transformers"} <= set(written["versions"])
+    assert written["training"]["final_train_loss"] > 0 and written["config"]["mix"] == "even"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_from_the_last_checkpoint_reaches_the_same_step_count(tiny_model, tmp_path):
+    from transformers import TrainerCallback
+
+    class KillAfterFirstSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise Interrupt(f"killed at step {state.global_step}")
+
+    data = write_records(tmp_path / "train.jsonl", 8)
+    out = tmp_path / "out"
+    overrides = dict(max_steps=4, save_steps=2)
+    with pytest.raises(Interrupt, match="step 2"):
+        train(config(tiny_model, data, out, **overrides), callbacks=[KillAfterFirstSave()])
+    assert (out / "checkpoint-2").is_dir() and not (out / "manifest.json").exists()
+
+    args = ["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(out), "--max-steps", "4",
+            "--save-steps", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--report-to", "none"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["global_step"] == 4
+    assert manifest["training"]["resumed_from"] == str(out / "checkpoint-2")
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def _no_template(tiny_model: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "no-template"
+    shutil.copytree(tiny_model, folder)
+    (folder / "chat_template.jinja").unlink()
+    return folder
+
+
+def _no_weights(tiny_model: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_model, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "file is empty"),
+    ("blank_lines", "file is empty"),
+    ("no_output", "record has no output"),
+    ("blank_output", "empty output"),
+    ("no_template", "no chat template"),
+    ("no_weights", "no weights"),
+    ("missing_model", "no such model folder"),
+    ("even_without_steps", "--max-steps"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_training(tiny_model, tmp_path, capsys, case, message):
+    data = write_records(tmp_path / "train.jsonl", 4)
+    model, extra = tiny_model, []
+    if case == "empty":
+        data.write_text("")
+    elif case == "blank_lines":
+        data.write_text("\n\n")
+    elif case in ("no_output", "blank_output"):
+        rows = [json.loads(line) for line in data.read_text().splitlines()]
+        if case == "no_output":
+            del rows[2]["output"]
+        else:
+            rows[2]["output"] = " "
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif case == "no_template":
+        model = _no_template(tiny_model, tmp_path)
+    elif case == "no_weights":
+        model = _no_weights(tiny_model, tmp_path)
+    elif case == "missing_model":
+        model = tmp_path / "nowhere"
+    elif case == "even_without_steps":
+        extra = ["--mix", "even", "--max-steps", "-1"]
+    out = tmp_path / "out"
+    rc = main(["--model", str(model), "--train-files", str(data), "--output-dir", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    if case in ("no_output", "blank_output"):
+        assert ":3 (record toy/2)" in err
+    assert not out.exists()
+
+
+def test_4bit_without_bitsandbytes_names_the_gpu_extra(tiny_model, tmp_path, capsys):
+    try:
+        import bitsandbytes  # noqa: F401
+
+        pytest.skip("bitsandbytes is installed here")
+    except ImportError:
+        pass
+    data = write_records(tmp_path / "train.jsonl", 4)
+    rc = main(["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(tmp_path / "out"),
+               "--load-in-4bit", "true"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--load-in-4bit" in err and "bioselect[gpu]" in err
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
+    a = write_records(tmp_path / "a.jsonl", 3, dataset="A")
+    b = write_records(tmp_path / "b.jsonl", 9, dataset="B")
+    out = tmp_path / "out"
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": str(tiny_model), "train_files": [str(a), str(b)], "output_dir": str(out), "mix": "even",
+        "max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8, "report_to": "none"}))
+    # `accelerate launch --cpu` starts one process unless MPI is set up; the torchrun launcher behind --multi_gpu
+    # starts two, and ACCELERATE_USE_CPU makes each a CPU (gloo) DDP rank
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()),
+           "-m", "tuning.train", "--config", str(recipe)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["world_size"] == 2 and manifest["training"]["global_step"] == 2
+    assert manifest["data"]["trained_pool"] == 2 * 2 * 2  # steps x batch x processes
+    assert proc.stdout.count("wrote adapter") == 1  # the main process reports, once
