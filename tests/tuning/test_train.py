@@ -8,7 +8,6 @@ import doctest
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from curation.cli import parse_config
 from curation.io import sha256_file
-from tests.helpers import REPO, free_port, offline_model
+from tests.helpers import REPO, free_port, offline_model, run_group
 from tuning import sft_data
 from tuning.chat import render_prompt
 from tuning.train import TrainConfig, build_trainer, main, train
@@ -300,7 +299,7 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
            "--main_process_port", str(free_port()),
            "-m", "tuning.train", "--config", str(recipe)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_group(cmd, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["world_size"] == 2 and manifest["training"]["global_step"] == 2
