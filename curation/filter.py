@@ -1,0 +1,234 @@
+"""Select a training set by IFD (hybrid Superfiltering): ``bioselect curate filter``.
+
+    bioselect curate filter --input runs/ncbi_train.jsonl --scores runs/ncbi_train.ifd.jsonl \\
+        --output runs/ncbi_train.filtered.jsonl [--ratio 0.5 | --count N] [--negative-ratio 1.0]
+
+Positives (records whose output is not ``[]``) are ranked by IFD: records with IFD above ``--max-ifd`` (1 by default:
+the prompt does not help the model) are dropped, or only reported with ``--keep-high-ifd``; the ``--count`` highest,
+or the top ``--ratio`` share of all positives (Superfiltering's convention: the share is of every positive, scored or
+not), are kept. Negatives carry no IFD signal worth ranking on; every one is kept, or a seeded ``--negative-ratio``
+share. The kept records are written unchanged, in input order, with ``OUTPUT.manifest.json`` (inputs, model, prompt
+format, IFD variant, thresholds, kept/dropped counts per dataset and type) and ``OUTPUT.ifd.png`` (IFD histogram
+of kept and dropped positives).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.cli import parse_config, run
+from curation.io import InputError, read_jsonl, sha256_file, write_json
+
+KEPT = "kept"
+
+
+@dataclass
+class FilterConfig:
+    input: str = field(metadata={"help": "Instruction JSONL that was scored."})
+    scores: str = field(metadata={"help": "Scores JSONL written by `bioselect curate ifd`."})
+    output: str = field(metadata={"help": "Filtered instruction JSONL to write."})
+    ratio: float = field(default=0.5, metadata={"help": "Keep the top share of positives by IFD (of all positives)."})
+    count: int | None = field(default=None, metadata={"help": "Keep this many positives instead of --ratio."})
+    max_ifd: float = field(default=1.0, metadata={"help": "Positives with IFD above this are dropped."})
+    keep_high_ifd: bool = field(
+        default=False, metadata={"help": "Rank positives above --max-ifd with the others instead of dropping them "
+                                         "(they are reported either way)."})
+    negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives (output []) to keep."})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative sample."})
+
+    def __post_init__(self):
+        if not 0 <= self.ratio <= 1:
+            raise InputError("--ratio", f"must be between 0 and 1, got {self.ratio}")
+        if self.count is not None and self.count < 0:
+            raise InputError("--count", f"must not be negative, got {self.count}")
+        if not 0 <= self.negative_ratio <= 1:
+            raise InputError("--negative-ratio", f"must be between 0 and 1, got {self.negative_ratio}")
+        if Path(self.output).resolve() in (Path(self.input).resolve(), Path(self.scores).resolve()):
+            raise InputError("--output", "must differ from --input and --scores")
+
+
+def share(ratio: float, n: int) -> int:
+    """``floor(ratio * n)``, robust to float error (``0.29 * 100`` is 28.999999999999996).
+
+    >>> share(0.5, 7), share(0.29, 100), share(1.0, 3)
+    (3, 29, 3)
+    """
+    return math.floor(ratio * n + 1e-9)
+
+
+def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], ratio: float = 0.5,
+           count: int | None = None, max_ifd: float = 1.0, keep_high_ifd: bool = False,
+           negative_ratio: float = 1.0, seed: int = 0) -> list[str]:
+    """The fate of each row: ``"kept"`` or why it was dropped (``invalid``: see
+    :func:`~curation.ifd_scoring.record_problem`; ``duplicate_id``, ``unscored``, ``ifd_above_max``, ``below_cut``,
+    ``negative_sampled_out``).
+
+    >>> rows = [{"id": i, "instruction": "Find diseases.", "output": o} for i, o in [("a", '[{"name": "gout"}]'),
+    ...         ("b", "[]"), ("c", '[{"name": "FAP"}]'), ("d", '[{"name": "AT"}]'), ("e", '[{"name": "DM"}]')]]
+    >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5)
+    ['kept', 'kept', 'kept', 'ifd_above_max', 'below_cut']
+
+    Half of the four positives are kept, highest IFD first (ties in input order): ``c`` (0.9) and ``a`` (0.6); ``d``
+    is dropped for IFD > 1 and ``e`` falls below the cut; the negative ``b`` is kept.
+    """
+    from curation.ifd_scoring import is_negative, record_problem
+
+    fate: list[str] = [""] * len(rows)
+    seen: set[str] = set()
+    positives, negatives = [], []
+    for i, row in enumerate(rows):
+        if record_problem(row):
+            fate[i] = "invalid"
+            continue
+        rid = str(row["id"])
+        if rid in seen:
+            fate[i] = "duplicate_id"
+            continue
+        seen.add(rid)
+        (negatives if is_negative(row["output"]) else positives).append(i)
+    candidates = []
+    for i in positives:
+        value = scores.get(str(rows[i]["id"]))
+        if value is None or not math.isfinite(value):
+            fate[i] = "unscored"
+        elif value > max_ifd and not keep_high_ifd:
+            fate[i] = "ifd_above_max"
+        else:
+            candidates.append(i)
+    n_keep = count if count is not None else share(ratio, len(positives))
+    candidates.sort(key=lambda i: (-scores[str(rows[i]["id"])], i))
+    for rank, i in enumerate(candidates):
+        fate[i] = KEPT if rank < n_keep else "below_cut"
+    kept_negatives = set(random.Random(seed).sample(negatives, share(negative_ratio, len(negatives))))
+    for i in negatives:
+        fate[i] = KEPT if i in kept_negatives else "negative_sampled_out"
+    return fate
+
+
+def tally(rows: Sequence[dict[str, Any]], fate: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
+    """Counts per dataset and type (``positive``/``negative``/``invalid``): kept, dropped and dropped by reason.
+
+    >>> tally([{"id": "a", "output": "[]", "dataset": "NCBI-disease"}], ["kept"])
+    {'NCBI-disease': {'negative': {'kept': 1, 'dropped': 0}}}
+    """
+    from curation.ifd_scoring import is_negative
+
+    counts: dict[str, dict[str, Counter]] = {}
+    for row, f in zip(rows, fate):
+        output = row.get("output")
+        kind = "invalid" if not isinstance(output, str) else "negative" if is_negative(output) else "positive"
+        c = counts.setdefault(str(row.get("dataset", "")), {}).setdefault(kind, Counter(kept=0, dropped=0))
+        c["kept" if f == KEPT else "dropped"] += 1
+        if f != KEPT:
+            c[f"dropped_{f}"] += 1
+    return {d: {k: dict(c) for k, c in kinds.items()} for d, kinds in counts.items()}
+
+
+def ifd_histogram(path: str | Path, kept: Sequence[float], dropped: Sequence[float], title: str = "") -> None:
+    """Write a PNG histogram of the IFD of kept and dropped records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from curation.io import atomic_write
+
+    values = [v for v in (*kept, *dropped) if math.isfinite(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    bins = [lo + (hi - lo + 1e-9) * k / 40 for k in range(41)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist([list(kept), list(dropped)], bins=bins, stacked=True, color=["tab:blue", "tab:gray"],
+            label=[f"kept ({len(kept)})", f"dropped ({len(dropped)})"])
+    ax.set_xlabel("IFD")
+    ax.set_ylabel("records")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def read_scores(path: str) -> tuple[dict[str, float | None], set[str]]:
+    """``id -> ifd`` of a scores file, and the variants it names."""
+    scores, variants = {}, set()
+    for line, obj in read_jsonl(path):
+        if "id" not in obj or "ifd" not in obj:
+            raise InputError(path, "not a scores line (needs 'id' and 'ifd')", line=line)
+        value = obj["ifd"]
+        if value is not None and not isinstance(value, (int, float)):
+            raise InputError(path, f"'ifd' is not a number: {value!r}", line=line, record=str(obj["id"]))
+        scores[str(obj["id"])] = value
+        variants.add(obj.get("variant", "unknown"))
+    return scores, variants
+
+
+def run_filter(cfg: FilterConfig) -> dict[str, Any]:
+    """Write the filtered JSONL, its manifest and histogram; return the manifest."""
+    from curation.ifd_scoring import is_negative, record_problem
+    from curation.io import provenance, write_jsonl
+
+    rows, lines = [], []
+    for line, obj in read_jsonl(cfg.input):
+        rows.append(obj)
+        lines.append(line)
+    scores, variants = read_scores(cfg.scores)
+    if len(variants) > 1:
+        raise InputError(cfg.scores, f"mixes IFD variants {sorted(variants)}")
+    variant = variants.pop() if variants else "unknown"
+    fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed)
+    out = Path(cfg.output)
+    write_jsonl(out, (row for row, f in zip(rows, fate) if f == KEPT))
+
+    unusable = [{"id": rows[i].get("id"), "line": lines[i],
+                 "reason": record_problem(rows[i]) if f == "invalid" else "duplicate id"}
+                for i, f in enumerate(fate) if f in ("invalid", "duplicate_id")]
+    positives = [i for i, f in enumerate(fate) if f not in ("invalid", "duplicate_id")
+                 and not is_negative(rows[i]["output"])]
+    ranked = [(i, scores[str(rows[i]["id"])]) for i in positives if fate[i] != "unscored"]
+    histogram = out.with_name(out.name + ".ifd.png")
+    ifd_histogram(histogram, [v for i, v in ranked if fate[i] == KEPT], [v for i, v in ranked if fate[i] != KEPT],
+                  title=f"{Path(cfg.input).name}: IFD ({variant}) of positives")
+    scores_manifest = Path(cfg.scores + ".manifest.json")
+    scored_with = json.loads(scores_manifest.read_text(encoding="utf-8")) if scores_manifest.exists() else {}
+    thresholds = {"max_ifd": cfg.max_ifd, "keep_high_ifd": cfg.keep_high_ifd, "ratio": cfg.ratio, "count": cfg.count,
+                  "positives_to_keep": cfg.count if cfg.count is not None else share(cfg.ratio, len(positives)),
+                  "negative_ratio": cfg.negative_ratio, "seed": cfg.seed}
+    manifest = provenance(
+        cfg, [cfg.input, cfg.scores], kind="ifd_filter", output=str(out), output_sha256=sha256_file(out),
+        histogram=str(histogram), model=scored_with.get("model"), prompt_format=scored_with.get("prompt_format"),
+        max_length=scored_with.get("max_length"), variant=variant, thresholds=thresholds,
+        totals=dict(Counter(fate)), counts=tally(rows, fate),
+        ifd_above_max=[str(rows[i]["id"]) for i, v in ranked if v > cfg.max_ifd],
+        unscored=[str(rows[i]["id"]) for i in positives if fate[i] == "unscored"], unusable=unusable,
+        scores_manifest=str(scores_manifest) if scored_with else None,
+    )
+    write_json(out.with_name(out.name + ".manifest.json"), manifest)
+    return manifest
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(FilterConfig, argv, prog="bioselect curate filter", description=__doc__.split("\n\n")[0])
+    manifest = run_filter(cfg)
+    for item in manifest["unusable"]:
+        message = InputError(cfg.input, item["reason"] + "; dropped", line=item["line"], record=item["id"])
+        print(f"warning: {message}", file=sys.stderr)
+    t = manifest["totals"]
+    print(f"kept {t.get(KEPT, 0)} of {sum(t.values())} records -> {cfg.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Score instruction records by IFD with a causal LM: ``bioselect curate ifd``.
+
+    bioselect curate ifd --model ~/.cache/offline-models/smollm2-135m --input runs/ncbi_train.jsonl \\
+        --output runs/ncbi_train.ifd.jsonl [--prompt-format plain|chat] [--batch-size 32] [--max-length 1024]
+    accelerate launch --num_processes 2 -m curation.ifd --model ... --input ... --output ...   # sharded, same output
+
+Each output line is ``{"id", "ifd", "loss_cond", "loss_uncond", "n_response_tokens", "variant"}`` in input order
+(``variant``: ``ppl_ratio``, Superfiltering's ``exp(loss_cond) / exp(loss_uncond)``, or ``loss_ratio``, Cherry-LLM's
+``loss_cond / loss_uncond``); ``OUTPUT.manifest.json`` says how the file was made and lists the records that were
+not scored, with the reason. Scores are appended to ``OUTPUT.partial-RANK`` as they are computed, so a killed run
+started again with the same arguments scores only what is missing. See :mod:`curation.ifd_scoring` for the exact
+definitions and docs/curation.md for the recipes.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from curation.cli import parse_config, run
+from curation.io import InputError, read_jsonl, sha256_file, write_json
+
+PARTIAL_META = ".partial.json"
+
+
+@dataclass
+class IFDConfig:
+    model: str = field(metadata={"help": "Scoring (weak) model: a folder or hub id of a causal LM."})
+    input: str = field(metadata={"help": "Instruction JSONL ({id, instruction, input, output, ...} per line)."})
+    output: str = field(metadata={"help": "Scores JSONL to write (one line per scored record, input order)."})
+    prompt_format: Literal["plain", "chat"] = field(
+        default="plain", metadata={"help": "plain: Superfiltering's 'instruction\\ninput\\n'; chat: the model's chat "
+                                           "template over one user turn."})
+    batch_size: int = field(default=64, metadata={"help": "Most sequences per forward pass."})
+    max_batch_tokens: int = field(
+        default=2048, metadata={"help": "Most padded tokens per forward pass (2048 suits a CPU; on a GPU use more, "
+                                        "e.g. 65536)."})
+    chunk_size: int = field(default=256, metadata={"help": "Records scored and appended together (the unit of "
+                                                           "resuming and of sharding across processes)."})
+    max_length: int = field(default=1024, metadata={"help": "Records whose prompt + response exceed this many tokens "
+                                                            "are reported and not scored."})
+    variant: Literal["ppl_ratio", "loss_ratio"] = field(
+        default="ppl_ratio", metadata={"help": "IFD variant: ppl_ratio (Superfiltering) or loss_ratio (Cherry-LLM)."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "auto: float32 on CPU, bfloat16 (float16 without it) on GPU."})
+    strong_model: str | None = field(
+        default=None, metadata={"help": "The model the data is selected for; warn if its tokenizer differs from "
+                                        "--model's (a homologous pair shares one)."})
+    positives_only: bool = field(
+        default=False, metadata={"help": "Score only records whose output is not [] (hybrid Superfiltering)."})
+    reuse_prefix: bool = field(
+        default=True, metadata={"help": "Compute the key/value cache of a token prefix that records share (the "
+                                        "instruction; the opening of the responses) once."})
+
+    def __post_init__(self):
+        self.model = os.path.expanduser(self.model)  # recipes name ~/.cache/offline-models/...
+        self.strong_model = os.path.expanduser(self.strong_model) if self.strong_model else None
+        for name, low in (("batch_size", 1), ("max_batch_tokens", 1), ("chunk_size", 1), ("max_length", 2)):
+            if getattr(self, name) < low:
+                raise InputError("--" + name.replace("_", "-"), f"must be at least {low}, got {getattr(self, name)}")
+        if Path(self.output).resolve() == Path(self.input).resolve():
+            raise InputError("--output", "must differ from --input")
+
+
+def load_records(path: str, positives_only: bool = False) -> tuple[list[dict], list[dict], int]:
+    """Usable records, the unusable ones as ``{"id", "line", "reason"}``, and the count of negatives left out."""
+    from curation.ifd_scoring import is_negative, record_problem
+
+    records, skipped, seen, negatives = [], [], {}, 0
+    for line, obj in read_jsonl(path):
+        problem = record_problem(obj)
+        rid = str(obj["id"]) if obj.get("id") is not None else None
+        if problem is None and rid in seen:
+            problem = f"duplicate id (first on line {seen[rid]})"
+        if problem:
+            skipped.append({"id": rid, "line": line, "reason": problem})
+            continue
+        seen[rid] = line
+        if positives_only and is_negative(obj["output"]):
+            negatives += 1
+            continue
+        records.append(obj | {"_line": line})
+    return records, skipped, negatives
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _parts(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f"{glob.escape(out.name)}.partial-*"))
+
+
+def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
+    """Score ``cfg.input`` into ``cfg.output``; return the manifest on the main process (``None`` on the others)."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from curation import ifd_scoring as S
+
+    # accelerate uses its multi-CPU (gloo) backend only when told to use the CPU
+    state = PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    records, skipped, negatives = load_records(cfg.input, cfg.positives_only)
+    n_records = len(records) + len(skipped) + negatives
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    examples, lines = [], {}
+    for rec, ex in zip(records, S.encode_records(tokenizer, records, cfg.prompt_format)):
+        problem = S.length_problem(ex, cfg.max_length)
+        if problem:
+            skipped.append({"id": ex.id, "line": rec["_line"], "reason": problem})
+        else:
+            examples.append(ex)
+            lines[ex.id] = rec["_line"]
+    skipped.sort(key=lambda s: s["line"])
+    if state.is_main_process:
+        for item in skipped:
+            _warn(str(InputError(cfg.input, item["reason"] + "; not scored", line=item["line"], record=item["id"])))
+    if not examples:
+        raise InputError(cfg.input, f"no record can be scored ({len(skipped)} unusable, {negatives} negatives left "
+                                    "out)")
+    mismatch = []
+    if cfg.strong_model:
+        strong = AutoTokenizer.from_pretrained(cfg.strong_model)
+        samples = [r["output"] for r in records[:20]] + [r.get("input", "") for r in records[:20]]
+        mismatch = S.tokenizer_mismatch(tokenizer, strong, samples, chat=cfg.prompt_format == "chat")
+        if mismatch and state.is_main_process:
+            _warn(f"--model {cfg.model} and --strong-model {cfg.strong_model} do not share a tokenizer "
+                  f"({'; '.join(mismatch)}); IFD from the weak model may not transfer")
+
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = out.with_name(out.name + PARTIAL_META)
+    settings = {"input_sha256": sha256_file(cfg.input), "model": cfg.model, "prompt_format": cfg.prompt_format,
+                "max_length": cfg.max_length, "variant": cfg.variant, "dtype": cfg.dtype,
+                "positives_only": cfg.positives_only, "batch_size": cfg.batch_size,
+                "max_batch_tokens": cfg.max_batch_tokens, "chunk_size": cfg.chunk_size,
+                "reuse_prefix": cfg.reuse_prefix}
+    previous = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
+    if previous is not None and previous != settings and any(p.stat().st_size for p in _parts(out)):
+        changed = ", ".join(k for k in settings if previous.get(k) != settings[k])
+        raise InputError(meta_path, f"a killed run with other settings ({changed}) left partial scores here; rerun "
+                                    "it with the same settings or delete the .partial* files")
+    if state.is_main_process and previous != settings:
+        write_json(meta_path, settings)
+    my_part = out.with_name(f"{out.name}.partial-{state.process_index}")
+    S.drop_incomplete_tail(my_part)
+    state.wait_for_everyone()
+    done = S.read_done(_parts(out))
+    state.wait_for_everyone()  # nobody appends before every process has read what is done
+
+    chunks = S.plan_chunks(examples, cfg.batch_size, cfg.max_batch_tokens, cfg.chunk_size, cfg.reuse_prefix)
+    mine = [c for k, c in enumerate(chunks) if k % state.num_processes == state.process_index
+            and any(examples[i].id not in done for i in c.indices)]
+    if mine:
+        dtype = S.pick_dtype(str(state.device), cfg.dtype)
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(state.device).eval()
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        scorer = S.IFDScorer(model, pad_id=pad_id)
+        total = 2 * sum(len(c.indices) for c in mine)
+        with torch.inference_mode(), tqdm(total=total, unit="seq", desc=f"IFD [{state.process_index}]",
+                                          disable=None, position=state.process_index) as bar:
+            for chunk in mine:
+                losses = scorer.score_chunk(examples, chunk, on_batch=bar.update)
+                new = [i for i in sorted(chunk.indices) if examples[i].id not in done]
+                S.append_lines(my_part, [S.score_line(examples[i], *losses[i], cfg.variant) for i in new])
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+
+    parts = _parts(out)
+    done = S.read_done(parts)
+    missing = [ex.id for ex in examples if ex.id not in done]
+    if missing:  # a process died without raising; keep the partial files for a rerun
+        raise RuntimeError(f"{len(missing)} records have no score (first: {missing[0]}); rerun to finish")
+    with_lines = sorted(examples, key=lambda ex: lines[ex.id])
+    from curation.io import atomic_write, provenance
+
+    with atomic_write(out) as f:
+        f.writelines(done[ex.id] + "\n" for ex in with_lines)
+    not_finite = [ex.id for ex in with_lines if json.loads(done[ex.id])["ifd"] is None]
+    manifest = provenance(
+        cfg, [cfg.input], kind="ifd_scores", output=str(out), output_sha256=sha256_file(out), model=cfg.model,
+        strong_model=cfg.strong_model, tokenizer_mismatch=mismatch, prompt_format=cfg.prompt_format,
+        max_length=cfg.max_length, variant=cfg.variant, dtype=str(S.pick_dtype(str(state.device), cfg.dtype)),
+        device=str(state.device), num_processes=state.num_processes,
+        counts={"records": n_records, "scored": len(examples),
+                "unusable": len(skipped), "negatives_left_out": negatives, "non_finite": len(not_finite)},
+        cached_prefix_tokens={kind: sorted({len(p.prefix) for c in chunks for p in c.passes if p.kind == kind})
+                              for kind in ("cond", "uncond")},
+        skipped=skipped, non_finite=not_finite,
+    )
+    write_json(out.with_name(out.name + ".manifest.json"), manifest)
+    for p in parts:
+        p.unlink()
+    meta_path.unlink(missing_ok=True)
+    return manifest
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(IFDConfig, argv, prog="bioselect curate ifd", description=__doc__.split("\n\n")[0])
+    manifest = run_ifd(cfg)
+    if manifest is not None:
+        c = manifest["counts"]
+        summary = (f"scored {c['scored']} of {c['records']} records ({c['unusable']} unusable, "
+                   f"{c['negatives_left_out']} negatives left out) -> {cfg.output}")
+        print(summary)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

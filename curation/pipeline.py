@@ -1,0 +1,99 @@
+"""Score positives by IFD, then filter: ``bioselect curate run`` (``curate ifd --positives-only`` + ``curate filter``).
+
+    bioselect curate run --config configs/curate_smollm2.yaml
+    bioselect curate run --model ~/.cache/offline-models/smollm2-135m --input runs/ncbi_train.jsonl \\
+        --output runs/ncbi_train.filtered.jsonl --ratio 0.5
+    accelerate launch --num_processes 2 -m curation.pipeline --config configs/curate_smollm2.yaml
+
+Writes the scores (``--scores``, by default ``OUTPUT_STEM.ifd.jsonl``, with its manifest), the filtered JSONL, its
+manifest and the IFD histogram; see :mod:`curation.ifd` and :mod:`curation.filter`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from curation.cli import parse_config, run
+from curation.filter import FilterConfig, run_filter
+from curation.ifd import IFDConfig, run_ifd
+from curation.io import InputError
+
+
+@dataclass
+class RunConfig:
+    model: str = field(metadata={"help": "Scoring (weak) model: a folder or hub id of a causal LM."})
+    input: str = field(metadata={"help": "Instruction JSONL ({id, instruction, input, output, ...} per line)."})
+    output: str = field(metadata={"help": "Filtered instruction JSONL to write."})
+    scores: str | None = field(default=None, metadata={"help": "Scores JSONL (default: OUTPUT_STEM.ifd.jsonl)."})
+    # scoring (curate ifd)
+    prompt_format: Literal["plain", "chat"] = field(
+        default="plain", metadata={"help": "plain: Superfiltering's 'instruction\\ninput\\n'; chat: the model's chat "
+                                           "template over one user turn."})
+    batch_size: int = field(default=64, metadata={"help": "Most sequences per forward pass."})
+    max_batch_tokens: int = field(
+        default=2048, metadata={"help": "Most padded tokens per forward pass (2048 suits a CPU; on a GPU use more, "
+                                        "e.g. 65536)."})
+    chunk_size: int = field(default=256, metadata={"help": "Records scored and appended together."})
+    max_length: int = field(default=1024, metadata={"help": "Records longer than this (prompt + response) are "
+                                                            "reported and not scored."})
+    variant: Literal["ppl_ratio", "loss_ratio"] = field(
+        default="ppl_ratio", metadata={"help": "IFD variant: ppl_ratio (Superfiltering) or loss_ratio (Cherry-LLM)."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "auto: float32 on CPU, bfloat16 (float16 without it) on GPU."})
+    strong_model: str | None = field(
+        default=None, metadata={"help": "The model the data is selected for; warn if its tokenizer differs."})
+    reuse_prefix: bool = field(default=True, metadata={"help": "Reuse the key/value cache of a shared prompt prefix."})
+    # selection (curate filter)
+    ratio: float = field(default=0.5, metadata={"help": "Keep the top share of positives by IFD (of all positives)."})
+    count: int | None = field(default=None, metadata={"help": "Keep this many positives instead of --ratio."})
+    max_ifd: float = field(default=1.0, metadata={"help": "Positives with IFD above this are dropped."})
+    keep_high_ifd: bool = field(default=False, metadata={"help": "Rank positives above --max-ifd instead of "
+                                                                 "dropping them (reported either way)."})
+    negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives (output []) to keep."})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative sample."})
+
+    def __post_init__(self):
+        if self.scores is None:
+            out = Path(self.output)
+            self.scores = str(out.with_name(out.stem + ".ifd.jsonl"))
+        self.ifd_config()  # the sub-configs check their fields
+        self.filter_config()
+
+    def ifd_config(self) -> IFDConfig:
+        own = ("output", "positives_only")
+        shared = {f.name: getattr(self, f.name) for f in fields(IFDConfig) if f.name not in own}
+        return IFDConfig(**shared, output=self.scores, positives_only=True)
+
+    def filter_config(self) -> FilterConfig:
+        shared = {f.name: getattr(self, f.name) for f in fields(FilterConfig) if f.name not in ("output", "scores")}
+        return FilterConfig(**shared, scores=self.scores, output=self.output)
+
+
+def run_pipeline(cfg: RunConfig) -> dict[str, Any] | None:
+    """Score, then filter on the main process; return the filter manifest there (``None`` elsewhere)."""
+    if Path(cfg.scores).resolve() in (Path(cfg.input).resolve(), Path(cfg.output).resolve()):
+        raise InputError("--scores", "must differ from --input and --output")
+    if run_ifd(cfg.ifd_config()) is None:
+        return None
+    return run_filter(cfg.filter_config())
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(RunConfig, argv, prog="bioselect curate run", description=__doc__.split("\n\n")[0])
+    manifest = run_pipeline(cfg)
+    if manifest is not None:
+        t = manifest["totals"]
+        print(f"kept {t.get('kept', 0)} of {sum(t.values())} records -> {cfg.output} (scores: {cfg.scores})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Hybrid Superfiltering selection: the pure rules, and ``bioselect curate filter`` on hand-written scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curation.filter import main, select, share, tally
+
+INSTR = "Find diseases."
+
+
+def rec(rid: str, output: str = '[{"entity": "Disease", "name": "gout"}]', dataset: str = "A") -> dict:
+    return {"id": rid, "instruction": INSTR, "input": f"text {rid}", "output": output, "dataset": dataset}
+
+
+def test_top_ratio_of_positives_below_one():
+    rows = [rec(f"p{i}") for i in range(6)] + [rec("n0", "[]"), rec("n1", "[ ]")]
+    scores = {"p0": 0.2, "p1": 0.9, "p2": 1.5, "p3": 0.7, "p4": 0.95, "p5": 0.7}
+    fate = select(rows, scores, ratio=0.5)
+    # 6 positives -> keep 3: p4 (0.95), p1 (0.9), then p3 (0.7, before p5 in input order); p2 has IFD > 1
+    assert fate == ["below_cut", "kept", "ifd_above_max", "kept", "kept", "below_cut", "kept", "kept"]
+
+
+def test_count_keep_high_ifd_and_threshold():
+    rows = [rec(f"p{i}") for i in range(4)]
+    scores = {"p0": 0.2, "p1": 1.3, "p2": 0.8, "p3": 1.1}
+    assert select(rows, scores, count=1) == ["below_cut", "ifd_above_max", "kept", "ifd_above_max"]
+    assert select(rows, scores, count=2, keep_high_ifd=True) == ["below_cut", "kept", "below_cut", "kept"]
+    assert select(rows, scores, count=3, max_ifd=1.2) == ["kept", "ifd_above_max", "kept", "kept"]
+    assert select(rows, scores, count=10).count("kept") == 2  # fewer candidates than asked
+
+
+def test_unscored_invalid_and_duplicates_are_dropped():
+    rows = [rec("a"), rec("b"), rec("a"), {"id": "c", "instruction": INSTR}, rec("d", "")]
+    fate = select(rows, {"a": 0.5, "b": None}, ratio=1.0)
+    assert fate == ["kept", "unscored", "duplicate_id", "invalid", "invalid"]
+
+
+def test_negative_share_is_seeded():
+    rows = [rec(f"n{i}", "[]") for i in range(10)]
+    a = select(rows, {}, negative_ratio=0.3, seed=1)
+    assert a.count("kept") == 3 and a == select(rows, {}, negative_ratio=0.3, seed=1)
+    assert a != select(rows, {}, negative_ratio=0.3, seed=2)
+    assert select(rows, {}, negative_ratio=0.0).count("kept") == 0
+
+
+def test_share_and_tally():
+    assert [share(0.1, 30), share(0.7, 10), share(0.5, 5)] == [3, 7, 2]
+    rows = [rec("a", dataset="A"), rec("b", "[]", dataset="A"), rec("c", dataset="B")]
+    counts = tally(rows, ["kept", "negative_sampled_out", "below_cut"])
+    assert counts == {"A": {"positive": {"kept": 1, "dropped": 0},
+                            "negative": {"kept": 0, "dropped": 1, "dropped_negative_sampled_out": 1}},
+                      "B": {"positive": {"kept": 0, "dropped": 1, "dropped_below_cut": 1}}}
+
+
+@pytest.fixture
+def files(tmp_path) -> tuple[Path, Path]:
+    rows = [rec(f"a{i}", dataset="A") for i in range(4)] + [rec("an", "[]", dataset="A")]
+    rows += [rec(f"b{i}", dataset="B") for i in range(4)] + [rec("bn", "[]", dataset="B")]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ifd = {"a0": 0.1, "a1": 0.8, "a2": 1.2, "a3": 0.5, "b0": 0.9, "b1": 0.3, "b2": 0.6}  # b3 was not scored
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"id": k, "ifd": v, "variant": "ppl_ratio"}) + "\n" for k, v in ifd.items()))
+    (tmp_path / "scores.jsonl.manifest.json").write_text(json.dumps({"model": "smollm2", "prompt_format": "plain",
+                                                                     "max_length": 1024}))
+    return data, scores
+
+
+def test_command_writes_filtered_manifest_and_histogram(files, tmp_path, capsys):
+    data, scores = files
+    out = tmp_path / "kept.jsonl"
+    assert main(["--input", str(data), "--scores", str(scores), "--output", str(out), "--ratio", "0.5"]) == 0
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    # 8 positives -> 4: b0 0.9, a1 0.8, b2 0.6, a3 0.5; a2 (1.2) dropped, b3 unscored; both negatives kept
+    assert [r["id"] for r in kept] == ["a1", "a3", "an", "b0", "b2", "bn"]
+    assert kept[0] == json.loads(data.read_text().splitlines()[1])
+    m = json.loads((tmp_path / "kept.jsonl.manifest.json").read_text())
+    assert (m["model"], m["prompt_format"], m["max_length"], m["variant"]) == ("smollm2", "plain", 1024, "ppl_ratio")
+    assert m["thresholds"]["positives_to_keep"] == 4 and m["thresholds"]["max_ifd"] == 1.0
+    assert m["counts"]["A"]["positive"] == {"kept": 2, "dropped": 2, "dropped_below_cut": 1,
+                                            "dropped_ifd_above_max": 1}
+    assert m["counts"]["B"]["negative"] == {"kept": 1, "dropped": 0}
+    assert m["ifd_above_max"] == ["a2"] and m["unscored"] == ["b3"]
+    assert set(m["inputs"]) == {str(data), str(scores)}
+    assert (tmp_path / "kept.jsonl.ifd.png").read_bytes()[:4] == b"\x89PNG"
+    assert "kept 6 of 10 records" in capsys.readouterr().out
+
+
+def test_command_reports_unusable_records(files, tmp_path, capsys):
+    data, scores = files
+    with open(data, "a") as f:
+        f.write(json.dumps(rec("a0")) + "\n" + json.dumps({"id": "x", "instruction": INSTR}) + "\n")
+    out = tmp_path / "kept.jsonl"
+    assert main(["--input", str(data), "--scores", str(scores), "--output", str(out), "--count", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "in.jsonl:11 (record a0): duplicate id; dropped" in err and "(record x): lacks 'output'" in err
+    assert len(json.loads((tmp_path / "kept.jsonl.manifest.json").read_text())["unusable"]) == 2
+
+
+@pytest.mark.parametrize("scores_text,message", [
+    ('{"id": "a0"}\n', "needs 'id' and 'ifd'"),
+    ('{"id": "a0", "ifd": "high"}\n', "not a number"),
+    ('{"id": "a0", "ifd": 0.1, "variant": "ppl_ratio"}\n{"id": "a1", "ifd": 0.1, "variant": "loss_ratio"}\n',
+     "mixes IFD variants"),
+])
+def test_bad_scores_exit_2(files, tmp_path, capsys, scores_text, message):
+    data, scores = files
+    scores.write_text(scores_text)
+    assert main(["--input", str(data), "--scores", str(scores), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--ratio", "1.5"], ["--count", "-1"], ["--negative-ratio", "2"]])
+def test_bad_options_exit_2(files, tmp_path, option):
+    data, scores = files
+    assert main(["--input", str(data), "--scores", str(scores), "--output", str(tmp_path / "o.jsonl"), *option]) == 2
+
+
+def test_missing_input_exits_2(files, tmp_path):
+    _, scores = files
+    assert main(["--input", str(tmp_path / "no.jsonl"), "--scores", str(scores), "--output", "o.jsonl"]) == 2
