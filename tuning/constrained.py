@@ -74,7 +74,9 @@ def lark_literal(content: str) -> str:
     >>> print(lark_literal('say "hi"\\tnow'))
     "say \\\\\\"hi\\\\\\"\\\\tnow"
     """
-    return json.dumps(json.dumps(content, ensure_ascii=False)[1:-1], ensure_ascii=False)
+    literal = json.dumps(json.dumps(content, ensure_ascii=False)[1:-1], ensure_ascii=False)
+    # JSON leaves DEL and the C1 controls raw, but Lark's lexer rejects a raw DEL in a literal: write them escaped
+    return re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", literal)
 
 
 def ner_grammar(text: str, labels: Sequence[str], max_pieces: int = 32, skip: Container[str] = ()) -> str:

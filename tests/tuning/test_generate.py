@@ -456,3 +456,9 @@ def test_labels_option_overrides_the_instruction(tmp_path, capsys, model_dir, ll
     assert rc == 0, err
     row = json.loads(out.read_text())
     assert row["status"] == "ok" and json.loads(Path(f"{out}.manifest.json").read_text())["labels"] == ["Disease"]
+
+
+@pytest.mark.parametrize("text", ["\x7f", "a\x7fb", "x\x85y"])
+def test_control_characters_compile_and_match(tokenizer, ll_tok, text):
+    m = matcher(ll_tok, ner_grammar(text, LABELS, skip=untokenizable(tokenizer, text)))
+    assert not m.is_error(), m.get_error()
