@@ -20,7 +20,7 @@ from pathlib import Path
 
 from curation.cli import parse_config, run
 from curation.io import InputError, atomic_write, provenance, read_jsonl, write_json, write_jsonl
-from curation.readers import READERS, read_corpus
+from curation.readers import READERS, detect_format, read_corpus
 from curation.records import Corpus, Record, Span
 
 SUBCOMMANDS = ("stats", "convert", "sample")
@@ -89,15 +89,11 @@ class SampleConfig(ReadArgs):
             raise InputError("--fractions", f"not a comma-separated list of numbers: {self.fractions!r}") from None
 
 
-def _read(path: str, cfg: ReadArgs) -> Corpus:
-    kwargs = {"scheme": cfg.scheme} if (cfg.format or _detect(path)) == "iob" else {}
-    return read_corpus(path, format=cfg.format, dataset=cfg.dataset or "", **kwargs)
-
-
-def _detect(path: str) -> str:
-    from curation.readers import detect_format
-
-    return detect_format(path)
+def _read(path: str, cfg: ReadArgs, fmt: str | None = None) -> Corpus:
+    """Read a corpus in ``fmt`` (default: ``--format``, else detected once here)."""
+    fmt = fmt or cfg.format or detect_format(path)
+    kwargs = {"scheme": cfg.scheme} if fmt == "iob" else {}
+    return read_corpus(path, format=fmt, dataset=cfg.dataset or "", **kwargs)
 
 
 def stats_main(argv: Sequence[str]) -> int:
@@ -176,12 +172,12 @@ def sample_main(argv: Sequence[str]) -> int:
     cfg, pos = parse_config(SampleConfig, argv, "bioselect data sample",
                             positional={"path": {"help": "Corpus file (IOB, instruction JSONL, ...)."}})
     path = pos["path"]
-    fmt = cfg.format or _detect(path)
+    fmt = cfg.format or detect_format(path)
     rows = None
     if fmt == "instruction":
         rows, corpus = _instruction_corpus(path)
     else:
-        corpus = _read(path, cfg)
+        corpus = _read(path, cfg, fmt)
     src = Path(path)
     ladder = cfg.ladder()
     outputs = []
