@@ -1,4 +1,5 @@
-# bioselect: `make demo` runs the pipeline on the default model and data, `make test` runs lint + tests.
+# bioselect: `make demo` runs the whole pipeline (convert -> IFD curation -> LoRA -> constrained generation ->
+# comparison table) on real NCBI-disease with the real SmolLM2-135M, `make test` runs lint + tests.
 # Both create .venv, install torch first (TORCH, default the local CPU wheel torch==2.13.0: a bare `torch`
 # requirement would pull a multi-GB CUDA build), install the project, and fetch the small real models when
 # ../shared/models/fetch-models is there.
@@ -38,11 +39,7 @@ demo: venv models
 	mkdir -p $(DEMO)
 	$(BIN)/bioselect data stats $(DATA)/ner/NCBI-disease/train.tsv $(DATA)/ner/NCBI-disease/test.tsv \
 		--json $(DEMO)/stats.json
-	$(BIN)/bioselect data convert $(DATA)/ner/NCBI-disease/train.tsv --task ner --output $(DEMO)/ncbi_train.jsonl
-	$(BIN)/bioselect data convert $(DATA)/ner/NCBI-disease/test.tsv --task ner --output $(DEMO)/ncbi_test.jsonl
-	$(BIN)/bioselect data sample $(DEMO)/ncbi_train.jsonl --seed 0 --output $(DEMO)/ladder
-	$(BIN)/bioselect evaluate --gold $(DATA)/ner/NCBI-disease/test.tsv --pred $(DEMO)/ncbi_test.jsonl \
-		--output $(DEMO)/eval_gold_vs_gold.json
+	$(BIN)/bioselect tune experiment --config configs/demo_ncbi.yaml --output_dir $(DEMO)
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -29,6 +29,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("tune", "train"): "tuning.train",
     ("tune", "generate"): "tuning.generate",
     ("tune", "evaluate"): "tuning.compare",
+    ("tune", "experiment"): "tuning.experiment",
 }
 
 EXIT_INPUT_ERROR = 2

@@ -14,7 +14,8 @@ Token ids are built by concatenation, never by searching the response inside the
   token scored; unconditional sequence = ``tokenizer(output)`` with default special tokens, scored from its second
   token on (exactly what ``model(ids, labels=ids).loss`` averages).
 * ``chat``: prompt ids = the model's chat template over one user turn (``instruction + "\\n" + input``) with the
-  generation prompt; response and unconditional ids as in ``plain``.
+  generation prompt (non-thinking mode for hybrid reasoning templates, ``prompts.CHAT_TEMPLATE_KWARGS``); response
+  and unconditional ids as in ``plain``.
 
 Speed comes from four things, none of which changes a value beyond float rounding: records are scored in batches of
 similar length; the LM head runs only on the positions whose next token is scored; the key/value cache of the prompt
@@ -33,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from prompts import CHAT_TEMPLATE_KWARGS
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +151,7 @@ def encode_records(tokenizer, records: Sequence[dict[str, Any]], prompt_format: 
     else:
         conversations = [chat_messages(r["instruction"], r.get("input", "")) for r in records]
         prompts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
-                                                return_dict=True)["input_ids"]
+                                                return_dict=True, **CHAT_TEMPLATE_KWARGS)["input_ids"]
     responses = tokenizer(outputs, add_special_tokens=False)["input_ids"]
     alone = tokenizer(outputs)["input_ids"]
     return [Example(str(r["id"]), r["instruction"], tuple(p), tuple(y), tuple(u))
@@ -489,8 +492,8 @@ def tokenizer_mismatch(weak, strong, samples: Sequence[str] = (), chat: bool = F
     if chat:  # compare what the templates render for these records, not their text (which may differ elsewhere)
         for text in samples:
             turn = [chat_messages(text, "")]
-            ids = [t.apply_chat_template(turn, add_generation_prompt=True, tokenize=True,
-                                         return_dict=True)["input_ids"] for t in (weak, strong)]
+            ids = [t.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                         **CHAT_TEMPLATE_KWARGS)["input_ids"] for t in (weak, strong)]
             if ids[0] != ids[1]:
                 reasons.append(f"their chat templates render {text[:40]!r} differently")
                 break

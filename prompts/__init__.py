@@ -15,6 +15,11 @@ from importlib import resources
 
 TASKS = ("ner", "re", "ee", "tc")
 
+# Variables passed to every chat-template rendering (training, generation, chat-format IFD): hybrid reasoning
+# models (Qwen3) answer in non-thinking mode, with an empty think block already in the generation prompt, so the
+# answer starts with the JSON. Templates that do not use a variable ignore it.
+CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+
 # Human-readable descriptions used by the TC template, by dataset name.
 TC_DESCRIPTIONS = {
     "HealthAdvice": "Decide whether the sentence from a research paper gives health advice, and how strongly.",

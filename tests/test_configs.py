@@ -54,3 +54,22 @@ def test_accelerate_config_loads_with_accelerate(path: Path):
         assert cfg.fsdp_config["fsdp_version"] == 2
     if path.stem == "deepspeed_zero2":
         assert cfg.deepspeed_config["zero_stage"] == 2
+
+
+EXPERIMENTS = sorted([*CONFIGS.glob("demo_*.yaml"), *CONFIGS.glob("bioselecttune_*.yaml")])
+
+
+@pytest.mark.parametrize("recipe", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_recipe_parses_into_experiment_config(recipe: Path, monkeypatch):
+    from tests.helpers import SHARED_DATA
+    from tuning.experiment import ExperimentConfig, plan
+
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# bioselect tune experiment --config configs/" + recipe.name)
+    raw = yaml.safe_load(recipe.read_text())
+    assert set(raw) <= set(ExperimentConfig.__dataclass_fields__)
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} not found: the recipe's corpora are checked when it parses")
+    monkeypatch.chdir(REPO)
+    cfg, _ = parse_config(ExperimentConfig, ["--config", str(recipe)], prog="test")
+    assert cfg.output_dir.startswith("runs/") and plan(cfg)[-1].name == "evaluate"

@@ -20,6 +20,7 @@ weights or chat template, an adapter for another base model) exits with code 2 b
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -72,6 +73,9 @@ class GenerateConfig:
                                                          "bfloat16 on CUDA."})
 
     def __post_init__(self):
+        for name in ("model", "adapter", "input", "output"):  # recipes name ~/.cache/offline-models/...
+            if getattr(self, name):
+                setattr(self, name, os.path.expanduser(getattr(self, name)))
         if self.constrained and self.unconstrained:
             raise InputError("--unconstrained", "give --constrained or --unconstrained, not both")
         self.constrained = not self.unconstrained

@@ -250,7 +250,8 @@ def _render(tokenizer, record: dict[str, Any]) -> str:
     from tuning.chat import prompt_completion
 
     pc = prompt_completion(record)
-    return tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=False)
+    return tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=False,
+                                         **pc["chat_template_kwargs"])
 
 
 def _write_outputs(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
