@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("curate", "run"): "curation.pipeline",
     ("mtl", "train"): "mtl_baselines.token_mtl.train",
     ("mtl", "study"): "mtl_baselines.token_mtl.study",
+    ("mtl", "sru"): "mtl_baselines.sru_ner.train",
     ("tune", "train"): "tuning.train",
     ("tune", "generate"): "tuning.generate",
     ("tune", "evaluate"): "tuning.compare",

@@ -73,3 +73,14 @@ def test_experiment_recipe_parses_into_experiment_config(recipe: Path, monkeypat
     monkeypatch.chdir(REPO)
     cfg, _ = parse_config(ExperimentConfig, ["--config", str(recipe)], prog="test")
     assert cfg.output_dir.startswith("runs/") and plan(cfg)[-1].name == "evaluate"
+
+
+@pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("sru_*.yaml")), ids=lambda p: p.name)
+def test_sru_recipe_parses_into_its_config(recipe: Path):
+    from mtl_baselines.sru_ner.train import TrainConfig as SRUConfig
+
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# bioselect mtl sru --config configs/" + recipe.name)
+    assert set(yaml.safe_load(recipe.read_text())) <= set(SRUConfig.__dataclass_fields__)
+    cfg, _ = parse_config(SRUConfig, ["--config", str(recipe)], prog="test")
+    assert cfg.output.startswith("runs/") and len(cfg.corpus_paths()) >= 2

@@ -1,0 +1,118 @@
+"""``bioselect mtl sru``: one SRU-NER run, trained on several partially annotated corpora at once.
+
+    bioselect mtl sru \\
+        --corpora genia=../shared/data/nested_ner/GENIA/dev.jsonlines,ncbi=../shared/data/ner/NCBI-disease \\
+        --model ~/.cache/offline-models/minilm-l6 --steps 2000 --output runs/sru/genia_ncbi
+
+Also ``python -m mtl_baselines.sru_ner.train ...`` and ``--config configs/sru_*.yaml``. Each corpus is a folder
+with train/dev(el)/test files or one file split by document (:func:`mtl_baselines.token_mtl.data.load_splits`).
+Writes span files, ``history.jsonl``, ``crossing.txt`` and ``metrics.json`` into OUTPUT (see
+:mod:`mtl_baselines.sru_ner.trainer`) and prints each dataset's strict F1 in the disjoint and merged views.
+
+Learning rates: the paper's values could not be looked up here (no copy of its body in reach), so the defaults
+(encoder 2e-5, SRU and head 1e-3, 10% linear warm-up) are our choice, set by flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from curation.cli import parse_config, run
+from curation.io import InputError
+
+
+@dataclass
+class TrainConfig:
+    corpora: str = field(default="", metadata={
+        "help": "NAME=PATH pairs, comma-separated; each PATH a corpus folder (train/dev/test) or one file to split by "
+                "document. Types are renamed NAME_TYPE."})
+    model: str = field(default="", metadata={"help": "Encoder: a Hugging Face folder or hub id."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer; the encoder's own when omitted."})
+    output: str = field(default="", metadata={"help": "Run folder to write."})
+    steps: int = field(default=1000, metadata={"help": "Optimizer steps (batches drawn inverse to dataset size)."})
+    batch_size: int = field(default=16, metadata={"help": "Sentences per training batch."})
+    infer_batch_size: int = field(default=32, metadata={"help": "Sentences decoded together at evaluation."})
+    encoder_lr: float = field(default=2e-5, metadata={"help": "Peak learning rate of the encoder's AdamW."})
+    head_lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of the SRU and action head's AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (both optimisers)."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with linear warm-up, then decay."})
+    slot_dim: int = field(default=256, metadata={"help": "Width of the SRU state slots."})
+    latents: int = field(default=4, metadata={"help": "Latent embeddings of the SRU attention."})
+    max_distance: int = field(default=8, metadata={"help": "Relative positions are clipped at +-this."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on word embeddings and in the action head."})
+    max_length: int = field(default=256, metadata={"help": "Subwords per sentence (longer ones are cut)."})
+    max_steps_per_word: int = field(default=4, metadata={"help": "Decoding shifts by force after this many steps."})
+    crossing: str = field(default="drop", metadata={
+        "help": "Crossing same-type mentions (not expressible as actions): drop, split or error; each change is "
+                "written to crossing.txt with its sentence id."})
+    split: str = field(default="0.6,0.2,0.2", metadata={"help": "Train/dev/test shares for single-file corpora."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the document-level split."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model initialisation and the batches."})
+    device: str = field(default="auto", metadata={"help": "Torch device: auto, cpu, cuda, ..."})
+
+    def __post_init__(self):
+        if not self.corpora or not self.model or not self.output:
+            raise InputError("--corpora" if not self.corpora else "--model" if not self.model else "--output",
+                             "is required")
+        self.model = os.path.expanduser(self.model)
+        self.tokenizer = os.path.expanduser(self.tokenizer) if self.tokenizer else None
+        for name in ("steps", "batch_size", "infer_batch_size", "slot_dim", "latents", "max_distance", "max_length",
+                     "max_steps_per_word"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
+        if self.crossing not in ("drop", "split", "error"):
+            raise InputError("--crossing", f"must be drop, split or error, not {self.crossing!r}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.warmup_ratio < 1:
+            raise InputError("--dropout" if not 0 <= self.dropout < 1 else "--warmup-ratio", "must be in [0, 1)")
+        self.corpus_paths()
+
+    def corpus_paths(self) -> dict[str, str]:
+        out = {}
+        for item in self.corpora.split(","):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise InputError("--corpora", f"expected NAME=PATH pairs, got {item!r}")
+            if name.strip() in out:
+                raise InputError("--corpora", f"dataset name {name.strip()!r} given twice")
+            out[name.strip()] = os.path.expanduser(path.strip())
+        return out
+
+    def split_ratios(self) -> list[float]:
+        try:
+            return [float(x) for x in self.split.split(",")]
+        except ValueError:
+            raise InputError("--split", f"expected comma-separated numbers, got {self.split!r}") from None
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(TrainConfig, argv, prog="bioselect mtl sru", description=__doc__.split("\n\n")[0])
+    from mtl_baselines.sru_ner.trainer import run_one
+    from mtl_baselines.token_mtl.data import load_splits
+    from mtl_baselines.token_mtl.model import load_tokenizer
+
+    corpora = {name: load_splits(path, cfg.split_ratios(), cfg.split_seed)
+               for name, path in cfg.corpus_paths().items()}
+    for name, s in corpora.items():
+        if not s.train or not any(r.spans for r in s.train):
+            raise InputError(name, f"the train split has no entity mentions ({s.how})")
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
+    m = run_one(cfg, corpora, tokenizer, cfg.output)
+    for split in ("dev", "test"):
+        for mode, per in m[split].items():
+            for name, s in per.items():
+                print(f"{name} {split} {mode}: P {100 * s['precision']:.2f} R {100 * s['recall']:.2f} "
+                      f"F1 {100 * s['f1']:.2f}")
+    print(f"{sum(m['n_train'].values())} training sentences, {m['steps']} steps, {m['crossing_changes']} crossing "
+          f"mentions changed, {m['seconds']:.0f} s; wrote {cfg.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Training, batched prediction and scoring of one SRU-NER run over several partially annotated corpora.
+
+    metrics = run_one(cfg, {"genia": splits_a, "ncbi": splits_b}, tokenizer, out_dir="runs/sru/genia_ncbi")
+
+Training draws ``steps`` batches with :func:`.data.draw_batches` (inverse-size sampling over the datasets), runs the
+teacher-forced model and :func:`.model.action_loss` (the loss-masking rule) and updates two AdamW optimisers, one
+for the encoder and one for the SRU and action head, each with its own learning rate, linear warm-up over
+``warmup_ratio`` of the steps then linear decay, gradient norm clipped to 1. Dev and test are decoded in batches
+(:meth:`.model.SRUNER.generate`) and scored by the foundation scorer in the ``disjoint`` and ``merged`` views
+(:func:`.data.evaluation_spans`). A run writes ``pred_{dev,test}_{disjoint,merged}.jsonl`` (span files),
+``history.jsonl``, ``crossing.txt`` (every crossing mention split or dropped, with its sentence id) and, last,
+``metrics.json``. Not done yet: dev-based checkpoint selection (the last step is scored).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from curation.io import provenance, write_json, write_jsonl
+from curation.records import Record
+from mtl_baselines.sru_ner.actions import action_vocab
+from mtl_baselines.sru_ner.data import (
+    clean_mentions,
+    collate,
+    draw_batches,
+    encode_example,
+    evaluation_spans,
+    rename_types,
+)
+from mtl_baselines.sru_ner.model import SRUNER, action_loss, build_model, steps_to_mentions
+from mtl_baselines.token_mtl.data import Splits, batch_indices
+from mtl_baselines.token_mtl.trainer import linear_warmup_decay, score_records, set_seed
+
+if TYPE_CHECKING:
+    from mtl_baselines.sru_ner.train import TrainConfig
+
+MODES = ("disjoint", "merged")
+
+
+def make_optimizers(model: SRUNER, encoder_lr: float, head_lr: float, weight_decay: float
+                    ) -> tuple[torch.optim.AdamW, torch.optim.AdamW]:
+    """Two AdamW optimisers: the encoder's parameters, and the SRU plus action head's."""
+    enc = [p for p in model.encoder.parameters() if p.requires_grad]
+    return (torch.optim.AdamW(enc, lr=encoder_lr, weight_decay=weight_decay),
+            torch.optim.AdamW(model.head_parameters(), lr=head_lr, weight_decay=weight_decay))
+
+
+@torch.no_grad()
+def predict(model: SRUNER, examples: Sequence[dict[str, Any]], vocab: Sequence[str], batch_size: int, pad_id: int,
+            max_steps_per_word: int = 4) -> list[list[tuple[int, int, str]]]:
+    """Token mentions (renamed types) of every example, decoded in length-sorted batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[list[tuple[int, int, str]]] = [[] for _ in examples]
+    for idx in batch_indices([e["n_words"] for e in examples], batch_size):
+        b = collate([examples[i] for i in idx], pad_id, len(vocab))
+        steps = model.generate(b["input_ids"].to(device), b["attention_mask"].to(device),
+                               b["word_index"].to(device), b["n_words"].to(device), max_steps_per_word)
+        for row, i in enumerate(idx):
+            out[i] = steps_to_mentions(steps[row], vocab, examples[i]["n_words"])
+    model.train(was_training)
+    return out
+
+
+def prepare(corpora: Mapping[str, Splits], crossing: str) -> dict[str, Any]:
+    """Renamed types, the origin of each, and every split's cleaned token mentions (plus the crossing notes)."""
+    origin, own, notes, parts = {}, {}, [], {}
+    for name, splits in corpora.items():
+        types = sorted({s.label for r in (*splits.train, *splits.dev, *splits.test) for s in r.spans})
+        own[name] = [f"{name}_{t}" for t in types]
+        origin |= {f"{name}_{t}": (name, t) for t in types}
+        for split in ("train", "dev", "test"):
+            recs = [rename_types(r, name) for r in getattr(splits, split)]
+            cleaned = []
+            for r in recs:
+                mentions, n = clean_mentions(r, crossing, where=f"{name}/{split}")
+                notes += [f"{name}/{split} {x}" for x in n]
+                cleaned.append(mentions)
+            parts[(name, split)] = (getattr(splits, split), recs, cleaned)
+    return {"types": sorted(origin), "origin": origin, "own": own, "notes": notes, "parts": parts}
+
+
+def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out_dir: str | Path) -> dict[str, Any]:
+    """Train on every corpus's train split, predict and score dev and test; write the run (see the module doc)."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    prep = prepare(corpora, cfg.crossing)
+    types, vocab = prep["types"], action_vocab(prep["types"])
+    encoded = {key: [encode_example(r, m, tokenizer, types, prep["own"][key[0]], cfg.max_length)
+                     for r, m in zip(recs, cleaned, strict=True)]
+               for key, (_, recs, cleaned) in prep["parts"].items()}
+    set_seed(cfg.seed)
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(cfg.model, len(vocab), cfg.slot_dim, cfg.latents, cfg.max_distance, cfg.dropout).to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train = [e for name in corpora for e in encoded[(name, "train")]]
+    sizes = [len(encoded[(name, "train")]) for name in corpora]
+    opts = make_optimizers(model, cfg.encoder_lr, cfg.head_lr, cfg.weight_decay)
+    warmup = round(cfg.warmup_ratio * cfg.steps)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: linear_warmup_decay(s, cfg.steps, warmup)) for o in opts]
+    history = []
+    model.train()
+    for step, idx in enumerate(draw_batches(sizes, cfg.batch_size, cfg.steps,
+                                            torch.Generator().manual_seed(cfg.seed)), 1):
+        b = {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id, len(vocab)).items()}
+        logits = model(b["input_ids"], b["attention_mask"], b["word_index"], b["gold"], b["n_words"])
+        loss = action_loss(logits, b["gold"], b["step_mask"], b["supervised"])
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for o, s in zip(opts, scheds, strict=True):
+            o.step()
+            s.step()
+        history.append({"step": step, "loss": loss.item(), "encoder_lr": scheds[0].get_last_lr()[0],
+                        "head_lr": scheds[1].get_last_lr()[0]})
+    scores: dict[str, Any] = {}
+    for split in ("dev", "test"):
+        for name in corpora:
+            gold, _, _ = prep["parts"][(name, split)]
+            pred = predict(model, encoded[(name, split)], vocab, cfg.infer_batch_size, pad_id,
+                           cfg.max_steps_per_word)
+            for mode in MODES:
+                recs = [Record(id=r.id, text=r.text, tokens=r.tokens, token_offsets=r.token_offsets, doc_id=r.doc_id,
+                               spans=evaluation_spans(r, m, name, prep["origin"], mode))
+                        for r, m in zip(gold, pred, strict=True)]
+                write_jsonl(out / f"pred_{split}_{name}_{mode}.jsonl", (r.to_dict() for r in recs))
+                scores.setdefault(split, {}).setdefault(mode, {})[name] = score_records(gold, recs)
+    write_jsonl(out / "history.jsonl", history)
+    (out / "crossing.txt").write_text("".join(f"{n}\n" for n in prep["notes"]), encoding="utf-8")
+    metrics = {"datasets": list(corpora), "types": types, "actions": vocab, "steps": cfg.steps,
+               "n_train": dict(zip(corpora, sizes, strict=True)), "crossing_changes": len(prep["notes"]),
+               "dev": scores["dev"], "test": scores["test"], "seconds": round(time.perf_counter() - start, 2),
+               "provenance": provenance(cfg, [p for s in corpora.values() for p in s.sources])}
+    write_json(out / "metrics.json", metrics)
+    return metrics
