@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ASSETS, offline_model
+from tests.helpers import ASSETS
 from tuning import experiment as E
 
 
@@ -105,25 +105,6 @@ def test_bad_options_exit_2_before_any_step(tmp_path, capsys, option, value, mes
     assert E.main([x for kv in argv.items() for x in kv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-
-
-@pytest.fixture
-def tiny_model(tmp_path) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = offline_model("smollm2-135m")
-    if folder is None:
-        pytest.skip("SmolLM2 tokenizer not found under ~/.cache/offline-models (make models): the tiny test model "
-                    "borrows its tokenizer and chat template")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    return tmp_path / "tiny"
 
 
 def test_whole_chain_on_a_tiny_model(tiny_model, tmp_path, capsys):

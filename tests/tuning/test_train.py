@@ -17,7 +17,7 @@ import yaml
 
 from curation.cli import parse_config
 from curation.io import sha256_file
-from tests.helpers import REPO, free_port, offline_model, run_group
+from tests.helpers import REPO, free_port, run_group
 from tuning import sft_data
 from tuning.chat import render_prompt
 from tuning.train import TrainConfig, build_trainer, main, train
@@ -32,26 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = offline_model("smollm2-135m")
-    if folder is None:
-        pytest.skip("SmolLM2 tokenizer not found under ~/.cache/offline-models (make models): the tiny test model "
-                    "borrows its tokenizer and chat template")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def write_records(path: Path, n: int, dataset: str = "toy") -> Path:
