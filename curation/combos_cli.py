@@ -1,0 +1,261 @@
+"""``bioselect curate combos``: search the mixes of auxiliary datasets for the one that helps a target most.
+
+    bioselect curate combos --config configs/combos_ner_encoder.yaml
+    bioselect curate combos --target NCBI-disease --datasets BC5CDR,BC2GM,JNLPBA,LINNAEUS \\
+        --data-root ../shared/data/ner --evaluator encoder --model ~/.cache/offline-models/minilm-l6 \\
+        --budget 12 --output runs/combos/ncbi_encoder
+
+Also ``python -m curation.combos_cli ...``. The search is :func:`curation.combos.search` (initial design, MLP
+ensemble over all 2^k mixes, UCB choice, stop when the predicted best was already evaluated or the budget is
+spent; docs/combos.md). The evaluator is a recipe that trains on one mix and returns the target's dev F1
+(:mod:`curation.combo_evaluators`): ``encoder`` (the token classifier of the multi-task baselines, cheap on a CPU)
+or ``lora`` (``bioselect tune train --mix even --max-steps N`` plus generation, the paper's protocol).
+
+OUTPUT receives ``history.jsonl`` (a header, then one line per evaluation, written as soon as it is known),
+``evals/<mix>/`` (each evaluation's metrics and dev predictions), ``test.jsonl`` (the test-set scores of the best
+mix and of the target-only baseline, after the search), ``result.json`` (best mix, stop reason, every evaluation,
+the model's top predicted mixes, test scores, provenance), ``result.md`` (the tables) and ``best_so_far.png``.
+Run the same command again to resume: evaluations in the history are not repeated. Unknown dataset names, a
+history made for other datasets or other evaluator settings, and bad options exit with code 2 before any training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.cli import parse_config, run
+from curation.combos import DESIGNS
+from curation.io import InputError
+
+EVALUATOR_NAMES = ("encoder", "lora")
+
+
+@dataclass
+class CombosConfig:
+    target: str = field(default="", metadata={"help": "Target dataset (a folder name under data_root, or a path)."})
+    datasets: list[str] = field(default_factory=list, metadata={
+        "help": "Auxiliary datasets (the target may be listed too): folder names under data_root (case-insensitive) "
+                "or corpus folders; several values or a comma list."})
+    data_root: str = field(default="../shared/data/ner", metadata={
+        "help": "Folder holding one corpus folder (train/dev(el)/test files) per dataset."})
+    evaluator: str = field(default="encoder", metadata={
+        "help": "How one mix is trained and scored: 'encoder' (token classifier, cheap) or 'lora' (LoRA generator)."})
+    model: str = field(default="", metadata={
+        "help": "encoder: a Hugging Face encoder folder or hub id (~/.cache/offline-models/minilm-l6); lora: a "
+                "causal LM with a chat template."})
+    output: str = field(default="", metadata={"help": "Run folder (history, results, plot); resumed when it exists."})
+    budget: int = field(default=12, metadata={"help": "Evaluations at most (those in the history included)."})
+    hours: float | None = field(default=None, metadata={
+        "help": "Stop starting evaluations once the history's evaluations add up to this many hours."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the design, the regressors, the training samples and the training runs."})
+    design: str = field(default="balanced", metadata={
+        "help": "Initial design besides the target-only baseline: 'balanced' (every auxiliary in about half of the "
+                "mixes) or 'single' (one auxiliary at a time, the paper's)."})
+    n_init: int | None = field(default=None, metadata={
+        "help": "Mixes in the balanced design, baseline included; default max(3, ceil(k/2)+1)."})
+    members: int = field(default=5, metadata={"help": "MLPs in the ensemble (1: the paper's single regressor)."})
+    beta: float = field(default=3.0, metadata={
+        "help": "Exploration bonus: the next mix maximises mean + beta * ensemble spread (0: the paper's greedy)."})
+    hidden: int = field(default=32, metadata={"help": "Hidden units of each two-layer MLP."})
+    patience: int = field(default=3, metadata={
+        "help": "Stop when the predicted best mix was already evaluated this many times in a row (1: the paper's "
+                "rule; 0: run to the budget)."})
+    max_train: int | None = field(default=None, metadata={
+        "help": "Training sentences kept per dataset (seeded class-balanced prefix); default 300 (encoder) or 1000 "
+                "(lora); 0: all."})
+    steps: int | None = field(default=None, metadata={
+        "help": "Optimizer steps per evaluation, the same for every mix; default 150 (encoder) or 300 (lora)."})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "Sentences per step; default 16 (encoder) or 8 (lora)."})
+    lr: float | None = field(default=None, metadata={
+        "help": "Peak learning rate; default 1e-4 (encoder) or 2e-4 (lora)."})
+    max_length: int | None = field(default=None, metadata={
+        "help": "Tokens per example; default 128 (encoder) or 512 (lora)."})
+    dev_size: int | None = field(default=None, metadata={
+        "help": "Target dev sentences every mix is scored on (a fixed class-balanced subset); default 400 "
+                "(encoder) or 200 (lora); 0: the whole dev set."})
+    max_new_tokens: int = field(default=256, metadata={"help": "lora: token budget of a generated answer."})
+    unconstrained: bool = field(default=False, metadata={
+        "help": "lora: generate without the JSON grammar (the default is constrained, which needs llguidance)."})
+    test: bool = field(default=True, metadata={
+        "help": "After the search, retrain the best mix and the target-only baseline and score the test set."})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (torch.set_num_threads); torch's default when not set."})
+    device: str = field(default="auto", metadata={"help": "encoder: torch device (auto, cpu, cuda, cuda:1, ...)."})
+
+    def __post_init__(self):
+        for name in ("target", "model", "output"):
+            if not getattr(self, name):
+                raise InputError(f"--{name}", "is required")
+        items = [self.datasets] if isinstance(self.datasets, str) else list(self.datasets)
+        self.datasets = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+        if not [d for d in self.datasets if d.lower() != self.target.lower()]:
+            raise InputError("--datasets", "name at least one auxiliary dataset besides the target")
+        if self.evaluator not in EVALUATOR_NAMES:
+            raise InputError("--evaluator", f"must be one of {', '.join(EVALUATOR_NAMES)}, not {self.evaluator!r}")
+        if self.design not in DESIGNS:
+            raise InputError("--design", f"must be one of {', '.join(DESIGNS)}, not {self.design!r}")
+        for name in ("budget", "members", "hidden"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
+        for name in ("steps", "batch_size", "max_length", "threads", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
+        for name in ("max_train", "dev_size", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"--{name.replace('_', '-')}", "must be >= 0")
+        if self.n_init is not None and self.n_init < 2:
+            raise InputError("--n-init", "must be >= 2 (the baseline and at least one mix)")
+        if self.hours is not None and self.hours <= 0:
+            raise InputError("--hours", "must be > 0")
+        if self.beta < 0 or (self.lr is not None and self.lr <= 0):
+            raise InputError("--beta" if self.beta < 0 else "--lr", "must be >= 0" if self.beta < 0 else "must be > 0")
+        self.model = os.path.expanduser(self.model)
+
+    def evaluator_options(self) -> dict[str, Any]:
+        """The evaluator's keyword options: those set here, the evaluator's defaults for the rest."""
+        opts = {k: getattr(self, k) for k in ("max_train", "steps", "batch_size", "lr", "max_length", "dev_size")
+                if getattr(self, k) is not None}
+        opts["seed"] = self.seed
+        work = Path(self.output) / "evals"
+        if self.evaluator == "encoder":
+            return {**opts, "device": self.device, "work_dir": work}
+        return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained}
+
+
+def _fmt(x: float | None) -> str:
+    return "failed" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def _mix_label(mix: Sequence[str], target: str) -> str:
+    rest = sorted(d for d in mix if d != target)
+    return target + (" + " + " + ".join(rest) if rest else " (alone)")
+
+
+def markdown(result: dict[str, Any], tests: list[dict[str, Any]]) -> str:
+    """The result's tables: every evaluation (mix, dev F1), then the test scores."""
+    target = result["target"]
+    lines = [f"# Combination search, target {target}", "",
+             f"Best mix: {_mix_label(result['best_mix'] or [], target)}, dev F1 {_fmt(result['best_score'])}; "
+             f"{result['evaluations']} evaluations, stopped: {result['stopped_because']}.", "",
+             "| # | mix | chosen by | dev F1 | predicted | seconds |", "|---|---|---|---|---|---|"]
+    for r in result["history"]:
+        score = _fmt(r["score"]) if r["error"] is None else f"failed: {r['error'][:80]}"
+        pred = _fmt(r["predicted"]) if r["predicted"] is not None else ""
+        lines.append(f"| {r['n']} | {_mix_label(r['mix'], target)} | {r['chosen_by']} | {score} | {pred} | "
+                     f"{r['seconds']:.0f} |")
+    if tests:
+        lines += ["", "| test set | mix | dev F1 | test P | test R | test F1 |", "|---|---|---|---|---|---|"]
+        for t in tests:
+            if t.get("error"):
+                lines.append(f"| {t['role']} | {_mix_label(t['mix'], target)} | failed: {t['error'][:80]} | | | |")
+                continue
+            d, s = t["dev"], t["test"]
+            lines.append(f"| {t['role']} | {_mix_label(t['mix'], target)} | {_fmt(d['f1'])} | {_fmt(s['precision'])} "
+                         f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _read_tests(path: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+    from curation.io import read_jsonl
+
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    return {tuple(sorted(obj["mix"])): obj for _, obj in read_jsonl(path) if not obj.get("error")}
+
+
+def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger) -> list[dict[str, Any]]:
+    """Test-set scores of the best mix and of the target-only baseline, read from ``path`` when already there
+    (appended to it otherwise)."""
+    from curation.combos import _append
+
+    done = _read_tests(path)
+    out = []
+    todo = [("target only", frozenset({target}))]
+    if result.best_mix is not None and result.best_mix != frozenset({target}):
+        todo.insert(0, ("best mix", result.best_mix))
+    for role, mix in todo:
+        key = tuple(sorted(mix))
+        if key in done:
+            out.append({**done[key], "role": role})
+            continue
+        log.info("test set: retraining %s", ", ".join(key))
+        start = time.perf_counter()
+        try:
+            m = evaluator.test_score(mix)
+            row = {"mix": list(key), "dev": m["dev"], "test": m["test"], "error": None}
+        except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
+            row = {"mix": list(key), "error": f"{type(err).__name__}: {err}"}
+            log.warning("test scoring of %s failed: %s", ", ".join(key), row["error"])
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        _append(path, row)
+        out.append({**row, "role": role})
+    return out
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(CombosConfig, argv, prog="bioselect curate combos", description=__doc__.split("\n\n")[0])
+    from curation.combo_evaluators import build_evaluator, find_corpora
+    from curation.combos import plot_best_so_far, result_from, search_steps
+    from curation.io import atomic_write, provenance, write_json
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    log = logging.getLogger("curation.combos")
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    target_folder = find_corpora([cfg.target], cfg.data_root, "--target")
+    target = next(iter(target_folder))
+    others = [d for d in cfg.datasets if d.lower() != cfg.target.lower() and d != target]
+    corpora = {**target_folder, **find_corpora(others, cfg.data_root)}
+    evaluator = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **cfg.evaluator_options())
+    evaluator.check()  # bad corpora, tokenizer or model exit with code 2 here, before any training
+
+    out = Path(cfg.output)
+    state: dict[str, Any] = {}
+    steps = search_steps(evaluator, list(corpora), target, cfg.budget, cfg.seed, hours=cfg.hours,
+                         history_path=out / "history.jsonl", design=cfg.design, n_init=cfg.n_init,
+                         members=cfg.members, beta=cfg.beta, hidden=cfg.hidden, patience=cfg.patience,
+                         settings=evaluator.settings(), state=state)
+    for row in steps:
+        score = f"dev F1 {100 * row.score:.2f}" if row.ok else f"failed ({row.error})"
+        print(f"[{row.n}] {_mix_label(sorted(row.mix), target)}: {score} in {row.seconds:.0f} s", flush=True)  # noqa: T201
+    result = result_from(state)
+    tests = score_tests(evaluator, result, target, out / "test.jsonl", log) if cfg.test else []
+    summary = result.to_dict()
+    report = {**summary, "tests": tests, "corpora": {k: str(v) for k, v in corpora.items()},
+              "evaluator_settings": evaluator.settings(),
+              "provenance": provenance(cfg, [out / "history.jsonl"])}
+    write_json(out / "result.json", report)
+    with atomic_write(out / "result.md") as f:
+        f.write(markdown(summary, tests))
+    if result.rows:
+        plot_best_so_far(result, out / "best_so_far.png", f"{cfg.evaluator} evaluator, target {target}")
+    best = _mix_label(sorted(result.best_mix), target) if result.best_mix else "none (every evaluation failed)"
+    print(f"stopped: {result.stopped_because} after {len(result.rows)} evaluations; best mix {best}, dev F1 "  # noqa: T201
+          f"{_fmt(result.best_score)}")
+    for t in tests:
+        if not t.get("error"):
+            print(f"test F1 {_fmt(t['test']['f1'])}: {t['role']} ({_mix_label(t['mix'], target)})")  # noqa: T201
+    print(f"wrote {out}/result.json, result.md, best_so_far.png")  # noqa: T201
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

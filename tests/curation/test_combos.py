@@ -1,0 +1,532 @@
+"""Dataset-combination search (curation.combos): enumeration against itertools, the initial design, the MLP search on
+known surfaces, resume without re-evaluation, failed evaluations, history checks; the evaluators on a tiny random
+BERT (encoder) and with tune train/generate stubbed (LoRA); `bioselect curate combos` end to end and its exit-2
+paths."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curation import combo_evaluators, combos
+from curation.cli import parse_config
+from curation.combo_evaluators import EncoderEvaluator, LoraEvaluator, find_corpora
+from curation.combos import (
+    MLPEnsemble,
+    all_mixes,
+    bits_to_mix,
+    choose_next,
+    initial_design,
+    mix_index,
+    mix_to_bits,
+    read_history,
+    search,
+    search_steps,
+)
+from curation.combos_cli import CombosConfig
+from curation.combos_cli import main as combos_main
+from curation.io import InputError
+from tests.helpers import REPO
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny matrices gain nothing from intra-op threads on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_doctests():
+    for module in (combos, combo_evaluators):
+        assert doctest.testmod(module).failed == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# enumeration and design
+
+
+@pytest.mark.parametrize("k", range(0, 8))
+def test_all_mixes_matches_itertools(k):
+    X = all_mixes(k)
+    assert X.shape == (2**k, k) and X.dtype == np.uint8
+    subsets = {frozenset(c) for r in range(k + 1) for c in itertools.combinations(range(k), r)}
+    assert {frozenset(np.flatnonzero(row).tolist()) for row in X} == subsets
+    assert len({row.tobytes() for row in X}) == 2**k  # no repeats
+    if k:
+        assert mix_index(X).tolist() == list(range(2**k))
+        names = [f"d{j}" for j in range(k)]
+        for row in X:
+            mix = bits_to_mix(row, names, target="t")
+            assert "t" in mix and (mix_to_bits(mix, names, target="t") == row).all()
+
+
+def test_enumeration_and_prediction_stay_fast_at_k_20():
+    start = time.process_time()  # CPU time: wall time on a shared machine measures the other jobs
+    X = all_mixes(20)
+    assert X.shape == (2**20, 20) and mix_index(X[[0, 5, -1]]).tolist() == [0, 5, 2**20 - 1]
+    model = MLPEnsemble(20, members=5, seed=0).fit(X[:40], np.linspace(0, 1, 40))
+    mean, spread = model.predict(X)
+    assert mean.shape == spread.shape == (2**20,)
+    assert time.process_time() - start < 20  # about 2 s of one core
+
+
+def test_unknown_names_and_too_many_candidates():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        mix_to_bits({"t", "zz"}, ["a", "b"], target="t")
+    with pytest.raises(ValueError, match="2\\*\\*23"):
+        search(lambda m: 0.0, [f"d{j}" for j in range(23)], budget=1)
+    with pytest.raises(ValueError, match="repeat"):
+        search(lambda m: 0.0, ["a", "a", "b"], budget=1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7, 11, 16])
+@pytest.mark.parametrize("kind", ["balanced", "single"])
+def test_design_covers_every_auxiliary_and_starts_with_the_baseline(k, kind):
+    for seed in range(5):
+        d = initial_design(k, kind=kind, seed=seed)
+        assert not d[0].any()  # the target-only baseline
+        assert d[1:].any(axis=0).all()  # every auxiliary at least once
+        assert len({r.tobytes() for r in d}) == len(d)  # distinct mixes
+        if kind == "balanced" and len(d) > 2:
+            counts = d[1:].sum(axis=0)
+            assert counts.max() - counts.min() <= 1 + (len(d) - 1) % 2  # about half of the mixes each
+    assert len(initial_design(11, kind="single")) == 12
+    assert (initial_design(11, seed=3) == initial_design(11, seed=3)).all()
+    for k in (1, 2, 5):
+        without = initial_design(k, seed=0, baseline=False)
+        assert without.sum(axis=1).min() > 0 and without.any(axis=0).all()  # no empty mix without a target
+
+
+def test_choose_next_takes_the_best_untried_when_the_best_was_tried():
+    mean, tried = np.array([0.1, 0.9, 0.5, 0.7]), np.array([False, True, False, False])
+    assert choose_next(mean, np.zeros(4), tried) == (3, True)
+    assert choose_next(mean, np.array([0, 0, 0.3, 0]), tried, beta=2.0) == (2, False)
+    assert choose_next(mean, np.zeros(4), np.ones(4, bool)) == (-1, True)
+
+
+def test_mlp_fits_an_additive_surface():
+    rng = np.random.default_rng(0)
+    X = all_mixes(6)
+    w = rng.normal(size=6)
+    y = X @ w
+    rows = rng.choice(64, 20, replace=False)
+    mean, _ = MLPEnsemble(6, members=3, seed=1).fit(X[rows], y[rows]).predict(X)
+    assert int(np.argmax(mean)) == int(np.argmax(y))
+    assert np.corrcoef(mean, y)[0, 1] > 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def surface(k: int, seed: int) -> np.ndarray:
+    """Main effects, pairwise and third-order interactions (a small version of the benchmark's)."""
+    rng = np.random.default_rng(seed)
+    X = all_mixes(k).astype(float)
+    f = X @ rng.normal(0, 1, k)
+    f += np.einsum("ni,ij,nj->n", X, np.triu(rng.normal(0, 0.5, (k, k)) * (rng.random((k, k)) < 0.3), 1), X)
+    i, j, m = rng.choice(k, 3, replace=False)
+    return f + rng.normal(0, 0.5) * X[:, i] * X[:, j] * X[:, m]
+
+
+class Counting:
+    """An evaluator over a known surface that counts its calls."""
+
+    def __init__(self, values: np.ndarray, names: list[str], fail: dict[int, str] | None = None):
+        self.values, self.names, self.fail = values, names, fail or {}
+        self.calls: list[frozenset] = []
+
+    def __call__(self, mix: frozenset) -> float:
+        self.calls.append(mix)
+        what = self.fail.get(len(self.calls))
+        if what == "raise":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        if what == "nan":
+            return float("nan")
+        if what == "interrupt":
+            raise KeyboardInterrupt
+        return float(self.values[mix_index(mix_to_bits(mix, self.names, "t"))])
+
+
+NAMES5 = [f"d{j}" for j in range(5)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_search_finds_the_optimum_of_a_small_known_surface(seed):
+    values = surface(5, seed)
+    ev = Counting(values, NAMES5)
+    result = search(ev, ["t", *NAMES5], target="t", budget=20, seed=seed, patience=0)
+    best = bits_to_mix(all_mixes(5)[int(np.argmax(values))], NAMES5, "t")
+    assert result.best_mix == best and math.isclose(result.best_score, values.max())
+    assert len(set(ev.calls)) == len(ev.calls) == len(result.history) <= 20  # nothing evaluated twice
+    assert [m for m, _ in result.history] == ev.calls
+    assert result.history[0][0] == frozenset({"t"})  # the baseline first
+
+
+def test_stops_when_the_predicted_best_was_evaluated_or_the_budget_is_spent():
+    values = surface(5, 0)
+    paper = search(Counting(values, NAMES5), ["t", *NAMES5], target="t", budget=32, members=1, beta=0.0,
+                   patience=1, design="single")
+    assert paper.stopped_because == "converged" and len(paper.history) < 32
+    assert paper.rows[-1].chosen_by != "untried"  # the paper's rule stops at the first repeat
+    short = search(Counting(values, NAMES5), ["t", *NAMES5], target="t", budget=4, patience=0)
+    assert short.stopped_because == "budget" and len(short.history) == 4
+    every = search(Counting(np.array([0.0, 1.0, 2.0, 0.5]), ["d0", "d1"]), ["t", "d0", "d1"], target="t", budget=10,
+                   patience=0)
+    assert every.stopped_because == "exhausted" and len(every.history) == 4
+
+
+def test_hours_budget_counts_recorded_evaluation_time(monkeypatch):
+    clock = iter(range(0, 10_000, 25))  # every evaluation appears to take 25 s (two clock reads each)
+    monkeypatch.setattr(combos.time, "perf_counter", lambda: float(next(clock)))
+    result = search(lambda mix: float(len(mix)), ["t", *NAMES5], target="t", budget=30, hours=90 / 3600,
+                    patience=0)
+    assert result.stopped_because == "hours" and len(result.history) == 4  # 3 x 25 s < 90 s <= 4 x 25 s
+    assert [r.seconds for r in result.rows] == [25.0] * 4
+
+
+def test_without_a_target_the_empty_mix_is_never_evaluated():
+    result = search(lambda mix: float(len(mix)), ["a", "b", "c"], budget=8, patience=0)
+    assert frozenset() not in [m for m, _ in result.history]
+    assert result.best_mix == frozenset({"a", "b", "c"}) and result.stopped_because == "exhausted"
+
+
+def test_resume_re_evaluates_nothing_and_matches_an_uninterrupted_run(tmp_path):
+    values = surface(5, 1)
+    whole = search(Counting(values, NAMES5), ["t", *NAMES5], target="t", budget=12, seed=3, patience=0)
+
+    path = tmp_path / "history.jsonl"
+    first = Counting(values, NAMES5)
+    part = search(first, ["t", *NAMES5], target="t", budget=7, seed=3, patience=0, history_path=path)
+    assert len(first.calls) == 7 and part.stopped_because == "budget"
+    again = Counting(values, NAMES5)
+    done = search(again, ["t", *NAMES5], target="t", budget=7, seed=3, patience=0, history_path=path)
+    assert again.calls == [] and done.history == part.history  # nothing left to do, nothing re-evaluated
+    rest = Counting(values, NAMES5)
+    resumed = search(rest, ["t", *NAMES5], target="t", budget=12, seed=3, patience=0, history_path=path)
+    assert len(rest.calls) == 5 and not set(rest.calls) & set(first.calls)
+    assert resumed.history == whole.history  # the same choices as without the interruption
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0]["kind"] == "header" and lines[0]["candidates"] == NAMES5 and len(lines) == 13
+
+
+def test_a_crash_mid_search_loses_nothing(tmp_path):
+    values = surface(5, 2)
+    path = tmp_path / "h.jsonl"
+    crashing = Counting(values, NAMES5, fail={6: "interrupt"})
+    with pytest.raises(KeyboardInterrupt):
+        search(crashing, ["t", *NAMES5], target="t", budget=10, patience=0, history_path=path)
+    assert len(path.read_text().splitlines()) == 1 + 5  # header + the five finished evaluations
+    with open(path, "a") as f:
+        f.write('{"kind": "eval", "mix": ["t", "d')  # a line cut short by a crash while writing
+    rest = Counting(values, NAMES5)
+    resumed = search(rest, ["t", *NAMES5], target="t", budget=10, patience=0, history_path=path)
+    assert len(rest.calls) == 5 and not set(rest.calls) & set(crashing.calls[:5])
+    assert resumed.history == search(Counting(values, NAMES5), ["t", *NAMES5], target="t", budget=10,
+                                     patience=0).history
+    assert all(json.loads(x) for x in path.read_text().splitlines())
+
+
+def test_failed_evaluations_are_recorded_and_the_search_goes_on(tmp_path):
+    values = surface(5, 0)
+    path = tmp_path / "h.jsonl"
+    ev = Counting(values, NAMES5, fail={2: "raise", 5: "nan"})
+    result = search(ev, ["t", *NAMES5], target="t", budget=10, patience=0, history_path=path)
+    assert len(result.history) == 10 and result.stopped_because == "budget"
+    assert math.isnan(result.history[1][1]) and math.isnan(result.history[4][1])
+    assert set(result.failures) == {ev.calls[1], ev.calls[4]}
+    assert "RuntimeError: CUDA out of memory" in result.failures[ev.calls[1]]
+    assert "nan" in result.failures[ev.calls[4]]
+    assert not math.isnan(result.best_score) and result.best_mix not in result.failures
+    rows = [json.loads(x) for x in path.read_text().splitlines()[1:]]
+    assert rows[1]["score"] is None and rows[1]["error"].startswith("RuntimeError")
+    # resumed: the failed mixes are not tried again
+    again = Counting(values, NAMES5)
+    resumed = search(again, ["t", *NAMES5], target="t", budget=12, patience=0, history_path=path)
+    assert len(again.calls) == 2 and not set(again.calls) & set(ev.calls)
+    assert len(resumed.failures) == 2
+
+
+def test_consecutive_failures_stop_the_search():
+    def broken(mix):
+        raise ValueError("no such adapter")
+
+    result = search(broken, ["t", *NAMES5], target="t", budget=20)
+    assert result.stopped_because == "failures" and len(result.history) == combos.MAX_CONSECUTIVE_FAILURES
+    assert result.best_mix is None and math.isnan(result.best_score)
+
+
+def test_a_history_from_another_search_is_refused_and_kept(tmp_path):
+    path = tmp_path / "h.jsonl"
+    search(Counting(surface(5, 0), NAMES5), ["t", *NAMES5], target="t", budget=4, history_path=path,
+           settings={"steps": 150})
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="made for target 't' and candidates \\[d0, d1, d2, d3, d4\\]"):
+        search(lambda m: 0.0, ["t", "d0", "d1", "x"], target="t", budget=4, history_path=path)
+    with pytest.raises(InputError, match="target 'd0'"):
+        search(lambda m: 0.0, ["t", *NAMES5], target="d0", budget=4, history_path=path)
+    with pytest.raises(InputError, match="other evaluator settings \\(steps: 150 -> 10\\)"):
+        search(lambda m: 0.0, ["t", *NAMES5], target="t", budget=4, history_path=path, settings={"steps": 10})
+    assert path.read_bytes() == before  # nothing lost
+    # the candidate order does not matter
+    same = search(lambda m: 0.0, ["t", *reversed(NAMES5)], target="t", budget=4, history_path=path,
+                  settings={"steps": 150})
+    assert len(same.history) == 4
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": 1}\n')
+    with pytest.raises(InputError, match="first line must be its header"):
+        read_history(other, "t", NAMES5)
+
+
+def test_search_steps_yields_each_new_row():
+    state: dict = {}
+    seen = [r.n for r in search_steps(lambda m: float(len(m)), ["t", "a", "b"], "t", budget=3, patience=0,
+                                      state=state)]
+    assert seen == [1, 2, 3] and state["stopped_because"] == "budget"
+
+
+def test_plot_writes_a_png(tmp_path):
+    ev = Counting(surface(5, 0), NAMES5, fail={3: "nan"})
+    result = search(ev, ["t", *NAMES5], target="t", budget=8, patience=0)
+    combos.plot_best_so_far(result, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = result.best_so_far()
+    assert all(b >= a for a, b in zip(best, best[1:]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tiny corpora and encoder for the evaluators and the command
+
+DRUGS = ["aspirin", "ibuprofen", "cisplatin"]
+DISEASES = [["headache"], ["nausea"], ["renal", "failure"]]
+GENES = ["brca1", "tp53"]
+FILLER = ["the", "patient", "took", "and", "caused", "was", "no", "effect", "seen", "with", "."]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *DRUGS, "headache", "nausea", "renal", "failure", *GENES,
+         *FILLER]
+
+
+def _sentence(rng: random.Random, kind: str) -> list[tuple[str, str]]:
+    d = rng.choice(DISEASES)
+    disease = [(w, ("B-" if i == 0 else "I-") + "Disease") for i, w in enumerate(d)]
+    if kind == "T":  # target: Disease only
+        return [("the", "O"), ("patient", "O"), ("was", "O"), *disease, (".", "O")]
+    if kind == "A":  # Chemical and Disease
+        return [(rng.choice(DRUGS), "B-Chemical"), ("caused", "O"), *disease, (".", "O")]
+    return [(rng.choice(GENES), "B-Gene"), ("was", "O"), ("seen", "O"), (".", "O")]  # Gene
+
+
+def write_corpus(folder: Path, kind: str, n: int = 12) -> Path:
+    folder.mkdir(parents=True)
+    for split, seed in (("train", 0), ("dev", 1), ("test", 2)):
+        rng = random.Random(seed)
+        blocks = ["\n".join(f"{w}\t{t}" for w, t in _sentence(rng, kind)) for _ in range(n)]
+        (folder / f"{split}.tsv").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ner")
+    for name, kind in (("Target", "T"), ("Aux-A", "A"), ("aux_b", "B")):
+        write_corpus(root / name, kind)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    ids = {t: i for i, t in enumerate(VOCAB)}
+    tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=24, max_position_embeddings=32)).save_pretrained(folder)
+    return folder
+
+
+def test_find_corpora_resolves_names_case_insensitively_and_rejects_unknown_ones(data_root):
+    found = find_corpora(["target", "AUX-A", str(data_root / "aux_b")], data_root)
+    assert list(found) == ["Target", "Aux-A", "aux_b"]
+    with pytest.raises(InputError, match="unknown dataset 'BC9'.*known: Aux-A, Target, aux_b"):
+        find_corpora(["Target", "BC9"], data_root)
+    with pytest.raises(InputError, match="named twice"):
+        find_corpora(["Target", "TARGET"], data_root)
+
+
+def test_encoder_evaluator_trains_a_fixed_number_of_steps_and_predicts_target_labels_only(data_root, tiny_model,
+                                                                                          tmp_path):
+    corpora = find_corpora(["Target", "Aux-A", "aux_b"], data_root)
+    ev = EncoderEvaluator(corpora, "Target", str(tiny_model), max_train=8, steps=3, batch_size=4, lr=1e-3,
+                          max_length=32, dev_size=6, device="cpu", work_dir=tmp_path)
+    ev.check()
+    mix = frozenset({"Target", "Aux-A", "aux_b"})
+    m = ev.train_and_score(mix)
+    assert m["steps"] == 3 and m["train_pool"] == 12 and sum(m["drawn_per_dataset"].values()) == 12
+    assert m["labels"] == ["O", "B-Chemical", "I-Chemical", "B-Disease", "I-Disease", "B-Gene", "I-Gene"]
+    assert m["eval_sentences"] == {"dev": 6} and 0.0 <= m["dev"]["f1"] <= 1.0
+    assert ev(mix) == m["dev"]["f1"]  # deterministic for a seed on CPU
+    folder = tmp_path / "Target+Aux-A+aux_b"
+    preds = [json.loads(x) for x in (folder / "pred_dev.jsonl").read_text().splitlines()]
+    assert {s[2] for p in preds for s in p.get("spans", [])} <= {"Disease"}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["settings"]["steps"] == 3 and "git_commit" in metrics["provenance"]
+    both = ev.test_score(mix)
+    assert both["dev"]["f1"] == m["dev"]["f1"] and both["eval_sentences"]["test"] == 12
+    with pytest.raises(ValueError, match="must include the target"):
+        ev(frozenset({"Aux-A"}))
+
+
+def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers(data_root, tmp_path, monkeypatch):
+    from tuning import generate, train
+
+    calls = {}
+
+    def fake_train(cfg):
+        calls["train"] = cfg
+        Path(cfg.output_dir).mkdir(parents=True)
+        (Path(cfg.output_dir) / "adapter_config.json").write_text("{}")
+        return {}
+
+    def fake_generate(argv):
+        args = dict(zip(argv[::2], argv[1::2]))
+        calls.setdefault("generate", []).append(argv)
+        rows = [json.loads(x) for x in Path(args["--input"]).read_text().splitlines()]
+        # a perfect answer for the first half of the records, an empty one for the rest
+        out = [{"id": r["id"], "output": r["output"] if i < len(rows) // 2 else "[]"} for i, r in enumerate(rows)]
+        Path(args["--output"]).write_text("".join(json.dumps(o) + "\n" for o in out))
+        return 0
+
+    monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(generate, "main", fake_generate)
+    corpora = find_corpora(["Target", "Aux-A"], data_root)
+    model = tmp_path / "model"
+    model.mkdir()
+    ev = LoraEvaluator(corpora, "Target", str(model), work_dir=tmp_path / "w", max_train=6, steps=7, batch_size=2,
+                       dev_size=8, constrained=False)
+    f1 = ev(frozenset({"Target", "Aux-A"}))
+    cfg = calls["train"]
+    assert cfg.mix == "even" and cfg.max_steps == 7 and cfg.batch_size == 2 and cfg.report_to == "none"
+    assert sorted(Path(p).name for p in cfg.train_files) == ["Aux-A.train.jsonl", "Target.train.jsonl"]
+    assert [len(Path(p).read_text().splitlines()) for p in sorted(cfg.train_files)] == [6, 6]
+    gen = calls["generate"][0]
+    assert "--unconstrained" in gen and gen[gen.index("--adapter") + 1].endswith("Target+Aux-A/adapter")
+    dev = [json.loads(x) for x in (tmp_path / "w" / "data" / "Target.dev.jsonl").read_text().splitlines()]
+    assert len(dev) == 8 and dev[0]["id"].startswith("Target/")
+    n_gold = sum(len(r["spans"]) for r in dev)
+    found = sum(len(r["spans"]) for r in dev[:4])
+    assert math.isclose(f1, 2 * found / (found + n_gold))  # precision 1, recall found / gold
+    metrics = json.loads((tmp_path / "w" / "Target+Aux-A" / "metrics.json").read_text())
+    assert metrics["train_command"][:3] == ["bioselect", "tune", "train"] and "--mix" in metrics["train_command"]
+    # a second evaluation of the same mix reuses the adapter; the test set is scored whole
+    calls.pop("train")
+    scores = ev.test_score(frozenset({"Target", "Aux-A"}))
+    assert "train" not in calls and 0 <= scores["test"]["f1"] <= 1
+
+
+def test_lora_evaluator_exists_for_the_paper_protocol():
+    assert combo_evaluators.build_evaluator.__doc__ and "lora" in combo_evaluators.EVALUATORS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the command
+
+
+def _argv(data_root: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["--target", "target", "--datasets", "Aux-A,aux_b", "--data-root", str(data_root), "--model", str(model),
+            "--output", str(out), "--steps", "2", "--batch-size", "4", "--max-train", "8", "--dev-size", "6",
+            "--max-length", "32", "--device", "cpu", "--budget", "3", *extra]
+
+
+def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert combos_main(_argv(data_root, tiny_model, out)) == 0
+    printed = capsys.readouterr().out
+    assert "[1] Target (alone): dev F1" in printed and "stopped: budget after 3 evaluations" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert result["evaluations"] == 3 and result["target"] == "Target" and result["candidates"] == ["Aux-A", "aux_b"]
+    assert [t["role"] for t in result["tests"]][-1] == "target only" and "git_commit" in result["provenance"]
+    assert result["evaluator_settings"]["steps"] == 2
+    assert (out / "best_so_far.png").is_file() and "| # | mix |" in (out / "result.md").read_text()
+    n_tests = len((out / "test.jsonl").read_text().splitlines())
+    history = (out / "history.jsonl").read_text()
+    # run again with a larger budget: the three evaluations and the test scores are not repeated
+    assert combos_main(_argv(data_root, tiny_model, out, "--budget", "4")) == 0
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert (out / "history.jsonl").read_text().startswith(history) and len(lines) == 1 + 4
+    assert len({tuple(json.loads(x)["mix"]) for x in lines[1:]}) == 4
+    assert len((out / "test.jsonl").read_text().splitlines()) >= n_tests
+
+
+def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    history = out / "history.jsonl"
+    history.write_text(json.dumps({"kind": "header", "format": combos.FORMAT, "target": "Target",
+                                   "candidates": ["Aux-A", "BC2GM"], "settings": {}}) + "\n"
+                       + json.dumps({"kind": "eval", "mix": ["Target"], "score": 0.5}) + "\n")
+    before = history.read_bytes()
+    assert combos_main(_argv(data_root, tiny_model, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "made for target 'Target' and candidates [Aux-A, BC2GM]" in err and "[Aux-A, aux_b]" in err
+    assert history.read_bytes() == before and not (out / "result.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--datasets", "Aux-A,BC9"], "--datasets: unknown dataset 'BC9'"),
+    (["--target", "nope"], "--target: unknown dataset 'nope'"),
+    (["--evaluator", "svm"], "--evaluator: must be one of encoder, lora"),
+    (["--datasets", "target"], "--datasets: name at least one auxiliary"),
+    (["--budget", "0"], "--budget: must be >= 1"),
+    (["--design", "grid"], "--design: must be one of balanced, single"),
+])
+def test_command_bad_input_is_one_line_and_exit_2(data_root, tiny_model, tmp_path, capsys, change, message):
+    argv = _argv(data_root, tiny_model, tmp_path / "run")
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    assert combos_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_command_is_registered_or_runs_as_a_module():
+    from curation import cli
+
+    assert cli.COMMANDS.get(("curate", "combos"), "curation.combos_cli") == "curation.combos_cli"
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("combos_*.yaml")), ids=lambda p: p.name)
+def test_recipes_parse_into_the_config(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# ") and f"--config configs/{recipe.name}" in first
+    cfg, _ = parse_config(CombosConfig, ["--config", str(recipe)], prog="test")
+    assert cfg.target == "NCBI-disease" and len(cfg.datasets) == 4 and cfg.output.startswith("runs/")
+    assert cfg.evaluator in recipe.name
+
+
+def test_recipes_are_there():
+    assert {p.name for p in (REPO / "configs").glob("combos_*.yaml")} >= {"combos_ner_encoder.yaml",
+                                                                         "combos_ner_lora.yaml"}
