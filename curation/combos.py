@@ -602,11 +602,12 @@ def plot_best_so_far(result: SearchResult, path: str | os.PathLike, title: str =
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
     scores = np.array([r.score for r in result.rows])
     ax.step(n, result.best_so_far(), where="post", color="C0", label="best so far")
-    for kind, marker, color in (("design", "s", "C2"), ("model", "o", "C1"), ("untried", "D", "C4"),
-                                ("random", "^", "C5")):
+    for kind, marker, color, label in (("design", "s", "C2", "design"), ("model", "o", "C1", "model's pick"),
+                                       ("untried", "D", "C4", "best untried (predicted best already tried)"),
+                                       ("random", "^", "C5", "random")):
         sel = np.array([r.chosen_by == kind and r.ok for r in result.rows], dtype=bool)
         if sel.any():
-            ax.scatter(n[sel], scores[sel], marker=marker, color=color, s=22, zorder=3, label=kind)
+            ax.scatter(n[sel], scores[sel], marker=marker, color=color, s=22, zorder=3, label=label)
     failed = np.array([not r.ok for r in result.rows], dtype=bool)
     if failed.any():
         low = np.nanmin(scores) if np.isfinite(scores).any() else 0.0

@@ -183,7 +183,9 @@ def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger)
     done = _read_tests(path)
     out = []
     todo = [("target only", frozenset({target}))]
-    if result.best_mix is not None and result.best_mix != frozenset({target}):
+    if result.best_mix == frozenset({target}):
+        todo = [("best mix = target only", frozenset({target}))]
+    elif result.best_mix is not None:
         todo.insert(0, ("best mix", result.best_mix))
     for role, mix in todo:
         key = tuple(sorted(mix))
