@@ -13,18 +13,25 @@
   predicted mentions of ``d``'s own renamed types; ``merged`` keeps every predicted mention whose original type name
   is one of ``d``'s types, whatever dataset it was learned from (``ncbi_Disease`` counts for BC5CDR's ``Disease``),
   duplicates removed. Both map types back to the original names, so the foundation scorer compares them with gold.
+* **Partial views of one corpus** (:func:`restrict_splits`): keep some entity types only (in every split) and train
+  on one of ``n`` disjoint document parts, to build the paper's global-prediction experiment (BC5CDR train split
+  into a Chemical-only and a Disease-only half, each scored on the full test set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from curation.io import InputError
 from curation.records import Record, Span, char_span_to_tokens, token_span_to_char
+from curation.sample import sampling_order
 from mtl_baselines.sru_ner.actions import action_vocab, encode, resolve_crossing, to_steps
+
+if TYPE_CHECKING:
+    from mtl_baselines.token_mtl.data import Splits
 
 CROSSING_POLICIES = ("drop", "split", "error")
 
@@ -40,6 +47,46 @@ def rename_types(record: Record, dataset: str) -> Record:
                                                          for s in record.spans],
                   tokens=record.tokens, token_offsets=record.token_offsets, doc_id=record.doc_id,
                   meta={**record.meta, "dataset": dataset})
+
+
+def train_part(records: Sequence[Record], k: int, n: int, seed: int) -> list[Record]:
+    """Part ``k`` (1-based) of ``n`` disjoint parts of ``records``: every n-th document of the seeded class-balanced
+    order (:func:`curation.sample.sampling_order`), so the parts share the corpus's type mix; records kept in order.
+
+    >>> recs = [Record(id=str(i), text="x", doc_id=f"d{i // 2}") for i in range(8)]
+    >>> a, b = train_part(recs, 1, 2, 0), train_part(recs, 2, 2, 0)
+    >>> len(a), len(b), {r.doc_id for r in a} & {r.doc_id for r in b}
+    (4, 4, set())
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"part {k} of {n} does not exist")
+    order = sampling_order(list(records), seed, unit="document")
+    return [records[i] for i in sorted(i for unit in order[k - 1 :: n] for i in unit)]
+
+
+def restrict_splits(splits: Splits, types: Sequence[str] = (), part: tuple[int, int] | None = None,
+                    seed: int = 0) -> Splits:
+    """``splits`` with only ``types`` annotated (every split; all when empty) and, with ``part`` = (k, n), the train
+    split cut to its k-th of n document parts (:func:`train_part`). An unknown type raises :class:`InputError`."""
+    from mtl_baselines.token_mtl.data import Splits
+
+    known = {s.label for r in (*splits.train, *splits.dev, *splits.test) for s in r.spans}
+    if unknown := sorted(set(types) - known):
+        raise InputError(splits.dataset, f"no entity type {', '.join(unknown)} (it has {', '.join(sorted(known))})")
+
+    def keep(records: Sequence[Record]) -> list[Record]:
+        if not types:
+            return list(records)
+        return [Record(id=r.id, text=r.text, spans=[s for s in r.spans if s.label in types], tokens=r.tokens,
+                       token_offsets=r.token_offsets, doc_id=r.doc_id, meta=r.meta) for r in records]
+
+    train, how = splits.train, splits.how
+    if part is not None:
+        train = train_part(train, part[0], part[1], seed)
+        how += f"; train part {part[0]}/{part[1]} by document (seed {seed})"
+    if types:
+        how += f"; types kept: {', '.join(types)}"
+    return Splits(splits.dataset, keep(train), keep(splits.dev), keep(splits.test), how, splits.sources)
 
 
 def token_mentions(record: Record, where: str = "") -> list[tuple[int, int, str]]:

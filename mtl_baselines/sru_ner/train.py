@@ -15,6 +15,7 @@ Learning rates: the paper's values could not be looked up here (no copy of its b
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,19 @@ class TrainConfig:
     crossing: str = field(default="drop", metadata={
         "help": "Crossing same-type mentions (not expressible as actions): drop, split or error; each change is "
                 "written to crossing.txt with its sentence id."})
+    eval_every: int = field(default=0, metadata={
+        "help": "Decode and score the dev splits every N steps and keep the best (mean disjoint F1 over datasets); "
+                "0 scores the last step only."})
+    max_dev_sentences: int = field(default=0, metadata={
+        "help": "Dev sentences per dataset used for selection and the dev scores (seeded sample); 0 = all."})
+    dev_holdout: float = field(default=0.0, metadata={
+        "help": "For a corpus folder with dev and test but no train file (GENIA): train on its dev split minus this "
+                "share of its documents, held out as the dev split."})
+    types: str = field(default="", metadata={
+        "help": "NAME=TYPE[+TYPE...] pairs, comma-separated: keep only these types of that corpus (all splits)."})
+    train_parts: str = field(default="", metadata={
+        "help": "NAME=K/N pairs, comma-separated: train that corpus on its K-th of N disjoint document parts "
+                "(seeded by --split-seed), e.g. the Chemical-only and Disease-only halves of BC5CDR."})
     split: str = field(default="0.6,0.2,0.2", metadata={"help": "Train/dev/test shares for single-file corpora."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the document-level split."})
     seed: int = field(default=0, metadata={"help": "Seed of the model initialisation and the batches."})
@@ -59,6 +73,10 @@ class TrainConfig:
                              "is required")
         self.model = os.path.expanduser(self.model)
         self.tokenizer = os.path.expanduser(self.tokenizer) if self.tokenizer else None
+        if self.eval_every < 0 or self.max_dev_sentences < 0 or not 0 <= self.dev_holdout < 1:
+            bad = ("--eval-every" if self.eval_every < 0 else "--max-dev-sentences" if self.max_dev_sentences < 0
+                   else "--dev-holdout")
+            raise InputError(bad, "must be in [0, 1)" if bad == "--dev-holdout" else "must be >= 0")
         for name in ("steps", "batch_size", "infer_batch_size", "slot_dim", "latents", "max_distance", "max_length",
                      "max_steps_per_word"):
             if getattr(self, name) < 1:
@@ -68,6 +86,8 @@ class TrainConfig:
         if not 0 <= self.dropout < 1 or not 0 <= self.warmup_ratio < 1:
             raise InputError("--dropout" if not 0 <= self.dropout < 1 else "--warmup-ratio", "must be in [0, 1)")
         self.corpus_paths()
+        self.corpus_types()
+        self.corpus_parts()
 
     def corpus_paths(self) -> dict[str, str]:
         out = {}
@@ -80,6 +100,29 @@ class TrainConfig:
             out[name.strip()] = os.path.expanduser(path.strip())
         return out
 
+    def _pairs(self, flag: str) -> dict[str, str]:
+        out = {}
+        for item in filter(None, (x.strip() for x in getattr(self, flag).split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip():
+                raise InputError(f"--{flag.replace('_', '-')}", f"expected NAME=VALUE pairs, got {item!r}")
+            if name.strip() not in self.corpus_paths():
+                raise InputError(f"--{flag.replace('_', '-')}", f"{name.strip()!r} is not one of --corpora")
+            out[name.strip()] = value.strip()
+        return out
+
+    def corpus_types(self) -> dict[str, list[str]]:
+        return {name: v.split("+") for name, v in self._pairs("types").items()}
+
+    def corpus_parts(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for name, v in self._pairs("train_parts").items():
+            k, _, n = v.partition("/")
+            if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+                raise InputError("--train-parts", f"expected K/N with 1 <= K <= N for {name}, got {v!r}")
+            out[name] = (int(k), int(n))
+        return out
+
     def split_ratios(self) -> list[float]:
         try:
             return [float(x) for x in self.split.split(",")]
@@ -88,16 +131,22 @@ class TrainConfig:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg, _ = parse_config(TrainConfig, argv, prog="bioselect mtl sru", description=__doc__.split("\n\n")[0])
+    from mtl_baselines.sru_ner.data import restrict_splits
     from mtl_baselines.sru_ner.trainer import run_one
     from mtl_baselines.token_mtl.data import load_splits
     from mtl_baselines.token_mtl.model import load_tokenizer
 
-    corpora = {name: load_splits(path, cfg.split_ratios(), cfg.split_seed)
+    types, parts = cfg.corpus_types(), cfg.corpus_parts()
+    corpora = {name: restrict_splits(load_splits(path, cfg.split_ratios(), cfg.split_seed, cfg.dev_holdout),
+                                     types.get(name, ()), parts.get(name), cfg.split_seed)
                for name, path in cfg.corpus_paths().items()}
     for name, s in corpora.items():
         if not s.train or not any(r.spans for r in s.train):
             raise InputError(name, f"the train split has no entity mentions ({s.how})")
+        logging.getLogger(__name__).info("%s: %s; %d/%d/%d sentences", name, s.how, len(s.train), len(s.dev),
+                                         len(s.test))
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer)
     m = run_one(cfg, corpora, tokenizer, cfg.output)
     for split in ("dev", "test"):
@@ -105,7 +154,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             for name, s in per.items():
                 print(f"{name} {split} {mode}: P {100 * s['precision']:.2f} R {100 * s['recall']:.2f} "
                       f"F1 {100 * s['f1']:.2f}")
-    print(f"{sum(m['n_train'].values())} training sentences, {m['steps']} steps, {m['crossing_changes']} crossing "
+    print(f"{sum(m['n_train'].values())} training sentences, {m['steps']} steps (kept: {m['best_step']}), "
+          f"{m['crossing_changes']} crossing "
           f"mentions changed, {m['seconds']:.0f} s; wrote {cfg.output}")
     return 0
 

@@ -9,11 +9,19 @@ for the encoder and one for the SRU and action head, each with its own learning 
 (:meth:`.model.SRUNER.generate`) and scored by the foundation scorer in the ``disjoint`` and ``merged`` views
 (:func:`.data.evaluation_spans`). A run writes ``pred_{dev,test}_{disjoint,merged}.jsonl`` (span files),
 ``history.jsonl``, ``crossing.txt`` (every crossing mention split or dropped, with its sentence id) and, last,
-``metrics.json``. Not done yet: dev-based checkpoint selection (the last step is scored).
+``metrics.json``.
+
+Checkpoint selection: every ``eval_every`` steps (and at the last one) the dev splits are decoded and the model is
+scored by the mean over datasets of the strict micro-F1 in the disjoint view; the best state is kept in memory and
+restored before the final dev and test predictions (``metrics["best_step"]``, ``metrics["dev_curve"]``).
+``eval_every`` 0 scores the last step only. ``max_dev_sentences`` caps each dataset's dev split (a seeded sample,
+the same for selection and the reported dev scores) so that selection stays cheap on large corpora.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
     from mtl_baselines.sru_ner.train import TrainConfig
 
 MODES = ("disjoint", "merged")
+log = logging.getLogger(__name__)
 
 
 def make_optimizers(model: SRUNER, encoder_lr: float, head_lr: float, weight_decay: float
@@ -66,6 +75,17 @@ def predict(model: SRUNER, examples: Sequence[dict[str, Any]], vocab: Sequence[s
             out[i] = steps_to_mentions(steps[row], vocab, examples[i]["n_words"])
     model.train(was_training)
     return out
+
+
+def dev_sample(n: int, cap: int, seed: int) -> list[int]:
+    """Indices of the dev sentences scored: all when ``cap`` is 0 or >= n, else a seeded sample kept in order."""
+    if cap <= 0 or cap >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), cap))
+
+
+def _with_spans(r: Record, spans: list) -> Record:
+    return Record(id=r.id, text=r.text, tokens=r.tokens, token_offsets=r.token_offsets, doc_id=r.doc_id, spans=spans)
 
 
 def prepare(corpora: Mapping[str, Splits], crossing: str) -> dict[str, Any]:
@@ -104,7 +124,21 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
     opts = make_optimizers(model, cfg.encoder_lr, cfg.head_lr, cfg.weight_decay)
     warmup = round(cfg.warmup_ratio * cfg.steps)
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: linear_warmup_decay(s, cfg.steps, warmup)) for o in opts]
-    history = []
+    dev_keep = {name: dev_sample(len(encoded[(name, "dev")]), cfg.max_dev_sentences, cfg.seed) for name in corpora}
+
+    def dev_score() -> float:
+        f1 = []
+        for name in corpora:
+            gold = [prep["parts"][(name, "dev")][0][i] for i in dev_keep[name]]
+            pred = predict(model, [encoded[(name, "dev")][i] for i in dev_keep[name]], vocab, cfg.infer_batch_size,
+                           pad_id, cfg.max_steps_per_word)
+            recs = [_with_spans(r, evaluation_spans(r, m, name, prep["origin"], "disjoint"))
+                    for r, m in zip(gold, pred, strict=True)]
+            f1.append(score_records(gold, recs)["f1"])
+        return sum(f1) / len(f1)
+
+    history, dev_curve = [], []
+    best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, cfg.steps, None)
     model.train()
     for step, idx in enumerate(draw_batches(sizes, cfg.batch_size, cfg.steps,
                                             torch.Generator().manual_seed(cfg.seed)), 1):
@@ -120,15 +154,26 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
             s.step()
         history.append({"step": step, "loss": loss.item(), "encoder_lr": scheds[0].get_last_lr()[0],
                         "head_lr": scheds[1].get_last_lr()[0]})
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            score = dev_score()
+            dev_curve.append({"step": step, "dev_mean_f1": score})
+            log.info("step %d: loss %.4f, dev mean F1 %.2f", step, loss.item(), 100 * score)
+            if score > best[0]:
+                state = None if step == cfg.steps else {k: v.detach().to("cpu", copy=True)
+                                                        for k, v in model.state_dict().items()}
+                best = (score, step, state)
+    if best[2] is not None:
+        model.load_state_dict(best[2])
     scores: dict[str, Any] = {}
     for split in ("dev", "test"):
         for name in corpora:
             gold, _, _ = prep["parts"][(name, split)]
-            pred = predict(model, encoded[(name, split)], vocab, cfg.infer_batch_size, pad_id,
-                           cfg.max_steps_per_word)
+            examples = encoded[(name, split)]
+            if split == "dev":
+                gold, examples = [gold[i] for i in dev_keep[name]], [examples[i] for i in dev_keep[name]]
+            pred = predict(model, examples, vocab, cfg.infer_batch_size, pad_id, cfg.max_steps_per_word)
             for mode in MODES:
-                recs = [Record(id=r.id, text=r.text, tokens=r.tokens, token_offsets=r.token_offsets, doc_id=r.doc_id,
-                               spans=evaluation_spans(r, m, name, prep["origin"], mode))
+                recs = [_with_spans(r, evaluation_spans(r, m, name, prep["origin"], mode))
                         for r, m in zip(gold, pred, strict=True)]
                 write_jsonl(out / f"pred_{split}_{name}_{mode}.jsonl", (r.to_dict() for r in recs))
                 scores.setdefault(split, {}).setdefault(mode, {})[name] = score_records(gold, recs)
@@ -136,6 +181,8 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
     (out / "crossing.txt").write_text("".join(f"{n}\n" for n in prep["notes"]), encoding="utf-8")
     metrics = {"datasets": list(corpora), "types": types, "actions": vocab, "steps": cfg.steps,
                "n_train": dict(zip(corpora, sizes, strict=True)), "crossing_changes": len(prep["notes"]),
+               "n_dev": {name: len(keep) for name, keep in dev_keep.items()},
+               "best_step": best[1], "dev_curve": dev_curve,
                "dev": scores["dev"], "test": scores["test"], "seconds": round(time.perf_counter() - start, 2),
                "provenance": provenance(cfg, [p for s in corpora.values() for p in s.sources])}
     write_json(out / "metrics.json", metrics)

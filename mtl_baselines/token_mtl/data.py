@@ -88,8 +88,25 @@ def _read(path: Path, dataset: str) -> list[Record]:
     return read_corpus(path, dataset=dataset).records
 
 
-def load_splits(corpus: str | os.PathLike, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> Splits:
-    """Read a corpus folder with train/dev/test files, or split a single file by document (see the module doc)."""
+def holdout_split(records: Sequence[Record], holdout: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(train, held out): a seeded ``holdout`` share of the documents, in the class-balanced order, held out."""
+    if not 0 < holdout < 1:
+        raise ValueError(f"the held-out share must be in (0, 1), not {holdout}")
+    order = sampling_order(list(records), seed, unit="document")
+    cut = len(order) - max(1, round(holdout * len(order)))
+    keep = sorted(i for u in order[:cut] for i in u)
+    held = sorted(i for u in order[cut:] for i in u)
+    return [records[i] for i in keep], [records[i] for i in held]
+
+
+def load_splits(corpus: str | os.PathLike, ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
+                dev_holdout: float = 0.0) -> Splits:
+    """Read a corpus folder with train/dev/test files, or split a single file by document (see the module doc).
+
+    A folder with dev and test files but no train file (GENIA here: its train split is not available offline) is
+    trained on its dev split when ``dev_holdout`` > 0: that share of the dev documents (seeded, class-balanced
+    order) is held out as the dev split for model selection and the rest is the training split.
+    """
     path = Path(corpus)
     if not path.exists():
         raise InputError(path, "no such file or folder")
@@ -97,6 +114,18 @@ def load_splits(corpus: str | os.PathLike, ratios: Sequence[float] = (0.6, 0.2, 
     if path.is_dir():
         dataset = path.name
         files = _split_files(path)
+        if "train" not in files and "dev" in files and "test" in files:
+            if dev_holdout <= 0:
+                raise InputError(path, "has dev and test files but no train file; pass a dev holdout share "
+                                 "(--dev-holdout 0.1) to train on dev minus a held-out part")
+            try:
+                train, dev = holdout_split(_read(files["dev"], dataset), dev_holdout, seed)
+            except ValueError as err:
+                raise InputError("--dev-holdout", str(err)) from None
+            how = (f"no train file: trained on {files['dev'].name} minus {dev_holdout:g} of its documents (seed "
+                   f"{seed}), which are the dev split for model selection; tested on {files['test'].name}")
+            return Splits(dataset, train, dev, _read(files["test"], dataset), how,
+                          [str(files[s]) for s in ("dev", "test")])
         if "train" in files and "test" in files:
             if "dev" not in files:
                 raise InputError(path, "has train and test files but no dev/devel file (model selection needs one)")
@@ -127,6 +156,8 @@ def load_splits(corpus: str | os.PathLike, ratios: Sequence[float] = (0.6, 0.2, 
 def _where(splits: Splits, name: str) -> str:
     if len(splits.sources) == 3:
         return splits.sources[("train", "dev", "test").index(name)]
+    if len(splits.sources) == 2:  # trained on a dev file minus a holdout (load_splits' dev_holdout)
+        return splits.sources[name == "test"]
     return splits.sources[0] if splits.sources else splits.dataset
 
 

@@ -282,3 +282,100 @@ def test_train_command_end_to_end(tmp_path, capsys):
     assert "b test merged: P" in capsys.readouterr().out
     assert main(["--corpora", "a", "--model", str(folder), "--output", str(out)]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# partial views of a corpus, training on dev minus a holdout, checkpoint selection
+
+
+def _genia_lines(n_docs, sents_per_doc=2):
+    import json
+
+    rows = []
+    for d in range(n_docs):
+        for s in range(sents_per_doc):
+            words = ["IL-2", "gene", "expression", "in", "T", "cells"]
+            mentions = [{"start": 0, "end": 2, "entity_type": "DNA", "text": "IL-2 gene"},
+                        {"start": 0, "end": 1, "entity_type": "protein", "text": "IL-2"}][: 1 + (d + s) % 2]
+            rows.append(json.dumps({"tokens": words, "doc_id": f"d{d}", "sent_id": f"d{d}.s{s}", "entity_mentions": mentions}))
+    return "\n".join(rows) + "\n"
+
+
+def test_dev_holdout_trains_on_dev_minus_whole_held_out_documents(tmp_path):
+    from curation.io import InputError
+    from mtl_baselines.token_mtl.data import load_splits
+
+    (tmp_path / "dev.jsonlines").write_text(_genia_lines(10))
+    (tmp_path / "test.jsonlines").write_text(_genia_lines(3))
+    with pytest.raises(InputError, match="--dev-holdout"):
+        load_splits(tmp_path)
+    s = load_splits(tmp_path, dev_holdout=0.2, seed=1)
+    assert (len(s.train), len(s.dev), len(s.test)) == (16, 4, 6)
+    assert not {r.doc_id for r in s.train} & {r.doc_id for r in s.dev}
+    assert sorted(r.id for r in s.train + s.dev) == sorted(r.id for r in load_splits(tmp_path, dev_holdout=0.5).train
+                                                          + load_splits(tmp_path, dev_holdout=0.5).dev)
+    assert "minus 0.2 of its documents" in s.how and s.sources[1].endswith("test.jsonlines")
+    assert [r.id for r in load_splits(tmp_path, dev_holdout=0.2, seed=1).dev] == [r.id for r in s.dev]
+
+
+def test_restrict_splits_keeps_types_everywhere_and_cuts_disjoint_train_parts(tmp_path):
+    from curation.io import InputError
+    from mtl_baselines.sru_ner.data import restrict_splits
+    from mtl_baselines.token_mtl.data import load_splits
+
+    (tmp_path / "dev.jsonlines").write_text(_genia_lines(12))
+    (tmp_path / "test.jsonlines").write_text(_genia_lines(3))
+    s = load_splits(tmp_path, dev_holdout=0.25)
+    a, b = (restrict_splits(s, ["protein"], (k, 2), seed=0) for k in (1, 2))
+    assert sorted(r.id for r in a.train + b.train) == sorted(r.id for r in s.train)
+    assert not {r.doc_id for r in a.train} & {r.doc_id for r in b.train}
+    for part in (a.train, a.dev, a.test):
+        assert {sp.label for r in part for sp in r.spans} == {"protein"}
+    assert len(a.test) == len(s.test) and "types kept: protein" in a.how and "train part 1/2" in a.how
+    assert restrict_splits(s).train == s.train
+    with pytest.raises(InputError, match="no entity type Chemical"):
+        restrict_splits(s, ["Chemical"])
+
+
+def _tiny_run(tmp_path, *extra):
+    from mtl_baselines.sru_ner.train import main
+
+    folder = tmp_path / "tiny-bert"
+    if not folder.exists():
+        tiny_tokenizer().save_pretrained(folder)
+        tiny_encoder().save_pretrained(folder)
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "dev.jsonlines").write_text(_genia_lines(8))
+        (tmp_path / "a" / "test.jsonlines").write_text(_genia_lines(2))
+    return main(["--corpora", f"a={tmp_path / 'a'}", "--model", str(folder), "--slot_dim", "16", "--device", "cpu",
+                 "--batch_size", "4", "--dev_holdout", "0.25", *extra])
+
+
+def test_checkpoint_selection_restores_the_best_dev_step(tmp_path):
+    import json
+
+    out = tmp_path / "sel"
+    assert _tiny_run(tmp_path, "--output", str(out), "--steps", "24", "--eval_every", "3", "--head_lr", "0.02",
+                     "--encoder_lr", "0.001", "--dropout", "0") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    curve = [p["dev_mean_f1"] for p in m["dev_curve"]]
+    assert [p["step"] for p in m["dev_curve"]] == list(range(3, 25, 3))
+    assert max(curve) > 0 and len(set(curve)) > 1  # the curve moves, so choosing a step matters
+    assert m["best_step"] == m["dev_curve"][curve.index(max(curve))]["step"]
+    # the dev predictions written after training come from the restored model: same score as at the chosen step
+    assert m["dev"]["disjoint"]["a"]["f1"] == pytest.approx(max(curve))
+    last = tmp_path / "last"
+    assert _tiny_run(tmp_path, "--output", str(last), "--steps", "24", "--head_lr", "0.02", "--encoder_lr", "0.001",
+                     "--dropout", "0") == 0
+    m_last = json.loads((last / "metrics.json").read_text())
+    assert m_last["best_step"] == 24 and m_last["dev_curve"] == []
+    assert m_last["dev"]["disjoint"]["a"]["f1"] == pytest.approx(curve[-1])
+
+
+def test_partial_view_flags_are_checked(tmp_path, capsys):
+    assert _tiny_run(tmp_path, "--output", str(tmp_path / "x"), "--types", "zz=DNA") == 2
+    assert "not one of --corpora" in capsys.readouterr().err
+    assert _tiny_run(tmp_path, "--output", str(tmp_path / "x"), "--train_parts", "a=3/2") == 2
+    assert "K/N" in capsys.readouterr().err
+    assert _tiny_run(tmp_path, "--output", str(tmp_path / "x"), "--types", "a=RNA") == 2
+    assert "no entity type RNA" in capsys.readouterr().err
