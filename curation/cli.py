@@ -28,6 +28,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("mtl", "train"): "mtl_baselines.token_mtl.train",
     ("mtl", "study"): "mtl_baselines.token_mtl.study",
     ("mtl", "sru"): "mtl_baselines.sru_ner.train",
+    ("mtl", "sru-report"): "mtl_baselines.sru_ner.report",
     ("mtl", "qa"): "mtl_baselines.clinical_qa.train",
     ("mtl", "qa-study"): "mtl_baselines.clinical_qa.study",
     ("tune", "train"): "tuning.train",

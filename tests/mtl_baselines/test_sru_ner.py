@@ -379,3 +379,23 @@ def test_partial_view_flags_are_checked(tmp_path, capsys):
     assert "K/N" in capsys.readouterr().err
     assert _tiny_run(tmp_path, "--output", str(tmp_path / "x"), "--types", "a=RNA") == 2
     assert "no entity type RNA" in capsys.readouterr().err
+
+
+def test_report_tabulates_finished_runs_and_refuses_unfinished_ones(tmp_path, capsys):
+    import json
+
+    from mtl_baselines.sru_ner.report import main as report
+
+    out = tmp_path / "run"
+    assert _tiny_run(tmp_path, "--output", str(out), "--steps", "2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert report([str(out)]) == 0
+    text = capsys.readouterr().out
+    f1 = 100 * m["test"]["disjoint"]["a"]["f1"]
+    assert f"| run | a | {m['n_train']['a']} | 2 (2) |" in text and f"**{f1:.2f}**" in text
+    assert "| run | a | DNA |" in text
+    assert report([str(tmp_path / "missing")]) == 2
+    assert "has no metrics.json" in capsys.readouterr().err
+    assert report([str(out), "--output", str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text() == text
