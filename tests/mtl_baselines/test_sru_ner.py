@@ -297,7 +297,8 @@ def _genia_lines(n_docs, sents_per_doc=2):
             words = ["IL-2", "gene", "expression", "in", "T", "cells"]
             mentions = [{"start": 0, "end": 2, "entity_type": "DNA", "text": "IL-2 gene"},
                         {"start": 0, "end": 1, "entity_type": "protein", "text": "IL-2"}][: 1 + (d + s) % 2]
-            rows.append(json.dumps({"tokens": words, "doc_id": f"d{d}", "sent_id": f"d{d}.s{s}", "entity_mentions": mentions}))
+            rows.append(json.dumps({"tokens": words, "doc_id": f"d{d}", "sent_id": f"d{d}.s{s}",
+                                    "entity_mentions": mentions}))
     return "\n".join(rows) + "\n"
 
 
