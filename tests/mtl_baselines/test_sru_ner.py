@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.records import Record, Span, join_tokens
-from mtl_baselines.sru_ner import actions, data, model
+from mtl_baselines.sru_ner import actions, data, model, report
 from mtl_baselines.sru_ner.actions import (
     action_vocab,
     crossing_pairs,
@@ -36,7 +36,7 @@ def one_thread():
 
 
 def test_doctests():
-    for module in (actions, model, data):
+    for module in (actions, model, data, report):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -400,3 +400,8 @@ def test_report_tabulates_finished_runs_and_refuses_unfinished_ones(tmp_path, ca
     assert "has no metrics.json" in capsys.readouterr().err
     assert report([str(out), "--output", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == text
+    assert report([str(out), "--nesting-gold", str(tmp_path / "a" / "test.jsonlines")]) == 0
+    nesting = capsys.readouterr().out.split("by nesting role")[1]
+    # the tiny test file: 2 documents x 2 sentences; "IL-2 gene" holds "IL-2" in the two sentences with (d + s) odd
+    assert "| run | a | outer | 2 |" in nesting and "| run | a | inner | 2 |" in nesting
+    assert "| run | a | flat | 2 |" in nesting
