@@ -83,7 +83,7 @@ def restrict_splits(splits: Splits, types: Sequence[str] = (), part: tuple[int, 
     train, how = splits.train, splits.how
     if part is not None:
         train = train_part(train, part[0], part[1], seed)
-        how += f"; train part {part[0]}/{part[1]} by document (seed {seed})"
+        how += f"; train part {part[0]}/{part[1]} by document, or by sentence where none is given (seed {seed})"
     if types:
         how += f"; types kept: {', '.join(types)}"
     return Splits(splits.dataset, keep(train), keep(splits.dev), keep(splits.test), how, splits.sources)
