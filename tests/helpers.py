@@ -38,8 +38,8 @@ def free_port() -> int:
 
 
 def run_group(cmd: list[str], timeout: float, **kwargs):
-    """``subprocess.run`` in a new process group that is killed whole on timeout (a launcher's workers included),
-    so a hung multi-process test fails instead of leaving ranks behind."""
+    """``subprocess.run`` in a new process group that is killed whole on timeout, with every descendant (a
+    launcher's workers included), so a hung multi-process test fails instead of leaving ranks behind."""
     import signal
     import subprocess
 
@@ -48,6 +48,11 @@ def run_group(cmd: list[str], timeout: float, **kwargs):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        import psutil
+
+        # torchrun starts its workers in sessions of their own, out of reach of killpg: kill every descendant
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-3000:]}") from None

@@ -316,7 +316,7 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
            "--main_process_port", str(free_port()),
            "-m", "tuning.train", "--config", str(recipe)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = run_group(cmd, cwd=REPO, env=env, timeout=300)
+    proc = run_group(cmd, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["world_size"] == 2 and manifest["training"]["global_step"] == 2
