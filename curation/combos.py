@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.io import InputError
+from curation.io import InputError, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -369,17 +369,7 @@ def read_history(path: str | os.PathLike, target: str | None, candidates: Sequen
             with open(path, "r+b") as f:
                 f.truncate(len(keep))
             lines = keep.decode("utf-8").split("\n")
-    objs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(path, f"invalid JSON: {err.msg} (column {err.colno})", line=n) from None
-        if not isinstance(obj, dict):
-            raise InputError(path, "expected a JSON object", line=n)
-        objs.append((n, obj))
+    objs = list(read_jsonl(path)) if any(line.strip() for line in lines) else []
     if not objs or objs[0][1].get("kind") != "header":
         raise InputError(path, "not a combination-search history: the first line must be its header; give a new "
                                "history path")
