@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from curation.combo_evaluators import EncoderEvaluator, find_corpora
 from curation.combos import search
 from tests.helpers import offline_model, real_file
 
-pytestmark = pytest.mark.real
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_thread")]
 
 
 def test_tiny_search_with_the_encoder_evaluator_on_ncbi_disease_and_bc5cdr(tmp_path):

@@ -40,19 +40,13 @@ from mtl_baselines.clinical_qa.train import main as train_main
 from mtl_baselines.clinical_qa.trainer import predict
 from tests.helpers import ASSETS, REPO
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QA_ASSETS = ASSETS / "clinical_qa"
 PUBTATOR = QA_ASSETS / "tiny.PubTator"
 EMRQA = QA_ASSETS / "tiny_emrqa.json"
 SQUAD = ASSETS / "readers" / "covid_squad.json"
 THIRDS = (0.34, 0.33, 0.33)  # 3 documents with questions -> 1 / 1 / 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer(texts: list[str]):

@@ -14,15 +14,7 @@ from mtl_baselines.clinical_qa.model import ClinicalQA
 from mtl_baselines.clinical_qa.trainer import best_span, gold_answers
 from tests.helpers import offline_model, real_file
 
-pytestmark = pytest.mark.real
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_thread")]
 
 
 def _minilm():

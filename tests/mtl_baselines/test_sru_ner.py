@@ -23,16 +23,10 @@ from mtl_baselines.sru_ner.actions import (
 from mtl_baselines.sru_ner.data import collate, encode_example, supervised_mask
 from mtl_baselines.sru_ner.model import SRUNER, action_loss, steps_to_mentions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "##s", "il", "-", "2", "gene", "expression", "in", "t",
          "cells", "nf", "kappa", "b", "site", "binds", "the", "human", "promoter", "of", "."]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_doctests():

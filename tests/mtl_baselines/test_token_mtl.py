@@ -34,6 +34,8 @@ from mtl_baselines.token_mtl.study import main as study_main
 from mtl_baselines.token_mtl.train import TrainConfig
 from mtl_baselines.token_mtl.trainer import make_optimizer, run_one
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,16 +96,6 @@ def tiny_encoder(vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     return BertModel(BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                 intermediate_size=37, max_position_embeddings=64))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matrices gain nothing from intra-op threads, and on a loaded machine OpenMP threads waiting for a
-    # descheduled sibling made these tests 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
