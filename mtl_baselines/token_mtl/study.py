@@ -14,7 +14,9 @@ dropped in turn (``VARIANT-no_HEAD``) at ``--ablation-fractions``.
 Writes OUTPUT/CORPUS/runs/VARIANT/fFRACTION/sSEED/ (span files, logs, metrics.json), OUTPUT/CORPUS/split/ (the
 split's records, for ``bioselect evaluate``), the per-corpus tables and plots (:mod:`.report`), and OUTPUT/results.csv,
 OUTPUT/summary.md and OUTPUT/study.json (data efficiency, wall time, provenance) over all corpora. Resumable: a run
-whose metrics.json exists is skipped, provided it was made with the same training settings. Everything that can be
+whose metrics.json exists is skipped, provided it was made with the same training settings; several processes may
+share one output folder when each gets its own ``--corpus``, and ``--report-only`` then writes the combined tables
+from whatever has finished (missing runs are listed in summary.md and study.json). Everything that can be
 checked (options, tokenizer against encoder, corpus labels, every sample) is checked before the first run trains.
 """
 
@@ -46,6 +48,9 @@ class StudyConfig(TrainArgs):
     ablation: str = field(default="", metadata={
         "help": "Multi-task variant to ablate: it also runs with each auxiliary head dropped in turn; empty: none."})
     ablation_fractions: str = field(default="1", metadata={"help": "Fractions of the ablation runs."})
+    report_only: bool = field(default=False, metadata={
+        "help": "Train nothing: write the tables and plots from the runs finished so far and list the missing ones "
+                "(a study in progress, or one run corpus by corpus in several processes)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -116,7 +121,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         types = check_splits(splits)
         orders = {s: sampling_order(splits.train, s) for s in range(cfg.seeds)}
         for variant, fraction, seed in plan:
-            _, missing = check_fraction(splits.train, fraction, seed, cfg.allow_missing_types, orders[seed])
+            check_fraction(splits.train, fraction, seed, cfg.allow_missing_types, orders[seed])
             metrics_file = run_dir(out / splits.dataset, variant, fraction, seed) / "metrics.json"
             if metrics_file.is_file():
                 done = json.loads(metrics_file.read_text(encoding="utf-8"))
@@ -128,7 +133,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         corpora.append((splits, types, orders))
     n_done = sum(run_dir(out / s.dataset, *r).joinpath("metrics.json").is_file() for s, _, _ in corpora for r in plan)
     print(f"{len(corpora)} corpora x {len(plan)} runs; {n_done} finished, {len(corpora) * len(plan) - n_done} to run")
-    all_rows, summaries, efficiency = [], [], {}
+    all_rows, summaries, efficiency, missing = [], [], {}, []
     for splits, types, orders in corpora:
         corpus_dir = out / splits.dataset
         for name in ("train", "dev", "test"):
@@ -140,12 +145,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
             if (d / "metrics.json").is_file():
                 m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
                 print(f"{label}: finished earlier, test F1 {100 * m['test']['f1']:.2f}")
+            elif cfg.report_only:
+                missing.append(label)
+                continue
             else:
                 m = run_one(cfg, splits, types, variant, fraction, seed, d, tokenizer, orders[seed])
                 print(f"{label}: {m['n_train']} sentences, {m['steps']} steps, {m['seconds']:.0f} s, dev F1 "
                       f"{100 * m['dev']['f1']:.2f}, test F1 {100 * m['test']['f1']:.2f}")
             metrics.append(m)
             dirs.append(d)
+        if not metrics:
+            continue
         report = write_report(corpus_dir, metrics, dirs)
         all_rows += report["rows"]
         summaries.append(report["markdown"])
@@ -155,13 +165,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
     header = (f"# Token MTL study\n\nEncoder `{cfg.model}`; variants {', '.join(cfg.variant_list())}; fractions "
               f"{cfg.fractions}; {cfg.seeds} seed(s); strict micro F1 (%) from the foundation scorer. This "
               f"invocation's wall time: {wall / 60:.1f} min.\n\n")
+    if missing:
+        header += (f"**{len(missing)} of {len(corpora) * len(plan)} planned runs not finished yet** (the `seeds` "
+                   f"column counts the finished ones): {'; '.join(missing)}.\n\n")
     markdown = header + "\n".join(summaries)
     with atomic_write(out / "summary.md") as f:
         f.write(markdown)
     write_json(out / "study.json", {"plan": plan, "corpora": {s.dataset: {"split": s.how, "types": t,
                                                                           "sources": s.sources}
                                                               for s, t, _ in corpora},
-                                    "data_efficiency": efficiency, "wall_seconds": round(wall, 1),
+                                    "data_efficiency": efficiency, "missing_runs": missing,
+                                    "wall_seconds": round(wall, 1),
                                     "run_seconds": round(sum(r["seconds"] for r in all_rows), 1),
                                     "provenance": provenance(cfg, [p for s, _, _ in corpora for p in s.sources])})
     print(markdown, end="")

@@ -412,6 +412,15 @@ def test_study_end_to_end_and_resume(tiny_model, tiny_corpus, tmp_path, capsys):
     # resuming with other training settings is refused before anything trains
     assert cli_main([*argv[:-2], "--grad-cosine-every", "3"]) == 2
     assert "was made with other settings (grad_cosine_every)" in capsys.readouterr().err
+    # --report-only with a third seed: trains nothing, reports the finished runs and lists the nine missing ones
+    assert cli_main([*argv, "--seeds", "3", "--report-only"]) == 0
+    assert (run / "metrics.json").stat().st_mtime_ns == mtime
+    assert not (corpus_dir / "runs" / "single" / "f1" / "s2").exists()
+    study = json.loads((out / "study.json").read_text())
+    assert len(study["missing_runs"]) == 9 and "tiny single fraction 1 seed 2" in study["missing_runs"]
+    summary = (out / "summary.md").read_text()
+    assert "9 of 27 planned runs not finished yet" in summary
+    assert "| single | 1 | 40 | 2 |" in summary  # two finished seeds of three
 
 
 def test_train_command_single_run(tiny_model, tiny_corpus, tmp_path, capsys):
