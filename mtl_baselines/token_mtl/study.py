@@ -14,9 +14,11 @@ dropped in turn (``VARIANT-no_HEAD``) at ``--ablation-fractions``.
 Writes OUTPUT/CORPUS/runs/VARIANT/fFRACTION/sSEED/ (span files, logs, metrics.json), OUTPUT/CORPUS/split/ (the
 split's records, for ``bioselect evaluate``), the per-corpus tables and plots (:mod:`.report`), and OUTPUT/results.csv,
 OUTPUT/summary.md and OUTPUT/study.json (data efficiency, wall time, provenance) over all corpora. Resumable: a run
-whose metrics.json exists is skipped, provided it was made with the same training settings; several processes may
-share one output folder when each gets its own ``--corpus``, and ``--report-only`` then writes the combined tables
-from whatever has finished (missing runs are listed in summary.md and study.json). Everything that can be
+whose metrics.json exists is skipped, provided it was made with the same training settings. Several processes (one
+per GPU, or per core with ``OMP_NUM_THREADS=1``) may work on one output folder at once: each run trains under an
+exclusive lock (``RUN/.lock``, released by the kernel if its worker dies) and a worker skips runs another one holds.
+Each worker's tables cover what had finished when it ended; ``--report-only`` trains nothing and writes the combined
+tables from every finished run (missing runs are listed in summary.md and study.json). Everything that can be
 checked (options, tokenizer against encoder, corpus labels, every sample) is checked before the first run trains.
 """
 
@@ -25,7 +27,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +102,45 @@ def run_dir(corpus_dir: Path, variant: str, fraction: float, seed: int) -> Path:
     return corpus_dir / "runs" / variant / f"f{fraction:g}" / f"s{seed}"
 
 
+def finished(directory: Path, settings: dict, split: str) -> dict | None:
+    """A finished run's metrics (None when it has none); :class:`InputError` when it was made with other settings."""
+    metrics_file = directory / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    done = json.loads(metrics_file.read_text(encoding="utf-8"))
+    changed = sorted(k for k in settings if done.get("settings", {}).get(k) != settings[k])
+    if changed or done.get("split") != split:
+        what = ", ".join(changed) or "split"
+        raise InputError(metrics_file, f"was made with other settings ({what}); resume with the same settings or give "
+                         "a new --output")
+    return done
+
+
+@contextmanager
+def run_lock(directory: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``directory/.lock`` while a run trains; yield False when another process holds it.
+
+    ``flock`` locks belong to the open file and the kernel drops them when their holder exits, so a killed worker
+    leaves no stale claim. Where ``fcntl`` is missing (Windows) every run is yielded as free.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield True
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     cfg, _ = parse_config(StudyConfig, argv, prog="bioselect mtl study", description=__doc__.split("\n\n")[0])
@@ -122,14 +164,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         orders = {s: sampling_order(splits.train, s) for s in range(cfg.seeds)}
         for variant, fraction, seed in plan:
             check_fraction(splits.train, fraction, seed, cfg.allow_missing_types, orders[seed])
-            metrics_file = run_dir(out / splits.dataset, variant, fraction, seed) / "metrics.json"
-            if metrics_file.is_file():
-                done = json.loads(metrics_file.read_text(encoding="utf-8"))
-                changed = sorted(k for k in settings if done.get("settings", {}).get(k) != settings[k])
-                if changed or done.get("split") != splits.how:
-                    what = ", ".join(changed) or "split"
-                    raise InputError(metrics_file, f"was made with other settings ({what}); resume with the same "
-                                     "settings or give a new --output")
+            finished(run_dir(out / splits.dataset, variant, fraction, seed), settings, splits.how)
         corpora.append((splits, types, orders))
     n_done = sum(run_dir(out / s.dataset, *r).joinpath("metrics.json").is_file() for s, _, _ in corpora for r in plan)
     print(f"{len(corpora)} corpora x {len(plan)} runs; {n_done} finished, {len(corpora) * len(plan) - n_done} to run")
@@ -142,16 +177,23 @@ def _main(argv: Sequence[str] | None = None) -> int:
         for variant, fraction, seed in plan:
             d = run_dir(corpus_dir, variant, fraction, seed)
             label = f"{splits.dataset} {variant} fraction {fraction:g} seed {seed}"
-            if (d / "metrics.json").is_file():
-                m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+            m = finished(d, settings, splits.how)
+            if m is not None:
                 print(f"{label}: finished earlier, test F1 {100 * m['test']['f1']:.2f}")
             elif cfg.report_only:
                 missing.append(label)
                 continue
             else:
-                m = run_one(cfg, splits, types, variant, fraction, seed, d, tokenizer, orders[seed])
-                print(f"{label}: {m['n_train']} sentences, {m['steps']} steps, {m['seconds']:.0f} s, dev F1 "
-                      f"{100 * m['dev']['f1']:.2f}, test F1 {100 * m['test']['f1']:.2f}")
+                with run_lock(d) as free:
+                    m = finished(d, settings, splits.how)  # another worker may have finished it meanwhile
+                    if m is None and not free:
+                        print(f"{label}: running in another process, skipped")
+                        missing.append(label)
+                        continue
+                    if m is None:
+                        m = run_one(cfg, splits, types, variant, fraction, seed, d, tokenizer, orders[seed])
+                        print(f"{label}: {m['n_train']} sentences, {m['steps']} steps, {m['seconds']:.0f} s, dev F1 "
+                              f"{100 * m['dev']['f1']:.2f}, test F1 {100 * m['test']['f1']:.2f}")
             metrics.append(m)
             dirs.append(d)
         if not metrics:

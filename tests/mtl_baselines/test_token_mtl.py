@@ -423,6 +423,31 @@ def test_study_end_to_end_and_resume(tiny_model, tiny_corpus, tmp_path, capsys):
     assert "| single | 1 | 40 | 2 |" in summary  # two finished seeds of three
 
 
+def test_study_skips_a_run_another_worker_holds(tiny_model, tiny_corpus, tmp_path, capsys):
+    import fcntl
+
+    from mtl_baselines.token_mtl.study import run_lock
+
+    out = tmp_path / "study"
+    argv = ["mtl", "study", "--corpus", str(tiny_corpus), "--model", str(tiny_model), "--output", str(out),
+            "--fractions", "0.5", "--seeds", "2", "--variants", "single", "--epochs", "1", "--batch-size", "8",
+            "--dev-evals", "1"]
+    held = out / "tiny" / "runs" / "single" / "f0.5" / "s0"
+    with run_lock(held) as free:
+        assert free
+        with run_lock(held) as again:  # a second open file of the same lock, as another process would hold
+            assert not again
+        assert cli_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "tiny single fraction 0.5 seed 0: running in another process, skipped" in text
+    assert not (held / "metrics.json").exists() and (held.parent / "s1" / "metrics.json").is_file()
+    assert json.loads((out / "study.json").read_text())["missing_runs"] == ["tiny single fraction 0.5 seed 0"]
+    with open(held / ".lock") as f:  # released: the kernel lets a new holder in
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert cli_main(argv) == 0
+    assert "1 finished, 1 to run" in capsys.readouterr().out and (held / "metrics.json").is_file()
+
+
 def test_train_command_single_run(tiny_model, tiny_corpus, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["mtl", "train", "--corpus", str(tiny_corpus), "--model", str(tiny_model), "--output", str(out),
