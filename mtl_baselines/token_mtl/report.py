@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from mtl_baselines.token_mtl.losses import UW_VARIANTS
 
 RUN_COLUMNS = ("corpus", "variant", "fraction", "seed", "n_train", "train_mentions", "dev_precision", "dev_recall",
                "dev_f1", "test_precision", "test_recall", "test_f1", "test_relaxed_f1", "steps", "best_step",
-               "seconds", "missing_types")
+               "seconds", "missing_types", "ner_loss_end")
 CLASS_COLUMNS = ("corpus", "variant", "fraction", "seed", "split", "type", "precision", "recall", "f1", "support")
 
 
@@ -37,6 +38,19 @@ def run_row(m: Mapping[str, Any]) -> dict[str, Any]:
     row["test_relaxed_f1"] = m["test"]["relaxed_f1"]
     row["missing_types"] = "|".join(m["missing_types"])
     return row
+
+
+def ner_loss_end(history: Sequence[Mapping[str, Any]], share: float = 0.1) -> float | None:
+    """Mean raw NER training loss over the last ``share`` of the steps (at least one): how far the primary task has
+    been fitted, comparable across loss variants because it is taken before any weighting.
+
+    >>> ner_loss_end([{"loss_ner": x} for x in (2.0, 1.0, 0.5, 0.25)], share=0.5)
+    0.375
+    """
+    if not history:
+        return None
+    tail = history[-max(1, math.ceil(share * len(history))):]
+    return sum(r["loss_ner"] for r in tail) / len(tail)
 
 
 def class_rows(m: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -195,16 +209,19 @@ def summary_markdown(corpus: str, how: str, rows: Sequence[Mapping[str, Any]], p
     """The Markdown report of one corpus (all scores in %, strict micro F1 from the foundation scorer)."""
     lines = [f"## {corpus}", "", f"Split: {how}.", ""]
     lines += ["| variant | fraction | train sents | seeds | dev F1 | test P | test R | test F1 (mean ± sd) | "
-              "test F1 min–max |", "|---|---|---|---|---|---|---|---|---|"]
+              "test F1 min–max | NER train loss, last 10% |", "|---|---|---|---|---|---|---|---|---|---|"]
     stats = {m: {(a["variant"], a["fraction"]): a for a in aggregate(rows, m, ("variant", "fraction"))}
              for m in ("dev_f1", "test_precision", "test_recall", "test_f1")}
+    loss_end = {(a["variant"], a["fraction"]): a["mean"] for a in aggregate(
+        [r for r in rows if r.get("ner_loss_end") is not None], "ner_loss_end", ("variant", "fraction"))}
     n_train = {(r["variant"], r["fraction"]): r["n_train"] for r in rows}
     for variant in _variant_order(r["variant"] for r in rows):
         for key in sorted((k for k in stats["test_f1"] if k[0] == variant), key=lambda k: -k[1]):
             t = stats["test_f1"][key]
             lines.append(f"| {variant} | {key[1]:g} | {n_train[key]} | {t['n']} | {_pct(stats['dev_f1'][key]['mean'])}"
                          f" | {_pct(stats['test_precision'][key]['mean'])} | {_pct(stats['test_recall'][key]['mean'])}"
-                         f" | {_pct(t['mean'])} ± {_pct(t['sd'])} | {_pct(t['min'])}–{_pct(t['max'])} |")
+                         f" | {_pct(t['mean'])} ± {_pct(t['sd'])} | {_pct(t['min'])}–{_pct(t['max'])} | "
+                         f"{'-' if key not in loss_end else f'{loss_end[key]:.3f}'} |")
     eff = data_efficiency(rows)
     if eff:
         ref = max(r["fraction"] for r in rows if r["variant"] == "single")
@@ -266,7 +283,8 @@ def write_report(out_dir: str | Path, metrics: Sequence[Mapping[str, Any]], run_
     """Write one corpus's CSVs, plots and ``summary.md``; return the rows and the Markdown."""
     out = Path(out_dir)
     corpus = metrics[0]["corpus"]
-    rows = [run_row(m) for m in metrics]
+    rows = [run_row(m) | {"ner_loss_end": ner_loss_end(read_history(d))}
+            for m, d in zip(metrics, run_dirs, strict=True)]
     per_class = [r for m in metrics for r in class_rows(m)]
     cosines = [r for m in metrics for r in cosine_rows(m)]
     log_vars = [{"variant": m["variant"], "fraction": m["fraction"], "seed": m["seed"], "name": n, "value": v}

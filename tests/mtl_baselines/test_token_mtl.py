@@ -398,6 +398,11 @@ def test_study_end_to_end_and_resume(tiny_model, tiny_corpus, tmp_path, capsys):
     # the span files are scored by the foundation's evaluate command to the same numbers
     run = corpus_dir / "runs" / "uw_sym" / "f0.5" / "s1"
     metrics = json.loads((run / "metrics.json").read_text())
+    # the end-of-training NER loss column: the raw NER loss of the last 10% of the logged steps (at least one)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    tail = history[-max(1, -(-len(history) // 10)):]
+    row = next(r for r in rows if (r["variant"], r["fraction"], r["seed"]) == ("uw_sym", "0.5", "1"))
+    assert float(row["ner_loss_end"]) == pytest.approx(sum(h["loss_ner"] for h in tail) / len(tail), rel=1e-12)
     assert cli_main(["evaluate", "--gold", str(tiny_corpus / "test.tsv"), "--pred", str(run / "pred_test.jsonl"),
                      "--output", str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
