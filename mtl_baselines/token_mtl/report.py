@@ -204,6 +204,30 @@ def plot_grad_cosine(rows: Sequence[Mapping[str, Any]], path: str | Path, title:
     plt.close(fig)
 
 
+def overview_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One table over all corpora: a row per (corpus, fraction), a column per variant with the seed-mean test F1
+    (%) ± its sample sd and, when fewer than the most seeds any cell has, the number of finished seeds.
+
+    >>> print(overview_markdown([{"corpus": "c", "variant": v, "fraction": 1.0, "seed": s, "test_f1": x}
+    ...                          for v, s, x in [("single", 0, 0.5), ("single", 1, 0.7), ("uw_sym", 0, 0.4)]]))
+    | corpus | fraction | single | uw_sym |
+    |---|---|---|---|
+    | c | 1 | 60.00 ± 14.14 | 40.00 ± 0.00 (1 seed) |
+    """
+    cells = {(a["corpus"], a["fraction"], a["variant"]): a for a in aggregate(rows, "test_f1")}
+    variants = _variant_order(r["variant"] for r in rows)
+    most = max((a["n"] for a in cells.values()), default=0)
+    lines = ["| corpus | fraction | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for corpus, fraction in sorted({(c, f) for c, f, _ in cells}, key=lambda k: (k[0], -k[1])):
+        out = []
+        for v in variants:
+            a = cells.get((corpus, fraction, v))
+            out.append("-" if a is None else f"{_pct(a['mean'])} ± {_pct(a['sd'])}" + (
+                f" ({a['n']} seed{'s' if a['n'] > 1 else ''})" if a["n"] < most else ""))
+        lines.append(f"| {corpus} | {fraction:g} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def summary_markdown(corpus: str, how: str, rows: Sequence[Mapping[str, Any]], per_class: Sequence[Mapping[str, Any]],
                      cosines: Sequence[Mapping[str, Any]], log_vars: Sequence[Mapping[str, Any]]) -> str:
     """The Markdown report of one corpus (all scores in %, strict micro F1 from the foundation scorer)."""

@@ -148,7 +148,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from curation.sample import sampling_order
     from mtl_baselines.token_mtl.data import check_fraction, check_splits, load_splits
     from mtl_baselines.token_mtl.model import load_tokenizer
-    from mtl_baselines.token_mtl.report import RUN_COLUMNS, write_csv, write_report
+    from mtl_baselines.token_mtl.report import RUN_COLUMNS, overview_markdown, write_csv, write_report
     from mtl_baselines.token_mtl.trainer import run_one, run_settings
 
     out = Path(cfg.output)
@@ -210,6 +210,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if missing:
         header += (f"**{len(missing)} of {len(corpora) * len(plan)} planned runs not finished yet** (the `seeds` "
                    f"column counts the finished ones): {'; '.join(missing)}.\n\n")
+    if all_rows:
+        header += ("Test F1 (%), seed mean ± sd, strict micro (per-corpus details below):\n\n"
+                   + overview_markdown(all_rows) + "\n\n")
     markdown = header + "\n".join(summaries)
     with atomic_write(out / "summary.md") as f:
         f.write(markdown)

@@ -425,6 +425,7 @@ def test_study_end_to_end_and_resume(tiny_model, tiny_corpus, tmp_path, capsys):
     assert len(study["missing_runs"]) == 9 and "tiny single fraction 1 seed 2" in study["missing_runs"]
     summary = (out / "summary.md").read_text()
     assert "9 of 27 planned runs not finished yet" in summary
+    assert "| tiny | 1 | " in summary and "(2 seeds)" not in summary.split("## tiny")[0]  # every cell has 2 seeds
     assert "| single | 1 | 40 | 2 |" in summary  # two finished seeds of three
 
 
