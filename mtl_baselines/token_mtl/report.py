@@ -206,13 +206,13 @@ def plot_grad_cosine(rows: Sequence[Mapping[str, Any]], path: str | Path, title:
 
 def overview_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """One table over all corpora: a row per (corpus, fraction), a column per variant with the seed-mean test F1
-    (%) ± its sample sd and, when fewer than the most seeds any cell has, the number of finished seeds.
+    (%) ± its sample sd (none for one seed) and, when fewer than the most seeds any cell has, the number of seeds.
 
     >>> print(overview_markdown([{"corpus": "c", "variant": v, "fraction": 1.0, "seed": s, "test_f1": x}
     ...                          for v, s, x in [("single", 0, 0.5), ("single", 1, 0.7), ("uw_sym", 0, 0.4)]]))
     | corpus | fraction | single | uw_sym |
     |---|---|---|---|
-    | c | 1 | 60.00 ± 14.14 | 40.00 ± 0.00 (1 seed) |
+    | c | 1 | 60.00 ± 14.14 | 40.00 (1 seed) |
     """
     cells = {(a["corpus"], a["fraction"], a["variant"]): a for a in aggregate(rows, "test_f1")}
     variants = _variant_order(r["variant"] for r in rows)
@@ -222,8 +222,12 @@ def overview_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         out = []
         for v in variants:
             a = cells.get((corpus, fraction, v))
-            out.append("-" if a is None else f"{_pct(a['mean'])} ± {_pct(a['sd'])}" + (
-                f" ({a['n']} seed{'s' if a['n'] > 1 else ''})" if a["n"] < most else ""))
+            if a is None:
+                out.append("-")
+            elif a["n"] == 1:
+                out.append(f"{_pct(a['mean'])} (1 seed)" if most > 1 else _pct(a["mean"]))
+            else:
+                out.append(f"{_pct(a['mean'])} ± {_pct(a['sd'])}" + (f" ({a['n']} seeds)" if a["n"] < most else ""))
         lines.append(f"| {corpus} | {fraction:g} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
