@@ -311,8 +311,8 @@ def write_report(out_dir: str | Path, metrics: Sequence[Mapping[str, Any]], run_
     """Write one corpus's CSVs, plots and ``summary.md``; return the rows and the Markdown."""
     out = Path(out_dir)
     corpus = metrics[0]["corpus"]
-    rows = [run_row(m) | {"ner_loss_end": ner_loss_end(read_history(d))}
-            for m, d in zip(metrics, run_dirs, strict=True)]
+    histories = [read_history(d) for d in run_dirs]  # read once: the NER-loss column and the log-variance plots
+    rows = [run_row(m) | {"ner_loss_end": ner_loss_end(h)} for m, h in zip(metrics, histories, strict=True)]
     per_class = [r for m in metrics for r in class_rows(m)]
     cosines = [r for m in metrics for r in cosine_rows(m)]
     log_vars = [{"variant": m["variant"], "fraction": m["fraction"], "seed": m["seed"], "name": n, "value": v}
@@ -331,9 +331,9 @@ def write_report(out_dir: str | Path, metrics: Sequence[Mapping[str, Any]], run_
     for variant in _variant_order(m["variant"] for m in metrics):
         if variant.split("-")[0] not in UW_VARIANTS:
             continue
-        histories = {(m["fraction"], m["seed"]): read_history(d) for m, d in zip(metrics, run_dirs, strict=True)
-                     if m["variant"] == variant}
-        plot_log_vars(histories, out / f"log_vars_{variant}.png", f"{corpus}: {variant} learned log-variances")
+        by_run = {(m["fraction"], m["seed"]): h for m, h in zip(metrics, histories, strict=True)
+                  if m["variant"] == variant}
+        plot_log_vars(by_run, out / f"log_vars_{variant}.png", f"{corpus}: {variant} learned log-variances")
     plot_grad_cosine(cosines, out / "grad_cosine.png", f"{corpus}: task-gradient cosine on the encoder")
     markdown = summary_markdown(corpus, metrics[0]["split"], rows, per_class, cosines, log_vars)
     with atomic_write(out / "summary.md") as f:
