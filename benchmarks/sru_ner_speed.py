@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoModel, AutoTokenizer
 
     from mtl_baselines.sru_ner.actions import action_vocab
     from mtl_baselines.sru_ner.data import collate
@@ -38,15 +38,9 @@ def main() -> None:
     if args.model:
         tok, encoder = AutoTokenizer.from_pretrained(args.model), AutoModel.from_pretrained(args.model)
     else:
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(200))]
-        import tempfile
-        from pathlib import Path
+        from tiny_bert import tiny_bert
 
-        path = Path(tempfile.mkdtemp()) / "vocab.txt"
-        path.write_text("\n".join(vocab) + "\n")
-        tok = BertTokenizerFast(vocab_file=str(path))
-        encoder = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=128, max_position_embeddings=128))
+        tok, encoder = tiny_bert(max_positions=128)
     if args.corpus:
         from curation.readers import read_corpus
 

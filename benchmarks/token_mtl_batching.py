@@ -23,20 +23,6 @@ import time
 import torch
 
 
-def _tiny_bert():
-    import tempfile
-    from pathlib import Path
-
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(200))]
-    path = Path(tempfile.mkdtemp()) / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    encoder = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=128, max_position_embeddings=256))
-    return BertTokenizerFast(vocab_file=str(path)), encoder
-
-
 def _records(corpus: str | None, n: int):
     from curation.records import Record, Span
 
@@ -82,7 +68,9 @@ def main() -> None:
         make_encoder = ((lambda: AutoModel.from_config(AutoConfig.from_pretrained(args.model))) if args.random_init
                         else (lambda: AutoModel.from_pretrained(args.model)))
     else:
-        tok, encoder = _tiny_bert()
+        from tiny_bert import tiny_bert
+
+        tok, encoder = tiny_bert(max_positions=256)
         state = encoder.state_dict()
 
         def make_encoder():
