@@ -139,3 +139,29 @@ def provenance(config: Any = None, inputs: list[str | os.PathLike] = (), **extra
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on ``directory/.lock`` while a run trains; yield False when another process holds it
+    (with ``wait``, block until it is free instead).
+
+    ``flock`` locks belong to the open file and the kernel drops them when their holder exits, so a killed worker
+    leaves no stale claim. Where ``fcntl`` is missing (Windows) every run is yielded as free.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield True
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

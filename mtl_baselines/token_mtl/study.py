@@ -27,13 +27,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import InputError, run_lock
 from mtl_baselines.token_mtl.train import TrainArgs, _floats
 
 
@@ -114,31 +113,6 @@ def finished(directory: Path, settings: dict, split: str) -> dict | None:
         raise InputError(metrics_file, f"was made with other settings ({what}); resume with the same settings or give "
                          "a new --output")
     return done
-
-
-@contextmanager
-def run_lock(directory: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on ``directory/.lock`` while a run trains; yield False when another process holds it.
-
-    ``flock`` locks belong to the open file and the kernel drops them when their holder exits, so a killed worker
-    leaves no stale claim. Where ``fcntl`` is missing (Windows) every run is yielded as free.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
-        yield True
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -432,7 +432,7 @@ def test_study_end_to_end_and_resume(tiny_model, tiny_corpus, tmp_path, capsys):
 def test_study_skips_a_run_another_worker_holds(tiny_model, tiny_corpus, tmp_path, capsys):
     import fcntl
 
-    from mtl_baselines.token_mtl.study import run_lock
+    from curation.io import run_lock
 
     out = tmp_path / "study"
     argv = ["mtl", "study", "--corpus", str(tiny_corpus), "--model", str(tiny_model), "--output", str(out),
