@@ -6,8 +6,11 @@
 Positives (records whose output is not ``[]``) are ranked by IFD: records with IFD above ``--max-ifd`` (1 by default:
 the prompt does not help the model) are dropped, or only reported with ``--keep-high-ifd``; the ``--count`` highest,
 or the top ``--ratio`` share of all positives (Superfiltering's convention: the share is of every positive, scored or
-not), are kept. Negatives carry no IFD signal worth ranking on; every one is kept, or a seeded ``--negative-ratio``
-share. The kept records are written unchanged, in input order, with ``OUTPUT.manifest.json`` (inputs, model, prompt
+not), are kept. ``--order bottom`` keeps the lowest instead and ``--order random`` a seeded random sample of the same
+size from the same candidates (the control that separates IFD ranking from the change in class balance).
+Negatives are all kept, or a ``--negative-ratio`` share: a seeded random one, or with ``--negative-order ifd`` the
+negatives of highest IFD (they must be scored: ``curate ifd`` without ``--positives-only``).
+The kept records are written unchanged, in input order, with ``OUTPUT.manifest.json`` (inputs, model, prompt
 format, IFD variant, thresholds, kept/dropped counts per dataset and type) and ``OUTPUT.ifd.png`` (IFD histogram
 of kept and dropped positives).
 """
@@ -28,6 +31,8 @@ from curation.cli import parse_config, run
 from curation.io import InputError, read_jsonl, sha256_file, write_json
 
 KEPT = "kept"
+ORDERS = ("top", "bottom", "random")
+NEGATIVE_ORDERS = ("random", "ifd")
 
 
 @dataclass
@@ -42,9 +47,19 @@ class FilterConfig:
         default=False, metadata={"help": "Rank positives above --max-ifd with the others instead of dropping them "
                                          "(they are reported either way)."})
     negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives (output []) to keep."})
-    seed: int = field(default=0, metadata={"help": "Seed of the negative sample."})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative sample (and of --order random)."})
+    order: str = field(default="top", metadata={
+        "help": "Which positives are kept: 'top' (highest IFD), 'bottom' (lowest) or 'random' (seeded sample of the "
+                "same size from the same candidates: the control arm)."})
+    negative_order: str = field(default="random", metadata={
+        "help": "Which negatives --negative-ratio keeps: 'random' (seeded) or 'ifd' (highest IFD first)."})
 
     def __post_init__(self):
+        if self.order not in ORDERS:
+            raise InputError("--order", f"must be one of {', '.join(ORDERS)}, not {self.order!r}")
+        if self.negative_order not in NEGATIVE_ORDERS:
+            raise InputError("--negative-order", f"must be one of {', '.join(NEGATIVE_ORDERS)}, "
+                                                 f"not {self.negative_order!r}")
         if not 0 <= self.ratio <= 1:
             raise InputError("--ratio", f"must be between 0 and 1, got {self.ratio}")
         if self.count is not None and self.count < 0:
@@ -66,10 +81,11 @@ def share(ratio: float, n: int) -> int:
 
 def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], ratio: float = 0.5,
            count: int | None = None, max_ifd: float = 1.0, keep_high_ifd: bool = False,
-           negative_ratio: float = 1.0, seed: int = 0) -> list[str]:
+           negative_ratio: float = 1.0, seed: int = 0, order: str = "top",
+           negative_order: str = "random") -> list[str]:
     """The fate of each row: ``"kept"`` or why it was dropped (``invalid``: see
     :func:`~curation.ifd_scoring.record_problem`; ``duplicate_id``, ``unscored``, ``ifd_above_max``, ``below_cut``,
-    ``negative_sampled_out``).
+    ``not_sampled`` (``order="random"``), ``negative_sampled_out``).
 
     >>> rows = [{"id": i, "instruction": "Find diseases.", "output": o} for i, o in [("a", '[{"name": "gout"}]'),
     ...         ("b", "[]"), ("c", '[{"name": "FAP"}]'), ("d", '[{"name": "AT"}]'), ("e", '[{"name": "DM"}]')]]
@@ -77,7 +93,13 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
     ['kept', 'kept', 'kept', 'ifd_above_max', 'below_cut']
 
     Half of the four positives are kept, highest IFD first (ties in input order): ``c`` (0.9) and ``a`` (0.6); ``d``
-    is dropped for IFD > 1 and ``e`` falls below the cut; the negative ``b`` is kept.
+    is dropped for IFD > 1 and ``e`` falls below the cut; the negative ``b`` is kept. The other orders take as many
+    from the same candidates:
+
+    >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5, order="bottom")
+    ['kept', 'kept', 'below_cut', 'ifd_above_max', 'kept']
+    >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5, order="random").count("kept")
+    3
     """
     from curation.ifd_scoring import is_negative, record_problem
 
@@ -104,12 +126,27 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
         else:
             candidates.append(i)
     n_keep = count if count is not None else share(ratio, len(positives))
-    candidates.sort(key=lambda i: (-scores[str(rows[i]["id"])], i))
-    for rank, i in enumerate(candidates):
-        fate[i] = KEPT if rank < n_keep else "below_cut"
-    kept_negatives = set(random.Random(seed).sample(negatives, share(negative_ratio, len(negatives))))
+    if order == "random":  # a stream of its own, so the negatives drawn below are the same as for the other orders
+        chosen = set(random.Random(f"positives-{seed}").sample(candidates, min(n_keep, len(candidates))))
+        for i in candidates:
+            fate[i] = KEPT if i in chosen else "not_sampled"
+    else:
+        sign = -1 if order == "top" else 1
+        candidates.sort(key=lambda i: (sign * scores[str(rows[i]["id"])], i))
+        for rank, i in enumerate(candidates):
+            fate[i] = KEPT if rank < n_keep else "below_cut"
+    n_negatives = share(negative_ratio, len(negatives))
+    if negative_order == "ifd":
+        scored = [i for i in negatives if isinstance(scores.get(str(rows[i]["id"])), (int, float))
+                  and math.isfinite(scores[str(rows[i]["id"])])]
+        scored.sort(key=lambda i: (-scores[str(rows[i]["id"])], i))
+        kept_negatives = set(scored[:n_negatives])
+        for i in set(negatives) - set(scored):
+            fate[i] = "unscored"
+    else:
+        kept_negatives = set(random.Random(seed).sample(negatives, n_negatives))
     for i in negatives:
-        fate[i] = KEPT if i in kept_negatives else "negative_sampled_out"
+        fate[i] = fate[i] or (KEPT if i in kept_negatives else "negative_sampled_out")
     return fate
 
 
@@ -184,7 +221,8 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     if len(variants) > 1:
         raise InputError(cfg.scores, f"mixes IFD variants {sorted(variants)}")
     variant = variants.pop() if variants else "unknown"
-    fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed)
+    fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed,
+                  cfg.order, cfg.negative_order)
     out = Path(cfg.output)
     write_jsonl(out, (row for row, f in zip(rows, fate) if f == KEPT))
 
@@ -201,7 +239,8 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     scored_with = json.loads(scores_manifest.read_text(encoding="utf-8")) if scores_manifest.exists() else {}
     thresholds = {"max_ifd": cfg.max_ifd, "keep_high_ifd": cfg.keep_high_ifd, "ratio": cfg.ratio, "count": cfg.count,
                   "positives_to_keep": cfg.count if cfg.count is not None else share(cfg.ratio, len(positives)),
-                  "negative_ratio": cfg.negative_ratio, "seed": cfg.seed}
+                  "negative_ratio": cfg.negative_ratio, "seed": cfg.seed, "order": cfg.order,
+                  "negative_order": cfg.negative_order}
     manifest = provenance(
         cfg, [cfg.input, cfg.scores], kind="ifd_filter", output=str(out), output_sha256=sha256_file(out),
         histogram=str(histogram), model=scored_with.get("model"), prompt_format=scored_with.get("prompt_format"),

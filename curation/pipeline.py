@@ -1,4 +1,5 @@
-"""Score positives by IFD, then filter: ``bioselect curate run`` (``curate ifd --positives-only`` + ``curate filter``).
+"""Score positives by IFD, then filter: ``bioselect curate run`` (``curate ifd --positives-only`` + ``curate filter``;
+the negatives are scored too with ``--negative-order ifd``).
 
     bioselect curate run --config configs/curate_smollm2.yaml
     bioselect curate run --model ~/.cache/offline-models/smollm2-135m --input runs/ncbi_train.jsonl \\
@@ -54,7 +55,11 @@ class RunConfig:
     keep_high_ifd: bool = field(default=False, metadata={"help": "Rank positives above --max-ifd instead of "
                                                                  "dropping them (reported either way)."})
     negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives (output []) to keep."})
-    seed: int = field(default=0, metadata={"help": "Seed of the negative sample."})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative sample (and of --order random)."})
+    order: str = field(default="top", metadata={
+        "help": "Which positives are kept: 'top' (highest IFD), 'bottom' or 'random' (the control)."})
+    negative_order: str = field(default="random", metadata={
+        "help": "Which negatives --negative-ratio keeps: 'random' or 'ifd' (negatives are then scored too)."})
 
     def __post_init__(self):
         if self.scores is None:
@@ -66,7 +71,7 @@ class RunConfig:
     def ifd_config(self) -> IFDConfig:
         own = ("output", "positives_only")
         shared = {f.name: getattr(self, f.name) for f in fields(IFDConfig) if f.name not in own}
-        return IFDConfig(**shared, output=self.scores, positives_only=True)
+        return IFDConfig(**shared, output=self.scores, positives_only=self.negative_order != "ifd")
 
     def filter_config(self) -> FilterConfig:
         shared = {f.name: getattr(self, f.name) for f in fields(FilterConfig) if f.name not in ("output", "scores")}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.filter import main, select, share, tally
+from curation.filter import FilterConfig, main, select, share, tally
+from curation.io import InputError
 
 INSTR = "Find diseases."
 
@@ -123,3 +124,31 @@ def test_bad_options_exit_2(files, tmp_path, option):
 def test_missing_input_exits_2(files, tmp_path):
     _, scores = files
     assert main(["--input", str(tmp_path / "no.jsonl"), "--scores", str(scores), "--output", "o.jsonl"]) == 2
+
+
+def test_orders_draw_as_many_positives_from_the_same_candidates_with_the_same_negatives():
+    rows = [{"id": f"p{i}", "instruction": "Find.", "output": f'[{{"name": "x{i}"}}]'} for i in range(20)]
+    rows += [{"id": f"n{i}", "instruction": "Find.", "output": "[]"} for i in range(10)]
+    scores = {f"p{i}": i / 20 for i in range(19)} | {"p19": 1.5} | {f"n{i}": i / 10 for i in range(10)}
+    fates = {o: select(rows, scores, ratio=0.25, negative_ratio=0.5, seed=3, order=o)
+             for o in ("top", "bottom", "random")}
+    kept = {o: {rows[i]["id"] for i, f in enumerate(fate) if f == "kept"} for o, fate in fates.items()}
+    positives = {o: {k for k in ids if k.startswith("p")} for o, ids in kept.items()}
+    assert positives["top"] == {"p18", "p17", "p16", "p15", "p14"}  # p19 is above max_ifd
+    assert positives["bottom"] == {"p0", "p1", "p2", "p3", "p4"}
+    assert len(positives["random"]) == 5 and "p19" not in positives["random"]
+    assert positives["random"] != positives["top"] and positives["random"] != positives["bottom"]
+    negatives = {o: ids - positives[o] for o, ids in kept.items()}
+    assert negatives["top"] == negatives["bottom"] == negatives["random"] and len(negatives["top"]) == 5
+    other_seed = select(rows, scores, ratio=0.25, negative_ratio=0.5, seed=4, order="random")
+    assert {rows[i]["id"] for i, f in enumerate(other_seed) if f == "kept"} != kept["random"]
+    by_ifd = select(rows, scores, ratio=0.25, negative_ratio=0.5, negative_order="ifd")
+    assert {rows[i]["id"] for i, f in enumerate(by_ifd) if f == "kept" and rows[i]["id"].startswith("n")} == {
+        "n5", "n6", "n7", "n8", "n9"}
+    unscored = select(rows, {k: v for k, v in scores.items() if k != "n9"}, negative_ratio=0.5, negative_order="ifd")
+    assert unscored[-1] == "unscored"
+
+
+def test_bad_order_is_refused(tmp_path):
+    with pytest.raises(InputError, match="--order"):
+        FilterConfig(input="a", scores="b", output=str(tmp_path / "c"), order="middle")
