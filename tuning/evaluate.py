@@ -155,8 +155,9 @@ def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[
     return [p if p is not None else Prediction(status="missing") for p in preds]
 
 
-def score_files(cfg: EvaluateConfig, gold: Corpus | None = None) -> dict[str, Any]:
-    """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it)."""
+def score_files(cfg: EvaluateConfig, gold: Corpus | None = None, per_record: bool = False) -> dict[str, Any]:
+    """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it);
+    ``per_record`` adds each record's counts (:func:`tuning.scoring.score`)."""
     gold = gold if gold is not None else read_gold(cfg)
     datasets = [r.meta.get("dataset") or gold.dataset for r in gold.records]
     gold_labels: dict[str, set[str]] = {d: set() for d in datasets}
@@ -165,7 +166,7 @@ def score_files(cfg: EvaluateConfig, gold: Corpus | None = None) -> dict[str, An
     labels = {d: list(cfg.labels) if cfg.labels else sorted(ls) or None for d, ls in gold_labels.items()}
     pred_format = _pred_format(cfg)
     preds = _read_predictions(cfg, pred_format, gold, labels, datasets)
-    result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed, per_record=per_record)
     name = cfg.name or Path(cfg.pred).stem
     return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels, **result}
 

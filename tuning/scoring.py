@@ -318,6 +318,62 @@ def bootstrap_ci(tp: Sequence[float], fp: Sequence[float], fn: Sequence[float], 
     return {k: [float(lo_q[i]), float(hi_q[i])] for i, k in enumerate(("precision", "recall", "f1"))}
 
 
+def micro_counts(per_record: Sequence[dict[str, list[int]]]) -> list[list[int]]:
+    """Each record's ``[tp, fp, fn]`` summed over its types (what micro scores and paired intervals resample).
+
+    >>> micro_counts([{"Disease": [1, 0, 1], "Gene": [2, 1, 0]}, {}])
+    [[3, 1, 1], [0, 0, 0]]
+    """
+    return [[sum(c[k] for c in counts.values()) for k in range(3)] for counts in per_record]
+
+
+def paired_bootstrap(a: Sequence[Sequence[Sequence[int]]], b: Sequence[Sequence[Sequence[int]]],
+                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Difference of micro F1 between two systems scored on the same records, with a paired percentile interval.
+
+    ``a`` and ``b`` each hold one or more runs (e.g. one per training seed), each run a list of per-record
+    ``[tp, fp, fn]`` in the same record order (:func:`micro_counts`). A side's F1 is the mean micro F1 of its runs;
+    every resample draws the records once and applies the same draw to every run of both sides, so the interval
+    reflects the sampling of test sentences while each sentence's difficulty cancels between the sides.
+    Returns ``diff`` (mean F1 of a minus mean F1 of b), ``ci``, ``p_le_0`` (the share of resamples where a does
+    not beat b) and the number of records and resamples.
+
+    >>> same = [[[1, 0, 0], [0, 1, 1], [2, 0, 0]]]
+    >>> paired_bootstrap(same, same, n_resamples=50)["ci"]
+    [0.0, 0.0]
+    >>> better = [[[1, 0, 0], [1, 0, 0], [2, 0, 0]]]
+    >>> r = paired_bootstrap(better, same, n_resamples=200)
+    >>> round(r["diff"], 4), r["ci"][1] > 0  # micro F1 1.0 (4 of 4) vs 0.75 (2 * 3 / (2 * 3 + 1 + 1))
+    (0.25, True)
+    """
+    runs_a, runs_b = (np.asarray(side, dtype=np.float64) for side in (a, b))  # (runs, records, 3)
+    if runs_a.ndim != 3 or runs_b.ndim != 3 or runs_a.shape[1:] != runs_b.shape[1:]:
+        raise ValueError(f"both sides need runs of the same records: shapes {runs_a.shape} and {runs_b.shape}")
+
+    def f1(counts: np.ndarray) -> np.ndarray:  # (..., 3) totals -> micro F1
+        tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+        den = 2 * tp + fp + fn
+        return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+
+    point = float(f1(runs_a.sum(axis=1)).mean() - f1(runs_b.sum(axis=1)).mean())
+    n = runs_a.shape[1]
+    out: dict[str, Any] = {"diff": point, "ci": None, "p_le_0": None, "records": n, "resamples": n_resamples}
+    if n == 0 or n_resamples <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // (n * (len(runs_a) + len(runs_b))))
+    for lo in range(0, n_resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_resamples - lo), n))
+        fa = f1(runs_a[:, idx].sum(axis=2)).mean(axis=0)  # (resamples,)
+        fb = f1(runs_b[:, idx].sum(axis=2)).mean(axis=0)
+        diffs[lo : lo + len(fa)] = fa - fb
+    alpha = (1 - level) / 2
+    out["ci"] = [float(x) for x in np.quantile(diffs, [alpha, 1 - alpha])]
+    out["p_le_0"] = float((diffs <= 0).mean())
+    return out
+
+
 def summarize(per_record: Sequence[dict[str, list[int]]], n_bootstrap: int = 0, seed: int = 0,
               level: float = 0.95) -> dict[str, Any]:
     """Per-record ``{type: [tp, fp, fn]}`` counts -> micro (with bootstrap ``ci``), macro and per-type scores.
@@ -358,14 +414,15 @@ def _status_counts(preds: Sequence[Prediction]) -> dict[str, Any]:
 
 
 def score(gold: Sequence[Record], pred: Sequence[Prediction], datasets: Sequence[str] | None = None,
-          n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+          n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95, per_record: bool = False) -> dict[str, Any]:
     """Score predictions (aligned with ``gold``) in every mode, overall and per dataset.
 
     ``datasets`` names each record's corpus (default ``record.meta["dataset"]`` or ``""``). Returns ``records``;
     ``outputs`` (counts of each status, their rates over all gold records, and ``unplaced_names``); for each mode
     of :data:`MODES` the :func:`summarize` result (micro with bootstrap ``ci``, macro, per type); ``per_dataset``
     (the same per dataset, with its own intervals); and the ``bootstrap`` settings. The same seed is used for every
-    mode and dataset so intervals are comparable.
+    mode and dataset so intervals are comparable. With ``per_record``, ``per_record`` holds each mode's
+    :func:`micro_counts` in gold order (for paired comparisons of systems on the same records).
     """
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold records but {len(pred)} predictions")
@@ -388,6 +445,8 @@ def score(gold: Sequence[Record], pred: Sequence[Prediction], datasets: Sequence
     else:
         result["per_dataset"] = {name: block(idx) for name, idx in sorted(by_dataset.items())}
     result["bootstrap"] = {"resamples": n_bootstrap, "seed": seed, "level": level}
+    if per_record:
+        result["per_record"] = {mode: micro_counts(counts[mode]) for mode in MODES}
     return result
 
 

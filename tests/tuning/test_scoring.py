@@ -19,6 +19,7 @@ from tuning.scoring import (
     bootstrap_ci,
     names_to_spans,
     normalize_mention,
+    paired_bootstrap,
     parse_output,
     prediction_from_output,
     prediction_from_spans,
@@ -396,3 +397,22 @@ def test_given_spans_fewer_than_names_count_as_unplaced():
     pred = prediction_from_output(text, out, spans=[Span(0, 7, "Chemical")])
     assert pred.unplaced == ["Chemical"]
     assert record_counts([Span(0, 7, "Chemical")], pred, text, "strict") == {"Chemical": [1, 1, 0]}
+
+
+def test_paired_bootstrap_matches_a_loop_over_the_same_draws():
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 4, size=(2, 30, 3)).tolist()  # two seeds of one system, 30 records
+    b = rng.integers(0, 4, size=(3, 30, 3)).tolist()  # three of another
+
+    def mean_f1(runs, idx):
+        return sum(prf(*[sum(run[i][k] for i in idx) for k in range(3)])[2] for run in runs) / len(runs)
+
+    everything = range(30)
+    result = paired_bootstrap(a, b, n_resamples=300, seed=5)
+    assert result["diff"] == pytest.approx(mean_f1(a, everything) - mean_f1(b, everything))
+    draws = np.random.default_rng(5).integers(0, 30, size=(300, 30))  # one chunk: the function's own draws
+    diffs = np.array([mean_f1(a, idx) - mean_f1(b, idx) for idx in draws])
+    assert result["ci"] == pytest.approx(list(np.quantile(diffs, [0.025, 0.975])))
+    assert result["p_le_0"] == pytest.approx(float((diffs <= 0).mean()))
+    with pytest.raises(ValueError, match="same records"):
+        paired_bootstrap(a, [run[:29] for run in b])
