@@ -1,26 +1,39 @@
-"""``bioselect tune experiment``: BioSelectTune's comparison end to end on one NER corpus, resumable.
+"""``bioselect tune experiment``: BioSelectTune's claim as a study on one corpus: arms, a ratio ladder, seeds.
 
-    bioselect tune experiment --config configs/demo_ncbi.yaml                  # what `make demo` runs
-    bioselect tune experiment --config configs/bioselecttune_cpu_ncbi.yaml     # docs/results/bioselecttune_cpu.md
+    bioselect tune experiment --config configs/demo_ncbi.yaml                   # what `make demo` runs
+    bioselect tune experiment --config configs/bioselecttune_study_ncbi.yaml    # docs/results/bioselecttune_study.md
+    bioselect tune experiment --config configs/bioselecttune_study_ncbi.yaml --report_only true
 
-Runs the project's own commands in order, each on the previous one's output, in OUTPUT_DIR:
+Arms (``--arms``, in table order):
 
-1. ``bioselect data convert`` of the train and test corpora into instruction JSONL (``train.jsonl``, ``test.jsonl``);
-2. ``bioselect data sample``: a class-balanced training subset (``train_subset.jsonl``) and test subset
-   (``test_subset.jsonl``);
-3. ``bioselect curate run`` (arm ``lora-ifd``): IFD of the subset's positives under the scoring model, Hybrid
-   Superfiltering (top ``ratio`` of positives with IFD <= ``max_ifd``, plus every negative) -> ``train_ifd.jsonl``;
-4. ``bioselect tune train``: one LoRA adapter per tuned arm, the same number of steps for each
-   (``adapters/lora-subset`` on the subset, ``adapters/lora-ifd`` on the curated set);
-5. ``bioselect tune generate``: constrained greedy answers on the test subset for every arm (``pred_<arm>.jsonl``;
-   ``zero-shot`` is the base model without adapter);
-6. ``bioselect tune evaluate``: one table (``comparison.md/json/png``) with strict, relaxed and string F1 and
-   bootstrap intervals; ``train_loss.png`` plots the tuned arms' training loss.
+* ``zero-shot``: the base model without adapter;
+* ``lora-full``: LoRA on the whole class-balanced training subset;
+* ``lora-ifd``: LoRA on the top ``rho`` of the subset's positives by IFD (among those with IFD <= ``max_ifd``) plus
+  its negatives (Hybrid Superfiltering);
+* ``lora-random``: the control: a seeded random sample of as many positives from the same candidates, plus the same
+  negatives, so that it differs from ``lora-ifd`` in the IFD ranking only and not in the class balance;
+* ``lora-ifd-low``: the bottom ``rho`` by IFD;
+* ``lora-ifd-other``: the top ``rho`` by the IFD of ``other_scorer_model`` (a model of another family: the paper's
+  homologous-vs-other question);
+* ``lora-ifd-auto``: ``rho`` chosen on a dev split (``--dev``, held out from training) by short runs
+  (``auto_epochs``) over the ladder, then the final adapter at that ``rho`` (the choice is in ``choice.json``).
 
-A step whose output exists is skipped, so a killed run started again goes on where it stopped (training itself
-resumes from its last checkpoint). ``experiment.json`` records the resolved config, every step's equivalent command
-and wall time, and provenance; a folder holding a run with another config is refused. With ``require_better`` the
-command exits with code 1 unless every tuned arm's strict F1 is above the zero-shot model's.
+Every tuned arm runs for each seed of ``--seeds`` (the seed of the adapter, the batches and the random control) and
+the ratio arms for each ``rho`` of ``--ratios`` (the first is the main one; ``--ladder_seeds`` limits the others to
+some seeds). Training lasts ``epochs`` passes over the arm's own data (so a smaller curated set takes fewer steps, as
+in the paper), or ``max_steps`` for every arm (the equal-steps reading). The training and test subsets are sampled
+once (``data_seed``), so every run is scored on the same test sentences and differences can be paired.
+
+The study runs the project's own commands (``data convert``/``sample``, ``curate ifd``/``filter``, ``tune train``,
+``tune generate``, ``evaluate``); a step whose output exists is skipped, so a killed study started again goes on where
+it stopped (training resumes from its last checkpoint). Several worker processes may run the same command on one
+folder: the shared data steps run under a lock, and each run under a lock of its own that the others skip.
+``experiment.json`` records the resolved config, every step's command and wall time, and provenance; ``report.md``,
+``results.csv``, ``f1_vs_ratio.png`` and ``train_loss.png`` hold strict F1 with bootstrap intervals per run, seed
+means, and paired bootstrap intervals of the differences that answer the study's questions (see
+:mod:`tuning.experiment_report`). A folder holding a study with other settings is refused; arms, ratios and seeds may
+be added to a finished study. With ``require_better`` the command exits with code 1 unless every tuned run's strict
+F1 is above the zero-shot model's.
 """
 
 from __future__ import annotations
@@ -38,7 +51,12 @@ from typing import Any
 from curation.cli import parse_config, run
 from curation.io import InputError
 
-ARMS = ("zero-shot", "lora-subset", "lora-ifd")
+ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-low", "lora-ifd-other", "lora-ifd-auto")
+# arms that select a share of the positives: arm -> (IFD scores it ranks by, order of `curate filter`)
+SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lora-ifd-low": ("main", "bottom"),
+             "lora-ifd-other": ("other", "top"), "lora-ifd-auto": ("main", "top")}
+# fields that may change between invocations on one folder: which runs exist, not how a run is made
+GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only")
 
 
 @dataclass
@@ -47,60 +65,100 @@ class ExperimentConfig:
         "help": "Causal LM to tune and evaluate (folder or hub id; needs a chat template)."})
     train: str = field(default="", metadata={"help": "Training corpus (any format `bioselect data` reads)."})
     test: str = field(default="", metadata={"help": "Test corpus."})
-    output_dir: str = field(default="runs/demo", metadata={"help": "Folder for every output of the run."})
+    dev: str = field(default="", metadata={"help": "Dev corpus, held out from training (the lora-ifd-auto arm)."})
+    output_dir: str = field(default="runs/demo", metadata={"help": "Folder for every output of the study."})
     scorer_model: str | None = field(default=None, metadata={
         "help": "Weak model that scores IFD (same tokenizer as --model: a homologous pair); default: --model."})
-    task: str = field(default="ner", metadata={"help": "Instruction task of the conversion (ner, re, ee, tc)."})
+    other_scorer_model: str | None = field(default=None, metadata={
+        "help": "Scoring model of another family, for the lora-ifd-other arm."})
+    task: str = field(default="ner", metadata={"help": "Instruction task of the conversion (ner)."})
     arms: list[str] = field(default_factory=lambda: ["zero-shot", "lora-ifd"], metadata={
-        "help": f"Models compared, in table order: {', '.join(ARMS)}."})
+        "help": f"Arms compared, in table order: {', '.join(ARMS)}."})
     train_fraction: float = field(default=0.08, metadata={"help": "Share of the training corpus in the subset."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of the test corpus that is generated on."})
-    seed: int = field(default=0, metadata={"help": "Seed of the samples, the filter, the adapters and bootstrap."})
+    dev_fraction: float = field(default=0.1, metadata={"help": "Share of the dev corpus that picks rho (auto arm)."})
+    data_seed: int = field(default=0, metadata={"help": "Seed of the training, test and dev subsets (one per study)."})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={
+        "help": "Seeds of the tuned runs (adapter initialisation, batches, the random control, negative samples)."})
     # curation
     prompt_format: str = field(default="plain", metadata={"help": "IFD prompt format: plain or chat."})
-    ratio: float = field(default=0.5, metadata={"help": "Share of positives kept by IFD (Hybrid Superfiltering)."})
+    ratios: list[float] = field(default_factory=lambda: [0.5], metadata={
+        "help": "rho ladder: shares of the positives kept by the ratio arms; the first is the main one."})
+    ladder_seeds: list[int] | None = field(default=None, metadata={
+        "help": "Seeds that run the ratios after the first (default: every seed)."})
     max_ifd: float = field(default=1.0, metadata={"help": "Positives with IFD above this are dropped."})
-    negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives kept."})
+    negative_ratio: float = field(default=1.0, metadata={
+        "help": "Share of negatives kept by the ratio arms (1: all, as the paper)."})
+    negative_order: str = field(default="random", metadata={
+        "help": "Which negatives a negative_ratio < 1 keeps: 'random' (seeded) or 'ifd' (highest IFD of their own)."})
     # training
-    max_steps: int = field(default=20, metadata={"help": "Optimizer steps of every tuned arm."})
+    epochs: float = field(default=3.0, metadata={"help": "Passes over each arm's own training data (the paper: 3)."})
+    max_steps: int = field(default=-1, metadata={
+        "help": "Optimizer steps of every tuned arm instead of epochs (the equal-steps reading); -1: epochs."})
+    auto_epochs: float = field(default=1.0, metadata={"help": "Epochs of the short runs that pick rho (auto arm)."})
     batch_size: int = field(default=8, metadata={"help": "Training examples per step."})
     lr: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up share (< 1) or steps."})
     max_length: int = field(default=256, metadata={"help": "Tokens per training example."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (what a killed run resumes)."})
     # generation and scoring
     gen_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
     max_new_tokens: int = field(default=48, metadata={"help": "Answer token budget."})
     bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the intervals."})
     require_better: bool = field(default=False, metadata={
-        "help": "Exit with code 1 unless every tuned arm's strict F1 beats the zero-shot model's."})
+        "help": "Exit with code 1 unless every tuned run's strict F1 beats the zero-shot model's."})
+    report_only: bool = field(default=False, metadata={
+        "help": "Write the report from the finished runs and list the missing ones; train nothing."})
 
     def __post_init__(self):
-        for name in ("model", "scorer_model", "train", "test", "output_dir"):  # recipes name ~/.cache/...
-            if getattr(self, name):
+        for name in ("model", "scorer_model", "other_scorer_model", "train", "test", "dev", "output_dir"):
+            if getattr(self, name):  # recipes name ~/.cache/...
                 setattr(self, name, os.path.expanduser(getattr(self, name)))
         for name in ("model", "train", "test"):
             if not getattr(self, name):
                 raise InputError(f"--{name}", "is required")
-        for path in (self.train, self.test):
-            if not Path(path).exists():
+        for path in (self.train, self.test, self.dev):
+            if path and not Path(path).exists():
                 raise InputError(path, "no such file")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms or len(set(self.arms)) != len(self.arms):
             raise InputError("--arms", f"expected distinct arms among {', '.join(ARMS)}, got {self.arms}")
+        if "lora-ifd-other" in self.arms and not self.other_scorer_model:
+            raise InputError("--other_scorer_model", "the lora-ifd-other arm needs a scoring model of another family")
+        if "lora-ifd-auto" in self.arms and not self.dev:
+            raise InputError("--dev", "the lora-ifd-auto arm picks rho on a dev corpus: name one")
         if self.require_better and "zero-shot" not in self.arms:
             raise InputError("--require_better", "needs the zero-shot arm to compare with")
-        for name in ("train_fraction", "test_fraction"):
+        for name in ("train_fraction", "test_fraction", "dev_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise InputError(f"--{name}", f"must be in (0, 1], got {getattr(self, name)}")
-        if self.max_steps < 1:
-            raise InputError("--max_steps", f"must be at least 1, got {self.max_steps}")
+        if not self.ratios or any(not 0 < r <= 1 for r in self.ratios) or len(set(self.ratios)) != len(self.ratios):
+            raise InputError("--ratios", f"expected distinct shares in (0, 1], got {self.ratios}")
+        if not 0 <= self.negative_ratio <= 1:
+            raise InputError("--negative_ratio", f"must be in [0, 1], got {self.negative_ratio}")
+        if self.negative_order not in ("random", "ifd"):
+            raise InputError("--negative_order", f"must be random or ifd, not {self.negative_order!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise InputError("--seeds", f"expected distinct seeds >= 0, got {self.seeds}")
+        if self.ladder_seeds is not None and not set(self.ladder_seeds) <= set(self.seeds):
+            raise InputError("--ladder_seeds", f"must be among --seeds {self.seeds}, got {self.ladder_seeds}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise InputError("--max_steps", f"must be at least 1, or -1 to train for epochs; got {self.max_steps}")
+        if self.max_steps == -1 and not self.epochs >= 1:
+            raise InputError("--epochs", f"must be at least 1, got {self.epochs}")
+        if self.auto_epochs <= 0:
+            raise InputError("--auto_epochs", f"must be > 0, got {self.auto_epochs}")
+
+    def settings(self) -> dict[str, Any]:
+        """What every run of the study shares (a folder made with other settings is refused)."""
+        return {k: v for k, v in asdict(self).items() if k not in GROWABLE}
 
 
 @dataclass(frozen=True)
 class Step:
-    """One command of the run: its name, the module ``main`` and arguments, and the file that proves it done."""
+    """One command of the study: its name, the module ``main`` and arguments, and the file that proves it done."""
 
     name: str
     module: str
@@ -114,65 +172,289 @@ class Step:
         return " ".join(["bioselect", words, *self.argv])
 
 
-def plan(cfg: ExperimentConfig) -> list[Step]:
-    """The commands of a run, in order (pure: no file is read or written).
+@dataclass(frozen=True)
+class Run:
+    """One (arm, rho, seed) cell of the study: its folder and its steps."""
 
-    >>> cfg = ExperimentConfig(model="m", train=__file__, test=__file__, output_dir="out", arms=["zero-shot"])
-    >>> [s.name for s in plan(cfg)]
-    ['convert train', 'convert test', 'sample train', 'sample test', 'generate zero-shot', 'evaluate']
-    >>> plan(cfg)[-2].command()  # doctest: +NORMALIZE_WHITESPACE
-    'bioselect tune generate --model m --input out/test_subset.jsonl --output out/pred_zero-shot.jsonl
-     --batch_size 16 --max_new_tokens 48'
-    """
+    key: str  # the folder under OUTPUT_DIR/runs, e.g. lora-ifd/rho-0.5/seed-0
+    arm: str
+    ratio: float | None
+    seed: int | None
+    folder: str
+    steps: tuple[Step, ...]
+
+
+def _paths(cfg: ExperimentConfig) -> dict[str, str]:
     out = Path(cfg.output_dir)
-    p = {name: str(out / name) for name in ("train.jsonl", "test.jsonl", "train_subset.jsonl", "test_subset.jsonl",
-                                             "train_ifd.jsonl", "comparison.json")}
-    steps = [
-        Step("convert train", "curation.data", ("convert", cfg.train, "--task", cfg.task, "--output",
-                                                p["train.jsonl"]), p["train.jsonl"]),
-        Step("convert test", "curation.data", ("convert", cfg.test, "--task", cfg.task, "--output",
-                                               p["test.jsonl"]), p["test.jsonl"]),
-        Step("sample train", "curation.data", ("sample", p["train.jsonl"], "--fraction", str(cfg.train_fraction),
-                                               "--seed", str(cfg.seed), "--output", p["train_subset.jsonl"]),
-             p["train_subset.jsonl"]),
-        Step("sample test", "curation.data", ("sample", p["test.jsonl"], "--fraction", str(cfg.test_fraction),
-                                              "--seed", str(cfg.seed), "--output", p["test_subset.jsonl"]),
-             p["test_subset.jsonl"]),
-    ]
-    if "lora-ifd" in cfg.arms:
-        steps.append(Step("curate", "curation.pipeline", (
-            "--model", cfg.scorer_model or cfg.model, "--strong_model", cfg.model, "--input", p["train_subset.jsonl"],
-            "--output", p["train_ifd.jsonl"], "--prompt_format", cfg.prompt_format, "--ratio", str(cfg.ratio),
-            "--max_ifd", str(cfg.max_ifd), "--negative_ratio", str(cfg.negative_ratio), "--seed", str(cfg.seed)),
-            p["train_ifd.jsonl"]))
-    train_data = {"lora-subset": p["train_subset.jsonl"], "lora-ifd": p["train_ifd.jsonl"]}
-    for arm in (a for a in cfg.arms if a != "zero-shot"):
-        folder = str(out / "adapters" / arm)
-        steps.append(Step(f"train {arm}", "tuning.train", (
-            "--model", cfg.model, "--train_files", train_data[arm], "--output_dir", folder,
-            "--max_steps", str(cfg.max_steps), "--batch_size", str(cfg.batch_size), "--lr", str(cfg.lr),
-            "--warmup_steps", str(cfg.warmup_steps), "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r),
-            "--lora_alpha", str(cfg.lora_alpha), "--seed", str(cfg.seed), "--logging_steps", "1",
-            "--save_steps", str(max(cfg.max_steps // 2, 1)), "--report_to", "none"),
-            str(Path(folder) / "manifest.json")))
-    for arm in cfg.arms:
-        adapter = () if arm == "zero-shot" else ("--adapter", str(out / "adapters" / arm))
-        pred = str(out / f"pred_{arm}.jsonl")
-        steps.append(Step(f"generate {arm}", "tuning.generate", (
-            "--model", cfg.model, *adapter, "--input", p["test_subset.jsonl"], "--output", pred,
-            "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens)), pred))
-    steps.append(Step("evaluate", "tuning.compare", (
-        "--gold", p["test_subset.jsonl"], "--pred", *(f"{a}={out / f'pred_{a}.jsonl'}" for a in cfg.arms),
-        "--output", p["comparison.json"], "--bootstrap", str(cfg.bootstrap), "--seed", str(cfg.seed)),
-        p["comparison.json"]))
+    names = ("train.jsonl", "test.jsonl", "dev.jsonl", "train_subset.jsonl", "test_subset.jsonl", "dev_subset.jsonl")
+    return {name: str(out / "data" / name) for name in names} | {
+        key: str(out / "scores" / f"{key}.jsonl") for key in ("main", "other")}
+
+
+def shared_steps(cfg: ExperimentConfig) -> list[Step]:
+    """Conversion, subsets and IFD scores that every run reads (pure: no file is read or written)."""
+    p = _paths(cfg)
+    corpora = [("train", cfg.train, cfg.train_fraction), ("test", cfg.test, cfg.test_fraction)]
+    if "lora-ifd-auto" in cfg.arms:
+        corpora.append(("dev", cfg.dev, cfg.dev_fraction))
+    steps = [Step(f"convert {name}", "curation.data", ("convert", path, "--task", cfg.task, "--output",
+                                                       p[f"{name}.jsonl"]), p[f"{name}.jsonl"])
+             for name, path, _ in corpora]
+    steps += [Step(f"sample {name}", "curation.data", ("sample", p[f"{name}.jsonl"], "--fraction", str(fraction),
+                                                       "--seed", str(cfg.data_seed), "--output",
+                                                       p[f"{name}_subset.jsonl"]), p[f"{name}_subset.jsonl"])
+              for name, _, fraction in corpora]
+    scorers = {SELECTION[a][0] for a in cfg.arms if a in SELECTION}
+    models = {"main": cfg.scorer_model or cfg.model, "other": cfg.other_scorer_model}
+    for key in sorted(scorers):
+        negatives = () if cfg.negative_order == "ifd" else ("--positives_only", "true")
+        steps.append(Step(f"score {key}", "curation.ifd", (
+            "--model", models[key], "--input", p["train_subset.jsonl"], "--output", p[key],
+            "--prompt_format", cfg.prompt_format, *negatives), p[key]))
     return steps
 
 
-def verdict(strict_f1: dict[str, float]) -> tuple[bool, str]:
-    """Whether every tuned arm's strict F1 beats zero-shot's, and the line that says so.
+def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | None, seed: int,
+                 eval_on: str, epochs: float) -> list[Step]:
+    p = _paths(cfg)
+    steps = []
+    train_file = p["train_subset.jsonl"]
+    if arm in SELECTION:
+        scores, order = SELECTION[arm]
+        train_file = str(folder / "train.jsonl")
+        steps.append(Step("select", "curation.filter", (
+            "--input", p["train_subset.jsonl"], "--scores", p[scores], "--output", train_file, "--ratio", str(ratio),
+            "--order", order, "--max_ifd", str(cfg.max_ifd), "--negative_ratio", str(cfg.negative_ratio),
+            "--negative_order", cfg.negative_order, "--seed", str(seed)), train_file))
+    adapter = folder / "adapter"
+    length = ("--max_steps", str(cfg.max_steps)) if cfg.max_steps > 0 else ("--epochs", str(epochs))
+    steps.append(Step("train", "tuning.train", (
+        "--model", cfg.model, "--train_files", train_file, "--output_dir", str(adapter), *length,
+        "--batch_size", str(cfg.batch_size), "--lr", str(cfg.lr), "--warmup_steps", str(cfg.warmup_steps),
+        "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
+        "--seed", str(seed), "--logging_steps", "1", "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
+        "--report_to", "none"), str(adapter / "manifest.json")))
+    return steps + _scoring_steps(cfg, folder, eval_on, adapter=str(adapter), name=arm)
 
-    >>> verdict({"zero-shot": 0.05, "lora-ifd": 0.42})
-    (True, 'strict F1: zero-shot 5.00, lora-ifd 42.00 (+37.00 over zero-shot)')
+
+def _scoring_steps(cfg: ExperimentConfig, folder: Path, eval_on: str, adapter: str | None, name: str) -> list[Step]:
+    pred, metrics = str(folder / "pred.jsonl"), str(folder / "eval.json")
+    return [
+        Step("generate", "tuning.generate", (
+            "--model", cfg.model, *(("--adapter", adapter) if adapter else ()), "--input", eval_on, "--output", pred,
+            "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens)), pred),
+        Step("evaluate", "tuning.evaluate", (
+            "--gold", eval_on, "--pred", pred, "--output", metrics, "--bootstrap", str(cfg.bootstrap), "--seed", "0",
+            "--name", name), metrics),
+    ]
+
+
+def run_key(arm: str, ratio: float | None, seed: int | None) -> str:
+    """``arm[/rho-R][/seed-S]``: a run's name and its folder under ``OUTPUT_DIR/runs``.
+
+    >>> run_key("lora-ifd", 0.5, 1), run_key("lora-full", None, 0), run_key("zero-shot", None, None)
+    ('lora-ifd/rho-0.5/seed-1', 'lora-full/seed-0', 'zero-shot')
+    """
+    return "/".join([arm, *([f"rho-{ratio:g}"] if ratio is not None else []),
+                     *([f"seed-{seed}"] if seed is not None else [])])
+
+
+def run_folder(cfg: ExperimentConfig, arm: str, ratio: float | None, seed: int | None) -> Path:
+    return Path(cfg.output_dir) / "runs" / run_key(arm, ratio, seed)
+
+
+def plan(cfg: ExperimentConfig) -> list[Run]:
+    """Every run of the study, main comparison first (pure: no file is read or written).
+
+    >>> cfg = ExperimentConfig(model="m", train=__file__, test=__file__, output_dir="out", seeds=[0, 1],
+    ...                        arms=["zero-shot", "lora-full", "lora-ifd", "lora-random"], ratios=[0.5, 0.25],
+    ...                        ladder_seeds=[0])
+    >>> [r.key for r in plan(cfg)]  # doctest: +NORMALIZE_WHITESPACE
+    ['zero-shot', 'lora-full/seed-0', 'lora-ifd/rho-0.5/seed-0', 'lora-random/rho-0.5/seed-0',
+     'lora-full/seed-1', 'lora-ifd/rho-0.5/seed-1', 'lora-random/rho-0.5/seed-1',
+     'lora-ifd/rho-0.25/seed-0', 'lora-random/rho-0.25/seed-0']
+    >>> [s.name for s in plan(cfg)[2].steps]
+    ['select', 'train', 'generate', 'evaluate']
+    >>> plan(cfg)[0].steps[0].command()  # doctest: +NORMALIZE_WHITESPACE
+    'bioselect tune generate --model m --input out/data/test_subset.jsonl --output out/runs/zero-shot/pred.jsonl
+     --batch_size 16 --max_new_tokens 48'
+    """
+    p = _paths(cfg)
+    runs: list[Run] = []
+    if "zero-shot" in cfg.arms:
+        folder = run_folder(cfg, "zero-shot", None, None)
+        runs.append(Run("zero-shot", "zero-shot", None, None, str(folder),
+                        tuple(_scoring_steps(cfg, folder, p["test_subset.jsonl"], None, "zero-shot"))))
+    ladder = cfg.seeds if cfg.ladder_seeds is None else cfg.ladder_seeds
+    cells = [(r, s) for r in cfg.ratios for s in (cfg.seeds if r == cfg.ratios[0] else ladder)]
+    cells.sort(key=lambda c: (c[0] != cfg.ratios[0], cfg.ratios.index(c[0]) if c[0] != cfg.ratios[0] else 0,
+                              cfg.seeds.index(c[1])))
+    for ratio, seed in cells:
+        for arm in cfg.arms:
+            if arm in ("zero-shot", "lora-ifd-auto") or (arm == "lora-full" and ratio != cfg.ratios[0]):
+                continue
+            r = None if arm == "lora-full" else ratio
+            folder = run_folder(cfg, arm, r, seed)
+            runs.append(Run(run_key(arm, r, seed), arm, r, seed, str(folder), tuple(
+                _tuned_steps(cfg, folder, arm, r, seed, p["test_subset.jsonl"], cfg.epochs))))
+    if "lora-ifd-auto" in cfg.arms:
+        for seed in cfg.seeds:
+            for ratio in cfg.ratios:  # the short runs on the dev subset; the final one is added once rho is known
+                folder = run_folder(cfg, "lora-ifd-auto", None, seed) / f"dev-rho-{ratio:g}"
+                key = f"{run_key('lora-ifd-auto', None, seed)}/dev-rho-{ratio:g}"
+                runs.append(Run(key, "lora-ifd-auto-dev", ratio, seed, str(folder), tuple(
+                    _tuned_steps(cfg, folder, "lora-ifd-auto", ratio, seed, p["dev_subset.jsonl"],
+                                 cfg.auto_epochs))))
+            folder = run_folder(cfg, "lora-ifd-auto", None, seed)
+            runs.append(Run(run_key("lora-ifd-auto", None, seed), "lora-ifd-auto", None, seed, str(folder), ()))
+    return runs
+
+
+def auto_choice(cfg: ExperimentConfig, seed: int) -> dict[str, Any] | None:
+    """rho with the best dev strict F1 among the seed's short runs (the smaller rho on ties); None until all are done.
+
+    >>> import tempfile
+    >>> cfg = ExperimentConfig(model="m", train=__file__, test=__file__, dev=__file__, ratios=[0.5, 0.25],
+    ...                        arms=["lora-ifd-auto"], output_dir=tempfile.mkdtemp())
+    >>> for rho, f1 in ((0.5, 0.31), (0.25, 0.4)):
+    ...     d = run_folder(cfg, "lora-ifd-auto", None, 0) / f"dev-rho-{rho:g}"
+    ...     d.mkdir(parents=True)
+    ...     _ = (d / "eval.json").write_text(json.dumps({"strict": {"micro": {"f1": f1}}}))
+    >>> auto_choice(cfg, 0)["ratio"]
+    0.25
+    """
+    dev_f1 = {}
+    for ratio in cfg.ratios:
+        metrics = run_folder(cfg, "lora-ifd-auto", None, seed) / f"dev-rho-{ratio:g}" / "eval.json"
+        if not metrics.is_file():
+            return None
+        dev_f1[ratio] = json.loads(metrics.read_text(encoding="utf-8"))["strict"]["micro"]["f1"]
+    best = min(dev_f1, key=lambda r: (-dev_f1[r], r))
+    return {"ratio": best, "dev_strict_f1": {f"{r:g}": f for r, f in dev_f1.items()}, "auto_epochs": cfg.auto_epochs}
+
+
+def _auto_final(cfg: ExperimentConfig, run_: Run) -> Run | None:
+    """The final run of the auto arm once rho is chosen (``choice.json`` records it)."""
+    from curation.io import write_json
+
+    choice_file = Path(run_.folder) / "choice.json"
+    if choice_file.is_file():
+        choice = json.loads(choice_file.read_text(encoding="utf-8"))
+    else:
+        choice = auto_choice(cfg, run_.seed)
+        if choice is None:
+            return None
+        write_json(choice_file, choice)
+    steps = _tuned_steps(cfg, Path(run_.folder), "lora-ifd-auto", choice["ratio"], run_.seed,
+                         _paths(cfg)["test_subset.jsonl"], cfg.epochs)
+    return Run(run_.key, run_.arm, None, run_.seed, run_.folder, tuple(steps))
+
+
+def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The study record of ``output_dir`` (a new one for a new folder); refuse a folder of other settings."""
+    path = Path(cfg.output_dir) / "experiment.json"
+    if not path.exists():
+        return {"settings": cfg.settings(), "steps": {}}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not JSON ({err.msg}); delete it to start the study again") from None
+    held = record.get("settings", {})
+    changed = sorted(k for k, v in cfg.settings().items() if held.get(k) != v)
+    if changed:
+        raise InputError(path, f"this folder holds a study with other settings (differs in {', '.join(changed)}); "
+                               "use another --output_dir or delete the folder")
+    return record
+
+
+def _run_steps(steps: Sequence[Step], call: Callable[[Step], int], log: dict[str, Any], prefix: str = "") -> int:
+    for step in steps:
+        name = f"{prefix}{step.name}"
+        if Path(step.done).exists():
+            continue
+        print(f"[experiment] {name}: {step.command()}", flush=True)
+        start = time.perf_counter()
+        code = call(step)
+        if code:
+            print(f"error: step '{name}' exited with code {code}; fix it and run the same command again",
+                  file=sys.stderr)
+            return code
+        log[name] = {"command": step.command(), "seconds": round(time.perf_counter() - start, 1)}
+    return 0
+
+
+def _save_log(path: Path, log: dict[str, Any]) -> None:
+    from curation.io import write_json
+
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    write_json(path, {**old, **log})
+
+
+def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = None) -> tuple[int, dict[str, Any]]:
+    """Run (or resume) the shared steps, then every run this worker can lock; write the report of what is finished.
+
+    Returns the exit code and the study record (also in ``experiment.json``).
+    """
+    import importlib
+
+    from curation.io import provenance, run_lock, write_json
+    from tuning.experiment_report import write_report
+
+    out = Path(cfg.output_dir)
+    record = _check_folder(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    call = call or (lambda step: int(importlib.import_module(step.module).main(list(step.argv)) or 0))
+    held: list[str] = []
+    if not cfg.report_only:
+        with run_lock(out, wait=True):  # one worker converts, samples and scores; the others wait for it
+            _check_folder(cfg)
+            write_json(out / "experiment.json", {**record, "settings": cfg.settings()})
+            log: dict[str, Any] = {}
+            code = _run_steps(shared_steps(cfg), call, log)
+            _save_log(out / "shared_steps.json", log)
+            if code:
+                return code, record
+        for run_ in plan(cfg):
+            with run_lock(Path(run_.folder)) as free:
+                if not free:
+                    held.append(run_.key)
+                    print(f"[experiment] {run_.key}: another worker holds it; skipped", flush=True)
+                    continue
+                todo = _auto_final(cfg, run_) if run_.arm == "lora-ifd-auto" else run_
+                if todo is None:
+                    held.append(run_.key)  # its dev runs are held by another worker
+                    continue
+                log = {}
+                code = _run_steps(todo.steps, call, log, prefix=f"{run_.key}: ")
+                _save_log(Path(run_.folder) / "steps.json", log)
+                if code:
+                    return code, record
+    report = write_report(cfg, plan(cfg))
+    shared = out / "shared_steps.json"
+    record.update(settings=cfg.settings(), config=asdict(cfg),
+                  shared_steps=json.loads(shared.read_text(encoding="utf-8")) if shared.is_file() else {},
+                  runs=report["runs"], missing=report["missing"], held_by_other_workers=held,
+                  provenance=provenance(cfg, [cfg.train, cfg.test, *([cfg.dev] if cfg.dev else [])]))
+    with run_lock(out, wait=True):
+        write_json(out / "experiment.json", record)
+    if report["missing"]:
+        print(f"[experiment] {len(report['missing'])} run(s) not finished: {', '.join(report['missing'])}")
+        return 0, record
+    ok, line = verdict(report["strict_f1"])
+    record["tuned_beats_zero_shot"] = ok if "zero-shot" in cfg.arms else None
+    write_json(out / "experiment.json", record)
+    print(line)
+    if cfg.require_better and not ok:
+        print("error: a tuned model does not beat the zero-shot model's strict F1", file=sys.stderr)
+        return 1, record
+    return 0, record
+
+
+def verdict(strict_f1: dict[str, float]) -> tuple[bool, str]:
+    """Whether every tuned run's strict F1 beats zero-shot's, and the line that says so.
+
+    >>> verdict({"zero-shot": 0.05, "lora-ifd/rho-0.5/seed-0": 0.42})
+    (True, 'strict F1: zero-shot 5.00, lora-ifd/rho-0.5/seed-0 42.00 (+37.00 over zero-shot)')
     >>> verdict({"zero-shot": 0.3, "lora-ifd": 0.2})[0]
     False
     """
@@ -185,89 +467,6 @@ def verdict(strict_f1: dict[str, float]) -> tuple[bool, str]:
             ok = ok and f1 > base
         parts.append(text)
     return ok, "strict F1: " + ", ".join(parts)
-
-
-def plot_train_loss(adapters: dict[str, Path], path: Path) -> bool:
-    """Training loss per step of each tuned arm (from the Trainer's log history in its last checkpoint)."""
-    curves = {}
-    for arm, folder in adapters.items():
-        states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda q: int(q.parent.name.split("-")[1]))
-        if states:
-            history = json.loads(states[-1].read_text())["log_history"]
-            curves[arm] = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    if not curves:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from curation.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for arm, points in curves.items():
-        ax.plot(*zip(*points), marker=".", label=arm)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (completion tokens)")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return True
-
-
-def _load_record(path: Path, cfg: ExperimentConfig) -> dict[str, Any]:
-    if not path.exists():
-        return {"config": asdict(cfg), "steps": {}}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not JSON ({err.msg}); delete it to start the run again") from None
-    if record.get("config") != asdict(cfg):
-        changed = sorted(k for k, v in asdict(cfg).items() if record.get("config", {}).get(k) != v)
-        raise InputError(path, f"this folder holds a run with another config (differs in {', '.join(changed)}); "
-                               "use another --output_dir or delete the folder")
-    return record
-
-
-def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = None) -> tuple[int, dict[str, Any]]:
-    """Run (or resume) every step; return the exit code and the experiment record (also in experiment.json)."""
-    import importlib
-
-    from curation.io import provenance, write_json
-
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record_path = out / "experiment.json"
-    record = _load_record(record_path, cfg)
-    call = call or (lambda step: int(importlib.import_module(step.module).main(list(step.argv)) or 0))
-    for step in plan(cfg):
-        if Path(step.done).exists():
-            print(f"[experiment] {step.name}: done ({step.done})", flush=True)
-            continue
-        print(f"[experiment] {step.name}: {step.command()}", flush=True)
-        start = time.perf_counter()
-        code = call(step)
-        seconds = time.perf_counter() - start
-        if code:
-            print(f"error: step '{step.name}' exited with code {code}; fix it and run the same command again",
-                  file=sys.stderr)
-            return code, record
-        record["steps"][step.name] = {"command": step.command(), "seconds": round(seconds, 1)}
-        write_json(record_path, record)
-    comparison = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
-    strict = {row["model"]: row["strict_f1"] for row in comparison["rows"]}
-    plot_train_loss({a: out / "adapters" / a for a in cfg.arms if a != "zero-shot"}, out / "train_loss.png")
-    ok, line = verdict(strict)
-    record.update(strict_f1=strict, tuned_beats_zero_shot=ok if "zero-shot" in cfg.arms else None,
-                  total_step_seconds=round(sum(s["seconds"] for s in record["steps"].values()), 1))
-    write_json(record_path, {**record, "provenance": provenance(cfg, [cfg.train, cfg.test])})
-    print(line)
-    if cfg.require_better and not ok:
-        print("error: a tuned model does not beat the zero-shot model's strict F1", file=sys.stderr)
-        return 1, record
-    return 0, record
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

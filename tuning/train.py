@@ -232,6 +232,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             "resumed_from": resume,
             "final_train_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
             "mean_train_loss": result.metrics.get("train_loss"),
+            "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
+            "epochs": trainer.state.epoch,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "train_tokens": max((h["num_tokens"] for h in history if "num_tokens" in h), default=None),
             "eval_loss_before": min(evals, key=lambda h: h["step"])["eval_loss"] if evals else None,

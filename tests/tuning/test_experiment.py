@@ -1,135 +1,247 @@
-"""`bioselect tune experiment`: the step plan, resume, refusal of a folder made with another config, the
-zero-shot check, and the whole chain (convert -> curate -> train -> generate -> evaluate) on a tiny random Llama."""
+"""`bioselect tune experiment`: the study plan (arms x rho x seeds), resume, workers sharing a folder, refusal of a
+folder of other settings, the auto arm's choice of rho, the report's paired comparisons, and the whole study on a
+tiny random Llama."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import ASSETS
+from curation.io import run_lock
 from tuning import experiment as E
 
+SENTENCES = [
+    ("Familial adenomatous polyposis is rare .", "B I I O O O"),
+    ("We studied the APC gene .", "O O O O O O"),
+    ("Breast cancer and ovarian cancer cluster .", "B I O B I O O"),
+    ("No mutation was found .", "O O O O O"),
+    ("Ataxia is a feature .", "B O O O O"),
+    ("Samples were sequenced twice .", "O O O O O"),
+    ("Gout and diabetes were recorded .", "B O B O O O"),
+    ("The cohort was large .", "O O O O O"),
+    ("Hemophilia A affects men .", "B I O O O"),
+    ("Data were pooled .", "O O O O"),
+    ("Renal failure followed sepsis .", "B I O B O"),
+    ("All patients consented .", "O O O O"),
+]
 
-def fake_call(calls: list[str], f1: dict[str, float] | None = None, fail: str | None = None):
-    """A step runner that writes each step's output file (and, for evaluate, a comparison with the given F1s)."""
+
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    """Twelve IOB2 sentences, six with Disease mentions."""
+    lines = []
+    for text, tags in SENTENCES:
+        for word, tag in zip(text.split(), tags.split(), strict=True):
+            lines.append(f"{word}\t{'O' if tag == 'O' else tag + '-Disease'}")
+        lines.append("")
+    path = tmp_path / "tiny.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_config(tmp_path: Path, corpus: Path, **overrides) -> E.ExperimentConfig:
+    base = dict(model="m", train=str(corpus), test=str(corpus), output_dir=str(tmp_path / "study"),
+                arms=["zero-shot", "lora-full", "lora-ifd", "lora-random"], train_fraction=1.0, test_fraction=1.0,
+                bootstrap=50)
+    return E.ExperimentConfig(**{**base, **overrides})
+
+
+def fake_call(calls: list[str], good: tuple[str, ...] = ("lora-ifd",), fail: str | None = None):
+    """Runs the data, filter and evaluate commands for real and fakes the model steps (training fails in runs whose
+    folder contains ``fail``): generation copies the gold answers for
+    runs whose folder names an arm in ``good`` and answers ``[]`` elsewhere; IFD scores are the records' order."""
+    import importlib
 
     def call(step: E.Step) -> int:
-        calls.append(step.name)
-        if step.name == fail:
+        where = step.done
+        calls.append(f"{step.name} {where}")
+        if fail and fail in where and step.module == "tuning.train":
             return 2
+        argv = list(step.argv)
         path = Path(step.done)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"model": arm, "strict_f1": value} for arm, value in (f1 or {}).items()]
-        path.write_text(json.dumps({"rows": rows}) if step.name == "evaluate" else "{}\n")
+        if step.module in ("curation.data", "tuning.evaluate", "curation.filter"):
+            return importlib.import_module(step.module).main(argv)
+        source = Path(argv[argv.index("--input") + 1]) if "--input" in argv else None
+        rows = [json.loads(line) for line in source.read_text().splitlines()] if source else []
+        if step.module == "curation.ifd":
+            path.write_text("".join(json.dumps({"id": r["id"], "ifd": (k + 1) / (len(rows) + 1),
+                                                "variant": "ppl_ratio"}) + "\n" for k, r in enumerate(rows)))
+        elif step.module == "tuning.generate":
+            copy = any(f"/runs/{arm}/" in where for arm in good)
+            path.write_text("".join(json.dumps({"id": r["id"], "output": r["output"] if copy else "[]"}) + "\n"
+                                    for r in rows))
+        elif step.module == "tuning.train":
+            files = [argv[argv.index("--train_files") + 1]]
+            path.write_text(json.dumps({"config": {"train_files": files}, "training": {
+                "global_step": 3, "train_runtime_s": 2.0, "train_tokens": 100, "epochs": 3.0}}))
+        else:
+            path.write_text("{}\n")
         return 0
 
     return call
 
 
-def make_config(tmp_path: Path, **overrides) -> E.ExperimentConfig:
-    base = dict(model="m", train=str(ASSETS / "tiny_ncbi.tsv"), test=str(ASSETS / "tiny_ncbi.tsv"),
-                output_dir=str(tmp_path / "run"), arms=["zero-shot", "lora-subset", "lora-ifd"])
-    return E.ExperimentConfig(**{**base, **overrides})
+def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus):
+    cfg = make_config(tmp_path, corpus, seeds=[0, 1], ratios=[0.5, 0.25], ladder_seeds=[1])
+    shared = E.shared_steps(cfg)
+    assert [s.name for s in shared] == ["convert train", "convert test", "sample train", "sample test", "score main"]
+    assert "--positives_only" in shared[-1].argv  # negatives kept at random need no scores
+    runs = {r.key: r for r in E.plan(cfg)}
+    assert list(runs) == ["zero-shot", "lora-full/seed-0", "lora-ifd/rho-0.5/seed-0", "lora-random/rho-0.5/seed-0",
+                          "lora-full/seed-1", "lora-ifd/rho-0.5/seed-1", "lora-random/rho-0.5/seed-1",
+                          "lora-ifd/rho-0.25/seed-1", "lora-random/rho-0.25/seed-1"]
+    select, train, generate, evaluate = runs["lora-random/rho-0.25/seed-1"].steps
+
+    def arg(step, name):
+        return step.argv[step.argv.index(name) + 1]
+
+    assert arg(select, "--input") == shared[2].done and arg(select, "--scores") == shared[-1].done
+    assert (arg(select, "--order"), arg(select, "--ratio"), arg(select, "--seed")) == ("random", "0.25", "1")
+    assert arg(train, "--train_files") == select.done and arg(train, "--epochs") == "3.0"
+    assert "--max_steps" not in train.argv  # epochs: a smaller curated set takes fewer steps
+    assert arg(generate, "--adapter") == str(Path(train.done).parent) and arg(generate, "--input") == shared[3].done
+    assert arg(evaluate, "--pred") == generate.done
+    full_train = runs["lora-full/seed-0"].steps[0]
+    assert full_train.name == "train" and arg(full_train, "--train_files") == shared[2].done
+    equal = E.plan(replace(cfg, max_steps=7))[2].steps[1]
+    assert arg(equal, "--max_steps") == "7" and "--epochs" not in equal.argv
+    by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
+    assert "--positives_only" not in by_ifd.argv
 
 
-def test_plan_orders_steps_and_feeds_each_its_predecessor(tmp_path):
-    steps = E.plan(make_config(tmp_path))
-    assert [s.name for s in steps] == [
-        "convert train", "convert test", "sample train", "sample test", "curate", "train lora-subset",
-        "train lora-ifd", "generate zero-shot", "generate lora-subset", "generate lora-ifd", "evaluate"]
-    by = {s.name: s for s in steps}
-    assert by["curate"].argv[by["curate"].argv.index("--input") + 1] == by["sample train"].done
-    ifd_train = by["train lora-ifd"].argv
-    assert ifd_train[ifd_train.index("--train_files") + 1] == by["curate"].done
-    subset_train = by["train lora-subset"].argv
-    assert subset_train[subset_train.index("--train_files") + 1] == by["sample train"].done
-    # same steps for both tuned arms: BioSelectTune compares data, not training length
-    assert ifd_train[ifd_train.index("--max_steps") + 1] == subset_train[subset_train.index("--max_steps") + 1]
-    assert "--adapter" not in by["generate zero-shot"].argv
-    assert by["generate lora-ifd"].argv[by["generate lora-ifd"].argv.index("--adapter") + 1].endswith("lora-ifd")
-    assert by["evaluate"].command().startswith("bioselect tune evaluate --gold ")
-
-
-def test_resume_skips_finished_steps(tmp_path, capsys):
-    cfg = make_config(tmp_path)
+def test_resume_runs_only_what_is_missing_and_reports(tmp_path, corpus, capsys):
+    cfg = make_config(tmp_path, corpus)
     calls: list[str] = []
-    code, record = E.run_experiment(cfg, fake_call(calls, fail="train lora-ifd"))
-    assert code == 2 and calls[-1] == "train lora-ifd"
-    assert "train lora-ifd" not in record["steps"] and "train lora-subset" in record["steps"]
-    assert "step 'train lora-ifd' exited with code 2" in capsys.readouterr().err
+    code, _ = E.run_experiment(cfg, fake_call(calls, fail="lora-random"))
+    assert code == 2 and "step 'lora-random/rho-0.5/seed-0: train' exited with code 2" in capsys.readouterr().err
     calls.clear()
-    f1 = {"zero-shot": 0.1, "lora-subset": 0.3, "lora-ifd": 0.4}
-    code, record = E.run_experiment(cfg, fake_call(calls, f1))
+    code, record = E.run_experiment(cfg, fake_call(calls))
     assert code == 0
-    assert calls == ["train lora-ifd", "generate zero-shot", "generate lora-subset", "generate lora-ifd", "evaluate"]
-    assert record["strict_f1"] == f1 and record["tuned_beats_zero_shot"] is True
-    saved = json.loads((tmp_path / "run" / "experiment.json").read_text())
-    assert set(saved["steps"]) == {s.name for s in E.plan(cfg)}
-    assert saved["provenance"]["config"]["max_steps"] == cfg.max_steps
+    assert [c.split()[0] for c in calls] == ["train", "generate", "evaluate"]  # lora-random's select was done
+    assert record["missing"] == [] and set(record["runs"][2]) >= {"strict_f1", "strict_f1_lo", "train_records"}
+    out = tmp_path / "study"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["run"] for r in rows] == ["zero-shot", "lora-full/seed-0", "lora-ifd/rho-0.5/seed-0",
+                                        "lora-random/rho-0.5/seed-0"]
+    f1 = {r["run"]: float(r["strict_f1"]) for r in rows}
+    assert f1["lora-ifd/rho-0.5/seed-0"] == 1.0 and f1["zero-shot"] == 0.0  # gold copied vs [] everywhere
+    # the selected set: half of the six positives (the highest fake IFD: the latest records) plus all six negatives
+    kept = [json.loads(x) for x in (out / "runs/lora-ifd/rho-0.5/seed-0/train.jsonl").read_text().splitlines()]
+    assert len(kept) == 9 and sum(r["output"] != "[]" for r in kept) == 3
+    assert [r["id"].rsplit("/", 1)[1] for r in kept if r["output"] != "[]"] == ["6", "8", "10"]
+    ifd_row = next(r for r in rows if r["run"] == "lora-ifd/rho-0.5/seed-0")
+    assert (ifd_row["train_records"], ifd_row["train_positives"], ifd_row["train_negatives"]) == ("9", "3", "6")
+    assert float(ifd_row["tokens_per_s"]) == 50.0 and float(ifd_row["seconds_per_epoch"]) == pytest.approx(2 / 3)
+    report = json.loads((out / "report.json").read_text())
+    diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random"))
+    assert diff["diff"] == pytest.approx(1.0) and diff["ci"] == [1.0, 1.0]
+    assert "| lora-ifd | lora-random | 0.5 | seed 0 | 100.00 |" in (out / "report.md").read_text()
+    assert (out / "f1_vs_ratio.png").stat().st_size > 0
+    saved = json.loads((out / "experiment.json").read_text())
+    assert saved["settings"]["epochs"] == 3.0 and saved["provenance"]["config"]["train"] == str(corpus)
     calls.clear()
-    assert E.run_experiment(cfg, fake_call(calls, f1))[0] == 0 and calls == []
+    assert E.run_experiment(cfg, fake_call(calls))[0] == 0 and calls == []
 
 
-def test_require_better_fails_when_tuning_does_not_help(tmp_path, capsys):
-    cfg = make_config(tmp_path, require_better=True)
-    code, record = E.run_experiment(cfg, fake_call([], {"zero-shot": 0.2, "lora-subset": 0.5, "lora-ifd": 0.2}))
-    assert code == 1 and record["tuned_beats_zero_shot"] is False
-    out = capsys.readouterr()
-    assert "strict F1: zero-shot 20.00, lora-subset 50.00 (+30.00 over zero-shot), lora-ifd 20.00" in out.out
-    assert "does not beat the zero-shot" in out.err
-
-
-def test_folder_of_another_config_is_refused(tmp_path, capsys):
-    cfg = make_config(tmp_path)
-    E.run_experiment(cfg, fake_call([], {"zero-shot": 0.0, "lora-subset": 0.1, "lora-ifd": 0.1}))
+def test_a_run_another_worker_holds_is_skipped_and_reported_missing(tmp_path, corpus, capsys):
+    cfg = make_config(tmp_path, corpus, arms=["zero-shot", "lora-ifd"])
+    held = E.run_folder(cfg, "lora-ifd", 0.5, 0)
     calls: list[str] = []
-    with pytest.raises(E.InputError, match="another config .*max_steps"):
-        E.run_experiment(replace(cfg, max_steps=99), fake_call(calls))
+    with run_lock(held) as free:
+        assert free
+        code, record = E.run_experiment(cfg, fake_call(calls))
+    assert code == 0 and record["missing"] == ["lora-ifd/rho-0.5/seed-0"]
+    assert record["held_by_other_workers"] == ["lora-ifd/rho-0.5/seed-0"]
+    assert not any("lora-ifd" in c for c in calls)
+    assert "Not finished (1):** lora-ifd/rho-0.5/seed-0" in (tmp_path / "study" / "report.md").read_text()
+    code, record = E.run_experiment(cfg, fake_call(calls))  # the lock is free again: the run is done now
+    assert code == 0 and record["missing"] == [] and record["tuned_beats_zero_shot"] is True
+
+
+def test_other_settings_are_refused_and_new_seeds_and_arms_join(tmp_path, corpus, capsys):
+    cfg = make_config(tmp_path, corpus, arms=["zero-shot", "lora-ifd"])
+    E.run_experiment(cfg, fake_call([]))
+    calls: list[str] = []
+    with pytest.raises(E.InputError, match="other settings .*epochs"):
+        E.run_experiment(replace(cfg, epochs=1.0), fake_call(calls))
     assert calls == []
     argv = ["--model", "m", "--train", cfg.train, "--test", cfg.test, "--output_dir", cfg.output_dir,
-            "--max_steps", "99"]
+            "--train_fraction", "1", "--test_fraction", "1", "--bootstrap", "50", "--epochs", "2"]
     assert E.main(argv) == 2
-    assert "experiment.json: this folder holds a run with another config" in capsys.readouterr().err
+    assert "experiment.json: this folder holds a study with other settings" in capsys.readouterr().err
+    code, record = E.run_experiment(replace(cfg, arms=["zero-shot", "lora-ifd", "lora-random"], seeds=[0, 1]),
+                                    fake_call(calls))
+    assert code == 0 and len(record["runs"]) == 5
+    assert {re.search(r"/runs/(.*?/seed-\d+)/", c).group(1) for c in calls} == {
+        "lora-ifd/rho-0.5/seed-1", "lora-random/rho-0.5/seed-0", "lora-random/rho-0.5/seed-1"}
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    pooled = [d for d in report["comparisons"] if d["seeds"] == "seeds 0,1"]
+    assert {(d["a"], d["b"]) for d in pooled} == {("lora-ifd", "lora-random"), ("lora-ifd", "zero-shot")}
+
+
+def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corpus):
+    cfg = make_config(tmp_path, corpus, arms=["lora-ifd-auto"], dev=str(corpus), dev_fraction=1.0,
+                      ratios=[0.5, 0.25])
+    calls: list[str] = []
+    code, record = E.run_experiment(cfg, fake_call(calls, good=("lora-ifd-auto",)))
+    assert code == 0
+    choice = json.loads((tmp_path / "study/runs/lora-ifd-auto/seed-0/choice.json").read_text())
+    assert choice["ratio"] == 0.25  # both dev runs score 1.0: the smaller rho wins the tie
+    final_select = next(c for c in calls if c.startswith("select ") and "dev-rho" not in c)
+    assert final_select.endswith("lora-ifd-auto/seed-0/train.jsonl")
+    assert record["runs"][0]["ratio"] == 0.25 and record["missing"] == []
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--arms", "few-shot", "expected distinct arms"), ("--train_fraction", "0", "must be in (0, 1]"),
+    ("--ratios", "1.5", "expected distinct shares in (0, 1]"), ("--ratios", "0", "expected distinct shares"),
+    ("--seeds", "-1", "expected distinct seeds"), ("--epochs", "0.5", "must be at least 1"),
+    ("--arms", "lora-ifd-other", "needs a scoring model of another family"),
+    ("--arms", "lora-ifd-auto", "picks rho on a dev corpus"), ("--ladder_seeds", "5", "must be among --seeds"),
     ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1")])
-def test_bad_options_exit_2_before_any_step(tmp_path, capsys, option, value, message):
-    argv = {"--model": "m", "--train": str(ASSETS / "tiny_ncbi.tsv"), "--test": str(ASSETS / "tiny_ncbi.tsv"),
-            "--output_dir": str(tmp_path / "run"), option: value}
+def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
+    argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
+            option: value}
     assert E.main([x for kv in argv.items() for x in kv]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
-def test_whole_chain_on_a_tiny_model(tiny_model, tmp_path, capsys):
+def test_whole_study_on_a_tiny_model(tiny_model, tmp_path, corpus, capsys):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        argv = ["--model", str(tiny_model), "--train", str(ASSETS / "tiny_ncbi.tsv"), "--test",
-                str(ASSETS / "tiny_ncbi.tsv"), "--output_dir", str(tmp_path / "run"), "--arms", "zero-shot",
-                "lora-subset", "lora-ifd", "--train_fraction", "1", "--test_fraction", "1", "--max_steps", "2",
-                "--batch_size", "2", "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12",
-                "--bootstrap", "20"]
+        argv = ["--model", str(tiny_model), "--train", str(corpus), "--test", str(corpus), "--output_dir",
+                str(tmp_path / "run"), "--arms", "zero-shot", "lora-ifd", "lora-random", "--seeds", "0", "1",
+                "--train_fraction", "1", "--test_fraction", "0.5", "--epochs", "1", "--batch_size", "4",
+                "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12", "--bootstrap", "20"]
         assert E.main(argv) == 0
     finally:
         torch.set_num_threads(n)
     out = capsys.readouterr().out
     run = tmp_path / "run"
-    for name in ("train_ifd.jsonl", "train_ifd.jsonl.manifest.json", "comparison.md", "comparison.png",
-                 "train_loss.png", "adapters/lora-ifd/adapter_model.safetensors", "pred_lora-subset.jsonl"):
+    for name in ("scores/main.jsonl", "runs/lora-ifd/rho-0.5/seed-1/adapter/adapter_model.safetensors",
+                 "runs/lora-random/rho-0.5/seed-0/train.jsonl.manifest.json", "runs/zero-shot/pred.jsonl",
+                 "report.md", "results.csv", "f1_vs_ratio.png", "train_loss.png"):
         assert (run / name).exists(), name
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert len(rows) == 5 and all(r["records"] == "6" for r in rows)
+    ifd = next(r for r in rows if r["run"] == "lora-ifd/rho-0.5/seed-0")
+    # one epoch over at most 3 of the 6 positives (the random model's IFD may exceed 1) and the 6 negatives, in 4s
+    n = int(ifd["train_records"])
+    assert ifd["train_negatives"] == "6" and 1 <= int(ifd["train_positives"]) <= 3 and int(ifd["steps"]) == -(-n // 4)
+    assert float(ifd["tokens_per_s"]) > 0 and float(ifd["seconds_per_epoch"]) > 0
     record = json.loads((run / "experiment.json").read_text())
-    assert set(record["strict_f1"]) == {"zero-shot", "lora-subset", "lora-ifd"}
-    assert all(s["seconds"] >= 0 and s["command"].startswith("bioselect ") for s in record["steps"].values())
-    assert out.rstrip().splitlines()[-1].startswith("strict F1: zero-shot ")
-    table = (run / "comparison.md").read_text()
-    assert all(f"| {arm} | 3 |" in table for arm in ("zero-shot", "lora-subset", "lora-ifd"))
-    ifd_lines = (run / "train_ifd.jsonl").read_text().splitlines()
-    subset_lines = (run / "train_subset.jsonl").read_text().splitlines()
-    assert 0 < len(ifd_lines) <= len(subset_lines)
+    steps = json.loads((run / "runs/lora-ifd/rho-0.5/seed-0/steps.json").read_text())
+    assert set(steps) == {f"lora-ifd/rho-0.5/seed-0: {s}" for s in ("select", "train", "generate", "evaluate")}
+    assert all(s["command"].startswith("bioselect ") for s in steps.values())
+    assert record["missing"] == [] and out.rstrip().splitlines()[-1].startswith("strict F1: zero-shot ")
+    assert "| lora-ifd | lora-random | 0.5 | seeds 0,1 |" in (run / "report.md").read_text()

@@ -1,0 +1,275 @@
+"""The report of a ``bioselect tune experiment`` study: per-run scores, seed means, paired differences, plots.
+
+Written into OUTPUT_DIR by every invocation of the study (and by ``--report_only true``) from the runs that have
+finished; the runs still missing are listed. Files:
+
+* ``results.csv``: one row per run (arm, rho, seed): strict P/R/F1 with the 95% bootstrap interval over test
+  sentences, relaxed F1, parse and schema failures, the training set (records, positives, negatives), optimizer
+  steps, epochs, training seconds, tokens/s and seconds per epoch;
+* ``report.md``: the same as tables, the seed mean and sd per (arm, rho), and the **paired** comparisons that answer
+  the study's questions (``lora-ifd - lora-random``: does the IFD ranking matter beyond the class balance?
+  ``lora-ifd - lora-full``: BioSelectTune's claim; ...): the difference of strict F1 per seed and over the seeds in
+  common, with a paired bootstrap interval (:func:`tuning.scoring.paired_bootstrap`: the same test sentences
+  resampled for both sides);
+* ``report.json``: everything above as data; ``f1_vs_ratio.png``: strict F1 against rho per ratio arm (seed mean
+  and each seed), ``lora-full`` and ``zero-shot`` as lines; ``train_loss.png``: the training loss of each arm at
+  the main rho and first seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# (a, b): the report gives a - b; each pair answers one question of the study
+COMPARISONS = (
+    ("lora-ifd", "lora-random"),  # does the IFD ranking matter beyond the change in class balance?
+    ("lora-ifd", "lora-full"),  # BioSelectTune's claim
+    ("lora-random", "lora-full"),  # what the smaller, more negative set alone does
+    ("lora-ifd-low", "lora-random"),  # is the bottom of the ranking worse than chance?
+    ("lora-ifd-other", "lora-ifd"),  # homologous scorer vs one of another family
+    ("lora-ifd-auto", "lora-full"),  # rho chosen on dev
+    ("lora-full", "zero-shot"),
+    ("lora-ifd", "zero-shot"),
+)
+COLUMNS = ("run", "arm", "ratio", "seed", "records", "strict_p", "strict_r", "strict_f1", "strict_f1_lo",
+           "strict_f1_hi", "relaxed_f1", "parse_error_rate", "schema_error_rate", "train_records", "train_positives",
+           "train_negatives", "steps", "epochs", "train_seconds", "tokens_per_s", "seconds_per_epoch", "resumed",
+           "final_train_loss")
+
+
+def _training(folder: Path) -> dict[str, Any]:
+    """What a run's training manifest and training file say (empty for zero-shot)."""
+    from curation.ifd_scoring import is_negative
+    from curation.io import read_jsonl
+
+    manifest = folder / "adapter" / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    train = json.loads(manifest.read_text(encoding="utf-8"))
+    t = train.get("training", {})
+    files = train.get("config", {}).get("train_files") or []
+    outputs = [obj["output"] for path in files if Path(path).is_file() for _, obj in read_jsonl(path)]
+    positives = sum(not is_negative(o) for o in outputs)
+    seconds, tokens, epochs = t.get("train_runtime_s"), t.get("train_tokens"), t.get("epochs")
+    whole = not t.get("resumed_from")  # a resumed run's runtime covers its last part only
+    return {"train_records": len(outputs), "train_positives": positives, "train_negatives": len(outputs) - positives,
+            "steps": t.get("global_step"), "epochs": epochs, "train_seconds": seconds,
+            "tokens_per_s": tokens / seconds if whole and tokens and seconds else None,
+            "seconds_per_epoch": seconds / epochs if whole and seconds and epochs else None,
+            "resumed": not whole, "final_train_loss": t.get("final_train_loss"),
+            "loss_curve": t.get("loss_curve") or []}
+
+
+def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, list[list[int]]], list[str]]:
+    """Rows of the finished runs, each run's per-record strict counts (for pairing), and the missing runs' keys."""
+    from tuning.evaluate import EvaluateConfig, read_gold, score_files
+
+    rows, counts, missing = [], {}, []
+    gold = None
+    for run_ in runs:
+        if run_.arm == "lora-ifd-auto-dev":
+            continue
+        folder = Path(run_.folder)
+        metrics_file = folder / "eval.json"
+        if not metrics_file.is_file():
+            missing.append(run_.key)
+            continue
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        ecfg = EvaluateConfig(gold=metrics["gold"], pred=metrics["pred"], output=str(metrics_file), bootstrap=0)
+        gold = gold if gold is not None else read_gold(ecfg)
+        counts[run_.key] = score_files(ecfg, gold, per_record=True)["per_record"]["strict"]
+        strict, ci = metrics["strict"]["micro"], metrics["strict"]["micro"].get("ci") or {}
+        ratio = run_.ratio
+        if run_.arm == "lora-ifd-auto":
+            choice = folder / "choice.json"
+            ratio = json.loads(choice.read_text(encoding="utf-8"))["ratio"] if choice.is_file() else None
+        rows.append({"run": run_.key, "arm": run_.arm, "ratio": ratio, "seed": run_.seed,
+                     "records": metrics["records"], "strict_p": strict["precision"], "strict_r": strict["recall"],
+                     "strict_f1": strict["f1"], "strict_f1_lo": (ci.get("f1") or [None])[0],
+                     "strict_f1_hi": (ci.get("f1") or [None, None])[1],
+                     "relaxed_f1": metrics["relaxed"]["micro"]["f1"],
+                     "parse_error_rate": metrics["outputs"].get("parse_error_rate"),
+                     "schema_error_rate": metrics["outputs"].get("schema_error_rate"), **_training(folder)})
+    return rows, counts, missing
+
+
+def seed_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Strict F1 per (arm, rho) over seeds: n, mean, sd (None for one seed), the seeds.
+
+    >>> seed_means([{"arm": "a", "ratio": 0.5, "seed": 0, "strict_f1": 0.2},
+    ...             {"arm": "a", "ratio": 0.5, "seed": 1, "strict_f1": 0.4}])
+    [{'arm': 'a', 'ratio': 0.5, 'n': 2, 'mean': 0.30000000000000004, 'sd': 0.1414213562373095, 'seeds': [0, 1]}]
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["arm"], row["ratio"] if row["arm"] != "lora-ifd-auto" else None)].append(row)
+    out = []
+    for (arm, ratio), members in groups.items():
+        f1 = [m["strict_f1"] for m in members]
+        out.append({"arm": arm, "ratio": ratio, "n": len(f1), "mean": statistics.fmean(f1),
+                    "sd": statistics.stdev(f1) if len(f1) > 1 else None, "seeds": [m["seed"] for m in members]})
+    return out
+
+
+def comparisons(rows: Sequence[dict[str, Any]], counts: dict[str, list[list[int]]], n_resamples: int = 1000,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Paired differences for :data:`COMPARISONS`: per seed and over the seeds both sides have, at every rho.
+
+    Runs without a rho (``lora-full``, ``zero-shot``, ``lora-ifd-auto``) pair with every rho of the other side;
+    ``zero-shot`` (one greedy run) pairs with every seed.
+    """
+    from tuning.scoring import paired_bootstrap
+
+    def cells(arm: str) -> dict[tuple, str]:
+        return {(None if arm == "lora-ifd-auto" else r["ratio"], r["seed"]): r["run"] for r in rows if r["arm"] == arm}
+
+    out = []
+    for a, b in COMPARISONS:
+        ca, cb = cells(a), cells(b)
+        for ratio in sorted({r for r, _ in (*ca, *cb) if r is not None}, reverse=True) or [None]:
+            sa = {s: k for (r, s), k in ca.items() if r in (ratio, None)}
+            sb = {s: k for (r, s), k in cb.items() if r in (ratio, None)}
+            if None in sb:  # zero-shot: one run for every seed
+                pairs = [(s, sa[s], sb[None]) for s in sorted(sa, key=str)]
+            else:
+                pairs = [(s, sa[s], sb[s]) for s in sorted(sa.keys() & sb.keys(), key=str)]
+            groups = [(f"seed {s}", [(s, x, y)]) for s, x, y in pairs]
+            if len(pairs) > 1:
+                groups.append(("seeds " + ",".join(str(s) for s, _, _ in pairs), pairs))
+            for label, chosen in groups:
+                result = paired_bootstrap([counts[x] for _, x, _ in chosen], [counts[y] for _, _, y in chosen],
+                                          n_resamples, seed)
+                out.append({"a": a, "b": b, "ratio": ratio, "seeds": label, **result})
+    return out
+
+
+def _rho(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:g}"
+
+
+def _f(x: Any, scale: float = 100, digits: int = 2) -> str:
+    return "-" if x is None else f"{scale * x:.{digits}f}"
+
+
+def format_report(cfg: Any, rows: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]],
+                  diffs: Sequence[dict[str, Any]], missing: Sequence[str]) -> str:
+    length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
+    lines = [f"# tune experiment: {Path(cfg.train).name} -> {Path(cfg.test).name}", "",
+             f"Model `{cfg.model}`, IFD from `{cfg.scorer_model or cfg.model}` ({cfg.prompt_format} prompt); "
+             f"training {length} per arm, "
+             f"batch {cfg.batch_size}, lr {cfg.lr:g}, LoRA r {cfg.lora_r}; negatives kept by the ratio arms: "
+             f"{cfg.negative_ratio:g} ({cfg.negative_order}). Strict micro F1 on the same "
+             f"{rows[0]['records'] if rows else '?'} test sentences; intervals: 95% percentile bootstrap over "
+             f"sentences ({cfg.bootstrap} resamples).", ""]
+    if missing:
+        lines += [f"**Not finished ({len(missing)}):** {', '.join(missing)}", ""]
+    lines += ["## Seed means", "", "| arm | rho | seeds | strict F1 mean | sd |", "|---|---:|---:|---:|---:|"]
+    for m in means:
+        lines.append(f"| {m['arm']} | {_rho(m['ratio'])} | {m['n']} | "
+                     f"{_f(m['mean'])} | {_f(m['sd'])} |")
+    lines += ["", "## Paired differences (a - b, strict F1 points)", "",
+              "| a | b | rho | seeds | difference | 95% CI | P(a <= b) |", "|---|---|---:|---|---:|---|---:|"]
+    for d in diffs:
+        ci = "-" if d["ci"] is None else f"{_f(d['ci'][0])} to {_f(d['ci'][1])}"
+        lines.append(f"| {d['a']} | {d['b']} | {_rho(d['ratio'])} | {d['seeds']} | "
+                     f"{_f(d['diff'])} | {ci} | {_f(d['p_le_0'], 1, 3)} |")
+    lines += ["", "## Runs", "",
+              "| run | strict P | strict R | strict F1 (95% CI) | relaxed F1 | train records (pos/neg) | steps | "
+              "epochs | train s | tokens/s | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = f" ({_f(r['strict_f1_lo'])}–{_f(r['strict_f1_hi'])})" if r["strict_f1_lo"] is not None else ""
+        train = (f"{r['train_records']} ({r['train_positives']}/{r['train_negatives']})" if r.get("train_records")
+                 else "-")
+        lines.append(f"| {r['run']} | {_f(r['strict_p'])} | {_f(r['strict_r'])} | {_f(r['strict_f1'])}{ci} | "
+                     f"{_f(r['relaxed_f1'])} | {train} | {r.get('steps') or '-'} | {_f(r.get('epochs'), 1)} | "
+                     f"{_f(r.get('train_seconds'), 1, 0)} | {_f(r.get('tokens_per_s'), 1, 0)} | "
+                     f"{_f(r.get('seconds_per_epoch'), 1, 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_f1_vs_ratio(rows: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from curation.io import atomic_write
+
+    ratio_arms = sorted({m["arm"] for m in means if m["ratio"] is not None and m["arm"] != "lora-ifd-auto"})
+    if not ratio_arms:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, arm in enumerate(ratio_arms):
+        pts = sorted((m["ratio"], 100 * m["mean"], 100 * (m["sd"] or 0)) for m in means if m["arm"] == arm)
+        x, y, e = zip(*pts)
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=arm, color=f"C{k}")
+        seeds = [(r["ratio"], 100 * r["strict_f1"]) for r in rows if r["arm"] == arm]
+        ax.scatter(*zip(*seeds), s=10, alpha=0.5, color=f"C{k}")
+    for k, arm in enumerate(("lora-full", "zero-shot")):
+        m = next((m for m in means if m["arm"] == arm), None)
+        if m:
+            ax.axhline(100 * m["mean"], linestyle="--" if k == 0 else ":", color="gray", label=arm)
+    ax.set_xlabel("rho (share of positives kept)")
+    ax.set_ylabel("strict F1 (seed mean ± sd)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_train_loss(rows: Sequence[dict[str, Any]], path: Path, ratio: float, seed: int) -> bool:
+    curves = {r["arm"]: r["loss_curve"] for r in rows if r.get("loss_curve") and r["seed"] == seed
+              and r["ratio"] in (ratio, None)}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from curation.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, points in curves.items():
+        ax.plot(*zip(*points), label=arm, linewidth=1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.set_title(f"rho {ratio:g}, seed {seed}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(cfg: Any, runs: Sequence[Any]) -> dict[str, Any]:
+    """Write the report files of the finished runs; return ``runs`` (rows), ``strict_f1`` (run -> F1), ``missing``."""
+    from curation.io import atomic_write, write_json
+
+    out = Path(cfg.output_dir)
+    rows, counts, missing = collect(cfg, runs)
+    means = seed_means(rows)
+    diffs = comparisons(rows, counts, cfg.bootstrap)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(out / "results.csv") as f:
+        f.write(buffer.getvalue())
+    with atomic_write(out / "report.md") as f:
+        f.write(format_report(cfg, rows, means, diffs, missing))
+    plot_f1_vs_ratio(rows, means, out / "f1_vs_ratio.png")
+    plot_train_loss(rows, out / "train_loss.png", cfg.ratios[0], cfg.seeds[0])
+    slim = [{k: v for k, v in r.items() if k != "loss_curve"} for r in rows]
+    write_json(out / "report.json", {"runs": slim, "seed_means": means, "comparisons": diffs, "missing": missing})
+    return {"runs": slim, "strict_f1": {r["run"]: r["strict_f1"] for r in rows}, "missing": missing}
