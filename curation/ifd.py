@@ -100,15 +100,13 @@ def _parts(out: Path) -> list[Path]:
 def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     """Score ``cfg.input`` into ``cfg.output``; return the manifest on the main process (``None`` on the others)."""
     import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from curation import ifd_scoring as S
+    from curation.io import process_state
 
-    # accelerate uses its multi-CPU (gloo) backend only when told to use the CPU
-    state = PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = process_state()
     records, skipped, negatives = load_records(cfg.input, cfg.positives_only)
     n_records = len(records) + len(skipped) + negatives
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)

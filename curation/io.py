@@ -165,3 +165,14 @@ def run_lock(directory: Path, wait: bool = False) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process, on the multi-CPU (gloo) backend where there is no GPU (or
+    ``ACCELERATE_USE_CPU`` is set): accelerate uses it only when told to use the CPU, and the first caller's
+    arguments decide the shared state for every later one."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))

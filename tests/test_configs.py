@@ -66,6 +66,8 @@ def test_experiment_recipe_parses_into_experiment_config(recipe: Path, monkeypat
 
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# bioselect tune experiment --config configs/" + recipe.name)
+    if "accelerate launch" in first:  # a GPU recipe shows its launch too
+        assert f"-m tuning.experiment --config configs/{recipe.name}" in first
     raw = yaml.safe_load(recipe.read_text())
     assert set(raw) <= set(ExperimentConfig.__dataclass_fields__)
     if not SHARED_DATA.exists():

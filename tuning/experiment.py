@@ -55,6 +55,8 @@ ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-low", "lo
 # arms that select a share of the positives: arm -> (IFD scores it ranks by, order of `curate filter`)
 SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lora-ifd-low": ("main", "bottom"),
              "lora-ifd-other": ("other", "top"), "lora-ifd-auto": ("main", "top")}
+# steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
+DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
 GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only")
 
@@ -367,12 +369,14 @@ def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:
     return record
 
 
-def _run_steps(steps: Sequence[Step], call: Callable[[Step], int], log: dict[str, Any], prefix: str = "") -> int:
+def _run_steps(steps: Sequence[Step], call: Callable[[Step], int], log: dict[str, Any], prefix: str = "",
+               verbose: bool = True) -> int:
     for step in steps:
         name = f"{prefix}{step.name}"
         if Path(step.done).exists():
             continue
-        print(f"[experiment] {name}: {step.command()}", flush=True)
+        if verbose:
+            print(f"[experiment] {name}: {step.command()}", flush=True)
         start = time.perf_counter()
         code = call(step)
         if code:
@@ -390,11 +394,34 @@ def _save_log(path: Path, log: dict[str, Any]) -> None:
     write_json(path, {**old, **log})
 
 
+def _distributed(call: Callable[[Step], int]) -> tuple[Callable[[Step], int], bool]:
+    """Under ``accelerate launch`` with several processes: IFD scoring and training run on every process (they shard
+    their work), every other step on the main process only, its exit code shared with the others (which also waits
+    for its files). Returns the wrapped call and whether this is the main process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return call, True
+    from accelerate.utils import broadcast_object_list
+
+    from curation.io import process_state
+
+    state = process_state()
+
+    def wrapped(step: Step) -> int:
+        if step.module in DISTRIBUTED:
+            return call(step)
+        code = call(step) if state.is_main_process else 0
+        return int(broadcast_object_list([code])[0])
+
+    return wrapped, state.is_main_process
+
+
 def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = None) -> tuple[int, dict[str, Any]]:
     """Run (or resume) the shared steps, then every run this worker can lock; write the report of what is finished.
 
-    Returns the exit code and the study record (also in ``experiment.json``).
+    Returns the exit code and the study record (also in ``experiment.json``). Several workers share a folder through
+    locks; under ``accelerate launch`` the processes are one worker (no locks: they run every step together).
     """
+    import contextlib
     import importlib
 
     from curation.io import provenance, run_lock, write_json
@@ -403,19 +430,27 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     out = Path(cfg.output_dir)
     record = _check_folder(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    call = call or (lambda step: int(importlib.import_module(step.module).main(list(step.argv)) or 0))
+    call, main_process = _distributed(
+        call or (lambda step: int(importlib.import_module(step.module).main(list(step.argv)) or 0)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the processes of one launch run every run together
+        def lock(directory: Path, wait: bool = False) -> contextlib.AbstractContextManager[bool]:
+            return contextlib.nullcontext(True)
+    else:
+        lock = run_lock
     held: list[str] = []
     if not cfg.report_only:
-        with run_lock(out, wait=True):  # one worker converts, samples and scores; the others wait for it
+        with lock(out, wait=True):  # one worker converts, samples and scores; the others wait for it
             _check_folder(cfg)
-            write_json(out / "experiment.json", {**record, "settings": cfg.settings()})
             log: dict[str, Any] = {}
-            code = _run_steps(shared_steps(cfg), call, log)
-            _save_log(out / "shared_steps.json", log)
+            if main_process:
+                write_json(out / "experiment.json", {**record, "settings": cfg.settings()})
+            code = _run_steps(shared_steps(cfg), call, log, verbose=main_process)
+            if main_process:
+                _save_log(out / "shared_steps.json", log)
             if code:
                 return code, record
         for run_ in plan(cfg):
-            with run_lock(Path(run_.folder)) as free:
+            with lock(Path(run_.folder)) as free:
                 if not free:
                     held.append(run_.key)
                     print(f"[experiment] {run_.key}: another worker holds it; skipped", flush=True)
@@ -425,10 +460,13 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
                     held.append(run_.key)  # its dev runs are held by another worker
                     continue
                 log = {}
-                code = _run_steps(todo.steps, call, log, prefix=f"{run_.key}: ")
-                _save_log(Path(run_.folder) / "steps.json", log)
+                code = _run_steps(todo.steps, call, log, prefix=f"{run_.key}: ", verbose=main_process)
+                if main_process:
+                    _save_log(Path(run_.folder) / "steps.json", log)
                 if code:
                     return code, record
+    if not main_process:
+        return 0, record
     report = write_report(cfg, plan(cfg))
     shared = out / "shared_steps.json"
     record.update(settings=cfg.settings(), config=asdict(cfg),

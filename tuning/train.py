@@ -216,7 +216,11 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
 
 def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, then write the adapter, ``train_config.yaml`` and ``manifest.json`` to ``cfg.output_dir``; return the
-    manifest."""
+    manifest. The distributed process group is destroyed at the end only if this call started it (a caller that
+    set it up, such as ``tune experiment`` under ``accelerate launch``, goes on using it)."""
+    import torch.distributed as dist
+
+    owns_group = not (dist.is_available() and dist.is_initialized())
     trainer, info = build_trainer(cfg, callbacks)
     resume = info.pop("resume_from")
     result = trainer.train(resume_from_checkpoint=resume)
@@ -244,7 +248,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     }
     if trainer.is_world_process_zero():
         _write_outputs(cfg, manifest)
-    trainer.end()
+    if owns_group:
+        trainer.end()
+    else:
+        for tracker in trainer.accelerator.trackers:
+            tracker.finish()
     return manifest
 
 

@@ -245,3 +245,29 @@ def test_whole_study_on_a_tiny_model(tiny_model, tmp_path, corpus, capsys):
     assert all(s["command"].startswith("bioselect ") for s in steps.values())
     assert record["missing"] == [] and out.rstrip().splitlines()[-1].startswith("strict F1: zero-shot ")
     assert "| lora-ifd | lora-random | 0.5 | seeds 0,1 |" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_process_launch_runs_the_study_once(tiny_model, tmp_path, corpus):
+    """Under `accelerate launch` the processes are one worker: scoring and training are sharded over both, every
+    other step runs once on the main process, and one report is written."""
+    import os
+    import sys
+
+    from tests.helpers import REPO, run_group
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tuning.experiment",
+           "--model", str(tiny_model), "--train", str(corpus), "--test", str(corpus), "--output_dir", str(out),
+           "--arms", "zero-shot", "lora-ifd", "--train_fraction", "1", "--test_fraction", "0.5", "--epochs", "1",
+           "--batch_size", "2", "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12", "--bootstrap", "20"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = run_group(cmd, timeout=600, cwd=REPO, env={**env, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "scores/main.jsonl.manifest.json").read_text())["num_processes"] == 2
+    train = json.loads((out / "runs/lora-ifd/rho-0.5/seed-0/adapter/manifest.json").read_text())
+    assert train["training"]["world_size"] == 2
+    assert done.stdout.count("[experiment] zero-shot: generate") == 1  # the main process alone generates
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["run"] for r in rows] == ["zero-shot", "lora-ifd/rho-0.5/seed-0"]
