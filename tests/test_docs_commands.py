@@ -1,12 +1,13 @@
 """Every command line the documentation shows is accepted as written.
 
-Collected from README.md, docs/*.md (not docs/results/, whose commands record how a result was made) and the first
-line of every config under configs/ (a comment giving the command that runs it); a new doc or config joins by being
-there. In Markdown, shell code blocks (fenced as ``bash``/``sh``/``shell``/``console`` or without a language, or
-indented by four spaces) and inline code spans are read; a line or span is a command when its program, after
-``VAR=value`` assignments and ``nice -n N``, is ``bioselect``, ``python``, ``accelerate`` or ``make``. A trailing
-``\\`` continues a line, ``# ...`` ends it; in a config's first line the command ends at `` (``. ``|``, ``&&``,
-``||`` and ``;`` between words split a line into commands that are checked one by one.
+Collected from README.md, docs/*.md (not docs/results/, whose commands record how a result was made) and the
+opening comment of every config under configs/ (its first line, the command that runs it, and any other line of it
+that is a command); a new doc or config joins by being there. In Markdown, shell code blocks (fenced as ``bash``,
+``sh``, ``shell``, ``console`` or without a language, or indented by four spaces) and inline code spans are read; a
+line or span is a command when its program, after ``VAR=value`` assignments and ``nice -n N``, is ``bioselect``,
+``python``, ``accelerate`` or ``make``. A trailing ``\\`` continues a line, ``# ...`` ends it; in a config's
+comment the command ends at `` (``. ``|``, ``&&``, ``||`` and ``;`` between words split a line into commands that
+are checked one by one.
 
 What is checked, without running anything heavy:
 
@@ -31,7 +32,8 @@ What is checked, without running anything heavy:
   generate --constrained``), refers to it in prose: the command and the switches must exist.
 * Cheap commands run for real: ``bioselect data ...``, ``bioselect evaluate`` and ``bioselect tune evaluate``, with
   placeholders replaced by tests/assets/tiny_ncbi.tsv (inputs) or files in a temporary folder (outputs), in a
-  temporary working folder that sees configs/ and ../shared; they must exit 0. A command on ../shared data runs
+  temporary working folder that sees configs/ and ../shared (one folder per doc, so a command reads what the
+  commands before it wrote); they must exit 0. A command that reads ../shared, or runs/ files written from it, runs
   only where ../shared is.
 """
 
@@ -124,14 +126,23 @@ def markdown_commands(path: Path) -> list[DocCommand]:
     return out
 
 
-def config_command(path: Path) -> DocCommand:
-    first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# "), f"{path}: the first line is not a comment giving the command"
-    return DocCommand(f"{path.relative_to(REPO)}:1", re.split(r"\s+\(", first[2:].strip())[0])
+def config_commands(path: Path) -> list[DocCommand]:
+    """The first line of a config (the command that runs it) and any other line of its opening comment that is a
+    command (``#   bioselect data convert ...`` to make its data)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# "), f"{path}: the first line is not a comment giving the command"
+    out = []
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        text = re.split(r"\s+\(", line[1:].strip())[0]
+        if i == 0 or is_command(text, comments=True):
+            out.append(DocCommand(f"{path.relative_to(REPO)}:{i + 1}", text))
+    return out
 
 
 def commands_of(path: Path) -> list[DocCommand]:
-    return [config_command(path)] if path.suffix == ".yaml" else markdown_commands(path)
+    return config_commands(path) if path.suffix == ".yaml" else markdown_commands(path)
 
 
 def split_words(text: str, comments: bool) -> list[str]:
@@ -404,8 +415,9 @@ def makefile_targets() -> set[str]:
     return {m.group(1) for m in re.finditer(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.M)}
 
 
-def references_shared(args: list[str]) -> bool:
-    return any("../shared" in a for a in args)
+def needs_shared(args: list[str]) -> bool:
+    """Reads ../shared, or runs/ files that an earlier command wrote from it."""
+    return any("../shared" in a or a.startswith("runs/") for a in args)
 
 
 def check(argv: list[str], inline: bool, folder: Path) -> str | None:
@@ -492,7 +504,7 @@ def check_module(module: str, args: list[str], inline: bool, folder: Path, words
     call(main, args, plan)
     if plan.elided or module not in RUN_FOR_REAL:
         return None
-    if references_shared(args) and not SHARED.is_dir():
+    if needs_shared(args) and not SHARED.is_dir():
         return None
     out = folder / f"run{len(list(folder.iterdir()))}"
     out.mkdir()
