@@ -299,7 +299,7 @@ def prepare(parser: argparse.ArgumentParser, args: list[str], plan: Plan) -> lis
             if action.nargs == 0:
                 continue
             many = action.nargs in ("+", "*") or isinstance(action.nargs, int) and action.nargs > 1
-            while i < len(args) and not (args[i].startswith("-") and args[i] != "..."):
+            while i < len(args) and not args[i].startswith("-"):
                 if args[i] == "..." and many and out[-1] != w:
                     i += 1  # more values
                     continue
@@ -341,7 +341,7 @@ def patched_parsers(plan: Plan):
             if "--config" in args:
                 k = args.index("--config")
                 config = yaml.safe_load(Path(args[k + 1]).read_text())
-                unknown = self.set_defaults_with_config(**{k: v for k, v in config.items() if k != "env"})
+                unknown = self.set_defaults_with_config(**{key: v for key, v in config.items() if key != "env"})
                 if unknown:
                     raise Failed(f"config keys that are no field: {unknown[::2]}")
                 del args[k:k + 2]
@@ -406,8 +406,7 @@ def call(target, args: list[str], plan: Plan) -> None:
     except Exception as e:  # noqa: BLE001 - any other error is a finding, reported with the command
         raise Failed(f"{type(e).__name__}: {e}") from None
     if not plan.run or rc not in (0, None):
-        raise Failed(f"exit {rc} {'(stopped before its parser)' if not plan.run else ''}: "
-                     f"{err.getvalue().strip()[-600:]}")
+        raise Failed(f"exit {rc}: {err.getvalue().strip()[-600:]}")
 
 
 def makefile_targets() -> set[str]:
@@ -580,13 +579,15 @@ Inline: `bioselect tune train --config configs/nope.yaml`, `bioselect curate`, `
 `bioselect tune generate --constrained`, `bioselect tune train ... --mix even --max-steps N`,
 `accelerate launch --config_file configs/accelerate/ddp.yaml --num_procs 2 -m tuning.train --config RECIPE`,
 `python -m tuning.train --config FILE.yaml`, `bioselect tune generate [--adapter A | --bogus B] --model M --input I
---output O`.
+--output O`, `bioselect mtl sru --config {bad}`.
 """
 
 
 def test_the_checker_rejects_what_a_user_could_not_run(workdir, tmp_path):
     doc = tmp_path / "guide.md"
-    doc.write_text(GOOD_AND_BAD)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("corpora: ncbi=../shared/data/ner/NCBI-disease\nmodel: m\noutput: runs/x\nno_such_field: 1\n")
+    doc.write_text(GOOD_AND_BAD.format(bad=bad))
     commands = markdown_commands(doc)
     assert [c.text.split()[:3] for c in commands if not c.inline][:2] == [["bioselect", "data", "convert"],
                                                                          ["bioselect", "evaluate", "--gold"]]
@@ -606,6 +607,7 @@ def test_the_checker_rejects_what_a_user_could_not_run(workdir, tmp_path):
         ("guide.md:18:", "no Makefile target ['no-such-target']"),
         ("guide.md:20:", "--num_procs"),
         ("guide.md:21:", "--bogus"),
+        ("guide.md:22:", "no_such_field"),
     ]
     for where, what in expected:
         assert any(f.startswith(where) and what in f for f in failures), (where, what, text)
