@@ -71,7 +71,7 @@ class TrainConfig:
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 weights and mixed precision; default: on when a CUDA GPU with bf16 is present."})
     gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations in the backward pass (less memory, about 20-30% slower)."})
+        "help": "Recompute activations in the backward pass (less memory, about 20-30 percent slower)."})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "Attention kernel (sdpa, eager, flash_attention_2, kernels-community/flash-attn2); transformers' "
                 "default when not set."})

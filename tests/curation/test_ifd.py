@@ -76,7 +76,11 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-ONE_THREAD = os.environ | {"OMP_NUM_THREADS": "1"}
+# Byte-identity across processes needs the same thread count on both sides, whatever the user's shell exported: the
+# in-process side has one thread (the fixture above), and a subprocess gets this environment (torchrun keeps an
+# exported OMP_NUM_THREADS; a run with 2 threads rounds differently from one with 1).
+ONE_THREAD = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -317,8 +321,8 @@ def test_two_process_accelerate_run_is_identical(tiny, clean_run, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "curation.ifd",
            "--model", str(tiny), "--input", str(data), "--output", str(out), "--chunk-size", "8"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert torch.get_num_threads() == 1  # the side that made `clean`; ONE_THREAD pins the other
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(out.with_name("scores.jsonl.manifest.json").read_text())["num_processes"] == 2
     by_id = lambda p: sorted(p.read_text().splitlines(), key=lambda line: json.loads(line)["id"])  # noqa: E731

@@ -1,0 +1,62 @@
+"""``--help`` renders for every command of ``bioselect`` (each in ``curation.cli.COMMANDS``, and each subcommand of
+``bioselect data``), in process: it exits 0, names every option, and shows no argparse internals (a literal ``%`` in
+a help string is formatted by argparse and prints the option's dict, or raises)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from curation import cli
+from curation.cli import COMMANDS
+from curation.data import SUBCOMMANDS
+
+WORDS = [list(words) for words in COMMANDS if words != ("data",)] + [["data", sub] for sub in SUBCOMMANDS]
+
+
+def help_text(words: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*words, "--help"])
+    out = capsys.readouterr()
+    assert exit_.value.code == 0, out.err
+    return out.out
+
+
+def check_rendered(text: str) -> None:
+    for internal in ("{'", "option_strings", "<argparse.", "%(", "% "):
+        assert internal not in text, f"argparse internals in the help text ({internal!r}):\n{text}"
+
+
+@pytest.mark.parametrize("words", WORDS, ids=" ".join)
+def test_help_renders(words: list[str], capsys, monkeypatch):
+    parsers: list[argparse.ArgumentParser] = []
+    format_help = argparse.ArgumentParser.format_help
+
+    def keep(self):
+        parsers.append(self)
+        return format_help(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "format_help", keep)
+    text = help_text(words, capsys)
+    assert text.startswith("usage: bioselect " + " ".join(words))
+    check_rendered(text)
+    options = [s for a in parsers[0]._actions for s in a.option_strings if s.startswith("--")]
+    assert options and all(s in text for s in options)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for words, module in COMMANDS.items():
+        assert f"{' '.join(words)}" in text and module in text
+    assert cli.main(["data", "--help"]) == 0
+    usage = capsys.readouterr().err
+    assert all(sub in usage for sub in SUBCOMMANDS)
+
+
+def test_the_check_sees_a_literal_percent():
+    parser = argparse.ArgumentParser(prog="bioselect x")
+    parser.add_argument("--a", help="about 20-30% slower")
+    with pytest.raises(AssertionError, match="argparse internals"):
+        check_rendered(parser.format_help())
