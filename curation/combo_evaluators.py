@@ -352,7 +352,7 @@ class LoraEvaluator:
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""
-        from tuning.sft_model import check_model_source
+        from curation.io import check_model_source
 
         self.corpora.check()
         check_model_source(self.model)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, provenance, read_jsonl, write_json, write_jsonl
+from curation.io import InputError, check_model_source, provenance, read_jsonl, write_json, write_jsonl
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 from tuning.generation import (
@@ -41,7 +41,6 @@ from tuning.generation import (
     load_tokenizer,
     prediction_row,
 )
-from tuning.sft_model import check_model_source
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 REQUIRED = ("id", "instruction", "input")
