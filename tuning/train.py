@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, check_model_source
+from curation.io import Files, InputError, check_model_source
 from tuning.sft_data import MIX_STRATEGIES
 
 
@@ -128,6 +128,9 @@ class TrainConfig:
             import torch
 
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+    def files(self) -> Files:
+        return Files(reads=[self.model, *self.train_files, self.eval_file], writes=[self.output_dir])
 
     def sft_config(self, eval_file: bool):
         """trl's ``SFTConfig`` for this run (completion-only loss, EOS = ``eos_token``)."""
