@@ -57,7 +57,7 @@ def parse_config(config_cls: type, argv: Sequence[str] | None, prog: str, positi
     """
     from trl import TrlParser
 
-    from curation.io import InputError, refuse_overwrite
+    from curation.io import InputError, check_files
 
     parser = TrlParser(config_cls, prog=prog, description=description)
     for name, kwargs in (positional or {}).items():
@@ -80,7 +80,7 @@ def parse_config(config_cls: type, argv: Sequence[str] | None, prog: str, positi
         setattr(cfg, name, extra.pop(name))
     files = getattr(cfg, "files", None)
     if files is not None:
-        refuse_overwrite(files())
+        check_files(files())
     return cfg, extra
 
 
@@ -102,12 +102,16 @@ def _pop_config(args: list[str]) -> str | None:
 def _argparse_error(message: str) -> None:
     from curation.io import InputError
 
+    def name(option: str) -> str:  # "--prompt_format/--prompt-format" -> "--prompt-format"
+        spellings = option.split("/")
+        return next((s for s in spellings if "_" not in s), spellings[0])
+
     if message.startswith("argument "):  # "argument --ratio: invalid float value: 'x'"
         option, _, what = message[len("argument "):].partition(": ")
-        raise InputError(option.split("/")[0], what)
+        raise InputError(name(option), what)
     if message.startswith("the following arguments are required: "):
-        missing = message.split(": ", 1)[1]
-        raise InputError(missing, "is required" if "," not in missing else "are required")
+        missing = [name(m) for m in message.split(": ", 1)[1].split(", ")]
+        raise InputError(", ".join(missing), "is required" if len(missing) == 1 else "are required")
     raise InputError("arguments", message)
 
 
@@ -125,7 +129,7 @@ def read_config_file(path: str, config_cls: type, parser) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)  # where the bad node opens
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(path, f"not valid YAML: {problem}", line=mark.line + 1 if mark else None) from None
     if not isinstance(values, dict):

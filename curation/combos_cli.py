@@ -124,7 +124,7 @@ class CombosConfig:
         self.model = os.path.expanduser(self.model)
 
     def files(self) -> Files:
-        return Files(reads=[self.data_root, self.model, self.target, *self.datasets], writes=[self.output])
+        return Files(reads=[self.data_root, self.model, self.target, *self.datasets], folders=[self.output])
 
     def evaluator_options(self) -> dict[str, Any]:
         """The evaluator's keyword options: those set here, the evaluator's defaults for the rest."""

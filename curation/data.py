@@ -99,8 +99,9 @@ class SampleConfig(ReadArgs):
         return [Path(self.output) / f"{Path(self.path).stem}.{f:g}{suffix}" for f in self.ladder()]
 
     def files(self) -> Files:
-        outs = [self.output, *self.outputs(".tsv"), *self.outputs(".jsonl")]
-        return Files(reads=[self.path], writes=outs + [f"{p}{MANIFEST}" for p in outs])
+        outs = [*self.outputs(".tsv"), *self.outputs(".jsonl")]
+        return Files(reads=[self.path], writes=outs + [f"{p}{MANIFEST}" for p in outs],
+                     folders=[self.output] if self.fraction is None else [])
 
     def ladder(self) -> list[float]:
         if self.fraction is not None:

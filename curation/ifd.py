@@ -102,6 +102,8 @@ def _parts(out: Path) -> list[Path]:
 
 def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     """Score ``cfg.input`` into ``cfg.output``; return the manifest on the main process (``None`` on the others)."""
+    check_model_source(cfg.model)  # --strong-model lends only its tokenizer, loaded (or refused) below
+    records, skipped, negatives = load_records(cfg.input, cfg.positives_only)  # bad input fails before the imports
     import torch
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
@@ -112,8 +114,6 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
 
     # accelerate uses its multi-CPU (gloo) backend only when told to use the CPU
     state = PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))
-    check_model_source(cfg.model)  # --strong-model lends only its tokenizer, loaded (or refused) below
-    records, skipped, negatives = load_records(cfg.input, cfg.positives_only)
     n_records = len(records) + len(skipped) + negatives
     tokenizer = _load(AutoTokenizer, cfg.model, "the tokenizer")
     examples, lines = [], {}

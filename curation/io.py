@@ -37,13 +37,15 @@ class InputError(Exception):
 class Files:
     """The paths a command reads and writes, as its config declares them in a ``files()`` method.
 
-    The command runner (:func:`curation.cli.parse_config`) passes them to :func:`refuse_overwrite` before the
-    command reads anything. ``writes`` lists every output a run may write (a manifest beside an output too); paths
-    that are ``None`` or empty are ignored, so optional options can be listed as they are.
+    The command runner (:func:`curation.cli.parse_config`) passes them to :func:`check_files` before the command
+    reads anything. ``writes`` lists every output file a run may write (a manifest beside an output too),
+    ``folders`` the output folders; paths that are ``None`` or empty are ignored, so optional options can be listed
+    as they are.
     """
 
     reads: Sequence[str | os.PathLike | None] = ()
     writes: Sequence[str | os.PathLike | None] = ()
+    folders: Sequence[str | os.PathLike | None] = ()
 
 
 def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -53,20 +55,32 @@ def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def refuse_overwrite(files: Files) -> None:
-    """Raise :class:`InputError` when an output is one of the inputs (the same file or folder after symlinks).
+def check_files(files: Files) -> None:
+    """Refuse a run that would write over one of its inputs, or whose outputs cannot be where they are declared.
 
-    >>> refuse_overwrite(Files(reads=["a.tsv"], writes=["b.jsonl", "./a.tsv"]))
+    An output that is an input (the same file or folder after symlinks and hard links), an output file that is an
+    existing folder, an output folder that is an existing file, and an output under a file raise
+    :class:`InputError` naming the output, so a long run does not fail at its end.
+
+    >>> check_files(Files(reads=["a.tsv"], writes=["b.jsonl", "./a.tsv"]))
     Traceback (most recent call last):
     ...
     curation.io.InputError: ./a.tsv: is an input of this command (a.tsv); write the output elsewhere
     """
     reads = [r for r in files.reads if r]
-    for out in (w for w in files.writes if w):
+    for out, is_folder in [*((w, False) for w in files.writes if w), *((f, True) for f in files.folders if f)]:
         for src in reads:
             if _same(out, src):
                 same = "" if str(out) == str(src) else f" ({src})"
                 raise InputError(out, f"is an input of this command{same}; write the output elsewhere")
+        path = Path(out)
+        if path.is_dir() and not is_folder:
+            raise OutputError(out, _OS_ERRORS[errno.EISDIR])
+        if path.exists() and not path.is_dir() and is_folder:
+            raise OutputError(out, "is a file, not a folder")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise OutputError(out, f"{parent} is a file, not a folder")
 
 
 def read_text(path: str | os.PathLike) -> str:

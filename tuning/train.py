@@ -130,7 +130,7 @@ class TrainConfig:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
     def files(self) -> Files:
-        return Files(reads=[self.model, *self.train_files, self.eval_file], writes=[self.output_dir])
+        return Files(reads=[self.model, *self.train_files, self.eval_file], folders=[self.output_dir])
 
     def sft_config(self, eval_file: bool):
         """trl's ``SFTConfig`` for this run (completion-only loss, EOS = ``eos_token``)."""

@@ -49,7 +49,7 @@ class StudyConfig(TrainArgs):
             raise InputError("--seeds", "must be >= 1")
 
     def files(self) -> Files:
-        return Files(reads=[self.corpus, self.model, self.tokenizer], writes=[self.output])
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
     def variant_list(self) -> list[str]:
         return [v.strip() for v in self.variants.split(",") if v.strip()]

@@ -171,7 +171,7 @@ class TrainConfig(TrainArgs):
             raise InputError("--variant", f"one of {', '.join(VARIANTS)}, not {self.variant!r}")
 
     def files(self) -> Files:
-        return Files(reads=[self.corpus, self.model, self.tokenizer], writes=[self.output])
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
 
 def load_checked(cfg: TrainArgs, variants: Sequence[str]) -> tuple[Any, Any, dict]:

@@ -90,7 +90,7 @@ class TrainConfig:
         self.corpus_parts()
 
     def files(self) -> Files:
-        return Files(reads=[*self.corpus_paths().values(), self.model, self.tokenizer], writes=[self.output])
+        return Files(reads=[*self.corpus_paths().values(), self.model, self.tokenizer], folders=[self.output])
 
     def corpus_paths(self) -> dict[str, str]:
         out = {}

@@ -78,7 +78,7 @@ class StudyConfig(TrainArgs):
             raise InputError("--ablation", f"needs a multi-task variant without -no_ suffixes, not {self.ablation!r}")
 
     def files(self) -> Files:
-        return Files(reads=[*self.corpus, self.model, self.tokenizer], writes=[self.output])
+        return Files(reads=[*self.corpus, self.model, self.tokenizer], folders=[self.output])
 
     def fraction_list(self) -> list[float]:
         return _floats(self.fractions, "--fractions")

@@ -125,7 +125,7 @@ class TrainConfig(TrainArgs):
             raise InputError("--variant", str(err)) from None
 
     def files(self) -> Files:
-        return Files(reads=[self.corpus, self.model, self.tokenizer], writes=[self.output])
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
