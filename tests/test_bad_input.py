@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -336,3 +338,70 @@ def test_every_command_has_rows():
     for sub in ("stats", "convert", "sample"):
         assert any(row.argv.startswith(f"data {sub} ") for row in ROWS), sub
     assert len(ROWS) >= 60
+
+
+# --- Ctrl-C and kill -9 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_leaves_what_a_kill_leaves(tmp_path):
+    """SIGINT in the middle of ``curate ifd``: exit code 130, one line, the input unchanged, no scores file, and the
+    partial scores kept for the next run to resume from (as after ``kill -9``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.curation.test_ifd import make_records, make_tokenizer, write_jsonl
+
+    model = tmp_path / "tiny-llama"
+    tokenizer = make_tokenizer()
+    tokenizer.save_pretrained(model)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                                 pad_token_id=0)).save_pretrained(model)
+    data = write_jsonl(tmp_path / "in.jsonl", make_records(600, seed=1))
+    before = hashlib.sha256(data.read_bytes()).hexdigest()
+    out = tmp_path / "scores.jsonl"
+    part = tmp_path / "scores.jsonl.partial-0"
+    cmd = [PYTHON, "-m", "curation.cli", "curate", "ifd", "--model", str(model), "--input", str(data),
+           "--output", str(out), "--chunk-size", "4", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline and not (part.exists() and part.stat().st_size):
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # before the interruption a working run printed what it prints (the weights' loading bar): the error is the last
+    # line and the only one
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == stderr.splitlines()[-1:] and errors[0].startswith("error: interrupted (SIGINT)"), stderr
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == before
+    assert not out.exists() and not out.with_name(out.name + ".manifest.json").exists()
+    assert 0 < part.read_bytes().count(b"\n") < 600  # what a kill leaves: the scores so far, for the next run
+
+
+def test_the_next_run_removes_what_a_killed_write_left(tmp_path):
+    """A writer killed with SIGKILL inside :func:`curation.io.atomic_write` leaves its temporary file; the next run
+    writing the same output removes it (a live writer's temporary file is left alone)."""
+    from curation.data import main as data_main
+
+    out = tmp_path / "out.jsonl"
+    killed = ("import os, signal, sys; from curation.io import atomic_write\n"
+              "with atomic_write(sys.argv[1]) as f:\n"
+              "    f.write('half a line'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([PYTHON, "-c", killed, str(out)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(".out.jsonl.*.tmp"))
+    assert len(left) == 1 and left[0].read_text() == "half a line" and not out.exists()
+    live = tmp_path / f".out.jsonl.{os.getpid()}-live.tmp"  # a writer that is still running (this process)
+    live.write_text("in progress")
+    assert data_main(["convert", str(ASSETS / "tiny_ncbi.tsv"), "--output", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out.jsonl", "out.jsonl.manifest.json"])
+    assert len(out.read_text().splitlines()) == 3
