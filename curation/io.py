@@ -311,16 +311,49 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def check_model_source(model: str) -> None:
-    """A local model folder must hold ``config.json`` and weights; a name that is neither a folder nor a hub id
-    (``org/name``) is an :class:`InputError` naming it. Hub ids are left to transformers."""
+    """A local model folder must hold a ``config.json`` that is JSON and weights (``*.safetensors`` files whose
+    header and length agree); a name that is neither a folder nor a hub id (``org/name``) is an
+    :class:`InputError` naming it. Hub ids are left to transformers. Nothing is loaded."""
     path = Path(model)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InputError(model, "no config.json: not a Hugging Face model folder")
+        try:
+            json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(path / "config.json", f"not JSON ({err}): a corrupt model folder") from None
         if not any(next(path.glob(g), None) for g in MODEL_WEIGHTS):
             raise InputError(model, "model folder has no weights (*.safetensors or *.bin)")
+        for weights in sorted(path.glob("*.safetensors")):
+            problem = safetensors_problem(weights)
+            if problem:
+                raise InputError(weights, f"{problem}: a corrupt or truncated weights file")
     elif path.exists() or not _HUB_ID.match(model):
         raise InputError(model, "no such model folder (and not a hub id like Qwen/Qwen2.5-0.5B-Instruct)")
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a ``.safetensors`` file's framing (None when its header parses and its tensors end where
+    the file ends), read from the header alone: an 8-byte little-endian header length, then the JSON header."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return "shorter than a header"
+        n = int.from_bytes(raw, "little")
+        if n > size - 8:
+            return f"header length {n} is past the end of the file ({size} bytes)"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "header is not JSON"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and "data_offsets" in t]
+    if ends and 8 + n + max(ends) != size:
+        return f"{size} bytes, but its header describes {8 + n + max(ends)}"
+    return None
 
 
 def unloadable(model: str, what: str, err: Exception) -> InputError:

@@ -100,7 +100,11 @@ ROWS: list[Row] = [
     Row("ifd model without weights", "curate ifd --model {w}/model_no_weights --input {w}/instr.jsonl "
         "--output {w}/s.jsonl", "{w}/model_no_weights"),
     Row("ifd corrupt model", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/s.jsonl",
-        "{w}/model_corrupt: cannot load"),
+        "{w}/model_corrupt/config.json: not JSON"),
+    Row("ifd truncated weights", "curate ifd --model {w}/model_truncated --input {w}/instr.jsonl "
+        "--output {w}/s.jsonl", "{w}/model_truncated/model.safetensors: 1000 bytes, but its header describes"),
+    Row("ifd model whose tokenizer does not load", "curate ifd --model {w}/model_no_tokenizer "
+        "--input {w}/instr.jsonl --output {w}/s.jsonl", "{w}/model_no_tokenizer: cannot load the tokenizer"),
     Row("ifd onto its input", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
     Row("ifd onto the model folder", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
@@ -133,7 +137,7 @@ ROWS: list[Row] = [
     Row("run missing model", "curate run --model {w}/no_model --input {w}/instr.jsonl --output {w}/f.jsonl",
         "{w}/no_model"),
     Row("run corrupt model", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/f.jsonl",
-        "{w}/model_corrupt: cannot load"),
+        "{w}/model_corrupt/config.json: not JSON"),
     Row("run scores onto its input", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/f.jsonl --scores {w}/instr.jsonl", "{w}/instr.jsonl"),
     Row("run onto its input", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl "
@@ -154,6 +158,8 @@ ROWS: list[Row] = [
         "--output {w}/corpora/a", "{w}/corpora/a"),
     Row("mtl train missing corpus", "mtl train --corpus {w}/nope --model {w}/model_corrupt --output {w}/m",
         "{w}/nope"),
+    Row("mtl train truncated weights", "mtl train --corpus {w}/corpora/a --model {w}/model_truncated "
+        "--output {w}/m", "{w}/model_truncated/model.safetensors"),
     Row("mtl train zero fraction", "mtl train --corpus {w}/corpora/a --model {w}/model_corrupt --output {w}/m "
         "--fraction 0", "--fraction"),
     # --- mtl study
@@ -194,6 +200,8 @@ ROWS: list[Row] = [
         "--output-dir {w}/model_corrupt", "{w}/model_corrupt"),
     Row("tune train missing model", "tune train --model {w}/no_model --train-files {w}/instr.jsonl "
         "--output-dir {w}/t", "{w}/no_model"),
+    Row("tune train truncated weights", "tune train --model {w}/model_truncated --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t", "{w}/model_truncated/model.safetensors"),
     Row("tune train zero steps", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --max-steps 0", "--max-steps"),
     # --- tune generate
@@ -202,7 +210,9 @@ ROWS: list[Row] = [
     Row("generate missing model", "tune generate --model {w}/no_model --input {w}/instr.jsonl --output {w}/p.jsonl "
         "--unconstrained", "{w}/no_model"),
     Row("generate corrupt model", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
-        "--output {w}/p.jsonl --unconstrained", "{w}/model_corrupt: cannot load"),
+        "--output {w}/p.jsonl --unconstrained", "{w}/model_corrupt/config.json: not JSON"),
+    Row("generate truncated weights", "tune generate --model {w}/model_truncated --input {w}/instr.jsonl "
+        "--output {w}/p.jsonl --unconstrained", "{w}/model_truncated/model.safetensors"),
     Row("generate missing input", "tune generate --model {w}/model_corrupt --input {w}/nope.jsonl "
         "--output {w}/p.jsonl", "{w}/nope.jsonl"),
     # --- tune evaluate
@@ -264,6 +274,12 @@ def work(tmp_path_factory) -> Path:
     _write(w / "model_no_weights" / "config.json", '{"model_type": "llama"}\n')
     _write(w / "model_corrupt" / "config.json", '{"model_type": "llama", \n')
     (w / "model_corrupt" / "model.safetensors").write_bytes(b"\x00garbage")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}).encode()
+    _write(w / "model_truncated" / "config.json", '{"model_type": "llama"}\n')  # a download cut short
+    (w / "model_truncated" / "model.safetensors").write_bytes((len(header).to_bytes(8, "little") + header).ljust(
+        1000, b"\0"))
+    _write(w / "model_no_tokenizer" / "config.json", '{"model_type": "llama"}\n')  # weights intact, no tokenizer
+    (w / "model_no_tokenizer" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     for name in ("a", "b"):  # two corpus folders under one data root
         (w / "corpora" / name).mkdir(parents=True)
         for split in ("train", "dev", "test"):
