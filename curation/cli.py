@@ -53,7 +53,8 @@ def parse_config(config_cls: type, argv: Sequence[str] | None, prog: str, positi
     returned in a dict beside it. Every mistake is an :class:`~curation.io.InputError` (one line, exit code 2): an
     unknown option, a bad value, a missing, malformed or unreadable config file, a key in it that no option takes or
     whose value has the wrong type. When the config declares its paths (``files()`` returning
-    :class:`~curation.io.Files`), an output that is one of the inputs is refused here, before anything is read.
+    :class:`~curation.io.Files`), :func:`~curation.io.check_files` refuses here, before anything is read, an output
+    that is one of the inputs and an output that cannot be where it is declared.
     """
     from trl import TrlParser
 

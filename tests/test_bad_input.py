@@ -114,7 +114,7 @@ ROWS: list[Row] = [
     Row("ifd unknown prompt format", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/s.jsonl --prompt-format xml", "--prompt-format"),
     Row("ifd unknown config key", "curate ifd --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
-    Row("ifd missing input", "curate ifd --model {w}/model_corrupt --input {w}/nope.jsonl --output {w}/s.jsonl",
+    Row("ifd missing input", "curate ifd --model {w}/model_no_tokenizer --input {w}/nope.jsonl --output {w}/s.jsonl",
         "{w}/nope.jsonl"),
     # --- curate filter
     Row("filter scores of another file", "curate filter --input {w}/instr.jsonl --scores {w}/scores_other.jsonl "
