@@ -156,7 +156,8 @@ class ExperimentConfig:
         return {k: v for k, v in asdict(self).items() if k not in GROWABLE}
 
     def files(self) -> Files:
-        return Files(reads=[self.train, self.test, self.model, self.scorer_model], folders=[self.output_dir])
+        return Files(reads=[self.train, self.test, self.dev, self.model, self.scorer_model, self.other_scorer_model],
+                     folders=[self.output_dir])
 
 
 @dataclass(frozen=True)
