@@ -1,8 +1,8 @@
 # bioselect: `make demo` runs the whole pipeline (convert -> IFD curation -> LoRA -> constrained generation ->
 # comparison table) on real NCBI-disease with the real SmolLM2-135M, `make test` runs lint + tests.
 # Both create .venv, install torch first (TORCH, default the local CPU wheel torch==2.13.0: a bare `torch`
-# requirement would pull a multi-GB CUDA build), install the project, and fetch the small real models when
-# ../shared/models/fetch-models is there.
+# requirement would pull a multi-GB CUDA build), install the project with the versions it was tested with
+# (constraints.txt), and fetch the small real models when ../shared/models/fetch-models is there.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -15,11 +15,11 @@ DEMO := runs/demo
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt "$(TORCH)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 models: venv

@@ -352,7 +352,7 @@ class LoraEvaluator:
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""
-        from tuning.sft_model import check_model_source
+        from curation.io import check_model_source
 
         self.corpora.check()
         check_model_source(self.model)
@@ -404,7 +404,7 @@ class LoraEvaluator:
         return self.train_and_score(mix, ("dev", "test"))
 
     def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
-        from curation.cli import parse_config
+        from curation.cli import EXIT_INTERRUPTED, parse_config
         from tuning import generate, train
         from tuning.evaluate import EvaluateConfig, score_files
 
@@ -421,6 +421,8 @@ class LoraEvaluator:
         for s in splits:
             pred = folder / f"pred_{s}.jsonl"
             rc = generate.main(self.generate_argv(adapter, s, pred))
+            if rc == EXIT_INTERRUPTED:  # Ctrl-C stops the search, not just this evaluation
+                raise KeyboardInterrupt
             if rc:
                 raise RuntimeError(f"bioselect tune generate exited with code {rc} on the {s} set")
             result = score_files(EvaluateConfig(gold=str(self.data_file(self.target, s)), pred=str(pred),

@@ -33,7 +33,7 @@ from typing import Any
 
 from curation.cli import parse_config, run
 from curation.combos import DESIGNS
-from curation.io import InputError
+from curation.io import Files, InputError
 
 EVALUATOR_NAMES = ("encoder", "lora")
 
@@ -122,6 +122,9 @@ class CombosConfig:
         if self.beta < 0 or (self.lr is not None and self.lr <= 0):
             raise InputError("--beta" if self.beta < 0 else "--lr", "must be >= 0" if self.beta < 0 else "must be > 0")
         self.model = os.path.expanduser(self.model)
+
+    def files(self) -> Files:
+        return Files(reads=[self.data_root, self.model, self.target, *self.datasets], folders=[self.output])
 
     def evaluator_options(self) -> dict[str, Any]:
         """The evaluator's keyword options: those set here, the evaluator's defaults for the rest."""

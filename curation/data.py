@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.cli import parse_config, run
-from curation.io import InputError, atomic_write, provenance, read_jsonl, write_json, write_jsonl
+from curation.io import Files, InputError, atomic_write, provenance, read_jsonl, together, write_json, write_jsonl
 from curation.readers import READERS, detect_format, read_corpus
 from curation.records import Corpus, Record, Span
 
@@ -40,9 +40,16 @@ class ReadArgs:
             raise InputError("--format", f"unknown format {self.format!r}; one of {', '.join(sorted(READERS))}")
 
 
+MANIFEST = ".manifest.json"
+
+
 @dataclass
 class StatsConfig(ReadArgs):
     json: str | None = field(default=None, metadata={"help": "Also write all statistics to this JSON file."})
+    paths: list[str] = field(init=False, default_factory=list)  # the positional arguments
+
+    def files(self) -> Files:
+        return Files(reads=self.paths, writes=[self.json])
 
 
 @dataclass
@@ -51,6 +58,7 @@ class ConvertConfig(ReadArgs):
     output: str = field(default="", metadata={"help": "Instruction JSONL to write."})
     labels: str | None = field(default=None, metadata={
         "help": "Comma-separated label list for the instruction (default: the labels found in the file)."})
+    path: str = field(init=False, default="")  # the positional argument
 
     def __post_init__(self):
         super().__post_init__()
@@ -58,6 +66,9 @@ class ConvertConfig(ReadArgs):
             raise InputError("--task", f"must be ner, re, ee or tc, not {self.task!r}")
         if not self.output:
             raise InputError("--output", "is required")
+
+    def files(self) -> Files:
+        return Files(reads=[self.path], writes=[self.output, self.output + MANIFEST])
 
 
 @dataclass
@@ -69,6 +80,7 @@ class SampleConfig(ReadArgs):
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output: str = field(default="", metadata={"help": "Output file (with --fraction) or folder (ladder)."})
     unit: str = field(default="sentence", metadata={"help": "Sample 'sentence's or whole 'document's."})
+    path: str = field(init=False, default="")  # the positional argument
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,6 +91,17 @@ class SampleConfig(ReadArgs):
         for f in self.ladder():
             if not 0 < f <= 1:
                 raise InputError("--fraction", f"must be in (0, 1], not {f}")
+
+    def outputs(self, suffix: str) -> list[Path]:
+        """The sample file of each fraction (``suffix``: the corpus format's, .tsv or .jsonl, for a ladder)."""
+        if self.fraction is not None:
+            return [Path(self.output)]
+        return [Path(self.output) / f"{Path(self.path).stem}.{f:g}{suffix}" for f in self.ladder()]
+
+    def files(self) -> Files:
+        outs = [*self.outputs(".tsv"), *self.outputs(".jsonl")]
+        return Files(reads=[self.path], writes=outs + [f"{p}{MANIFEST}" for p in outs],
+                     folders=[self.output] if self.fraction is None else [])
 
     def ladder(self) -> list[float]:
         if self.fraction is not None:
@@ -99,44 +122,45 @@ def _read(path: str, cfg: ReadArgs, fmt: str | None = None) -> Corpus:
 def stats_main(argv: Sequence[str]) -> int:
     from curation.stats import corpus_stats, format_stats
 
-    cfg, pos = parse_config(StatsConfig, argv, "bioselect data stats",
-                            positional={"paths": {"nargs": "+", "help": "Corpus files or folders."}})
+    cfg, _ = parse_config(StatsConfig, argv, "bioselect data stats",
+                          positional={"paths": {"nargs": "+", "help": "Corpus files or folders."}})
     all_stats = []
-    for path in pos["paths"]:
+    for path in cfg.paths:
         s = corpus_stats(_read(path, cfg))
         all_stats.append(s)
         print(format_stats(s))
     if cfg.json:
-        write_json(cfg.json, {"files": all_stats, "provenance": provenance(cfg, pos["paths"])})
+        write_json(cfg.json, {"files": all_stats, "provenance": provenance(cfg, cfg.paths)})
     return 0
 
 
 def convert_main(argv: Sequence[str]) -> int:
     from curation.convert import convert_corpus, validate_outputs
 
-    cfg, pos = parse_config(ConvertConfig, argv, "bioselect data convert",
-                            positional={"path": {"help": "Corpus file or folder."}})
-    corpus = _read(pos["path"], cfg)
+    cfg, _ = parse_config(ConvertConfig, argv, "bioselect data convert",
+                          positional={"path": {"help": "Corpus file or folder."}})
+    corpus = _read(cfg.path, cfg)
     labels = [x.strip() for x in cfg.labels.split(",")] if cfg.labels else None
     try:
         rows = convert_corpus(corpus, task=cfg.task, labels=labels, dataset=cfg.dataset)
     except ValueError as err:
-        raise InputError(pos["path"], str(err)) from None
+        raise InputError(cfg.path, str(err)) from None
     if labels:
         extra = sorted({s[2] for r in rows for s in r.get("spans", [])} - set(labels))
         if extra:
-            raise InputError(pos["path"], f"labels {extra} occur in the corpus but not in --labels")
+            raise InputError(cfg.path, f"labels {extra} occur in the corpus but not in --labels")
     failures = validate_outputs(rows, labels)
     if failures:
         rid, msg = failures[0]
-        raise InputError(pos["path"], f"{len(failures)} converted outputs fail the {cfg.task} schema; first: {msg}",
+        raise InputError(cfg.path, f"{len(failures)} converted outputs fail the {cfg.task} schema; first: {msg}",
                          record=rid)
-    write_jsonl(cfg.output, rows)
     n_neg = sum(1 for r in rows if r["output"] in ("[]",))
-    write_json(cfg.output + ".manifest.json", provenance(
-        cfg, [pos["path"]], records=len(rows), negatives=n_neg, task=cfg.task, dataset=rows[0]["dataset"] if rows
-        else None, labels=labels or sorted({s[2] for r in rows for s in r.get("spans", [])}),
-        instruction=rows[0]["instruction"] if rows else None))
+    with together():  # the output and its manifest land together or not at all
+        write_jsonl(cfg.output, rows)
+        write_json(cfg.output + MANIFEST, provenance(
+            cfg, [cfg.path], records=len(rows), negatives=n_neg, task=cfg.task, dataset=rows[0]["dataset"] if rows
+            else None, labels=labels or sorted({s[2] for r in rows for s in r.get("spans", [])}),
+            instruction=rows[0]["instruction"] if rows else None))
     print(f"wrote {len(rows):,} {cfg.task} records ({n_neg:,} with output []) to {cfg.output}")
     return 0
 
@@ -169,42 +193,36 @@ def sample_main(argv: Sequence[str]) -> int:
     from curation.readers.iob import format_iob
     from curation.sample import sampling_order, strata_counts, take
 
-    cfg, pos = parse_config(SampleConfig, argv, "bioselect data sample",
-                            positional={"path": {"help": "Corpus file (IOB, instruction JSONL, ...)."}})
-    path = pos["path"]
+    cfg, _ = parse_config(SampleConfig, argv, "bioselect data sample",
+                          positional={"path": {"help": "Corpus file (IOB, instruction JSONL, ...)."}})
+    path = cfg.path
     fmt = cfg.format or detect_format(path)
     rows = None
     if fmt == "instruction":
         rows, corpus = _instruction_corpus(path)
     else:
         corpus = _read(path, cfg, fmt)
-    src = Path(path)
-    ladder = cfg.ladder()
     outputs = []
     order = sampling_order(corpus.records, cfg.seed, unit=cfg.unit)
-    for frac in ladder:
-        idx = take(order, frac)
-        if not idx:
-            raise InputError(path, f"fraction {frac} of {len(corpus.records)} records keeps none")
-        kept = [corpus.records[i] for i in idx]
-        if cfg.fraction is not None:
-            out = Path(cfg.output)
-        else:
-            suffix = ".tsv" if fmt == "iob" else ".jsonl"
-            out = Path(cfg.output) / f"{src.stem}.{frac:g}{suffix}"
-        if fmt == "iob":
-            text = format_iob(kept, docstart=bool(corpus.meta.get("docstart")) and cfg.unit == "document")
-            with atomic_write(out) as f:
-                f.write(text)
-        elif rows is not None:
-            write_jsonl(out, (rows[i] for i in idx))
-        else:
-            write_jsonl(out, (r.to_dict() for r in kept))
-        write_json(str(out) + ".manifest.json", provenance(
-            cfg, [path], fraction=frac, records=len(kept), of=len(corpus.records),
-            strata_kept=strata_counts(kept), strata_all=strata_counts(corpus.records),
-            mentions=dict(Counter(s.label for r in kept for s in r.spans))))
-        outputs.append((frac, len(kept), out))
+    with together():  # a whole ladder (every sample and manifest) lands at the end, or nothing does
+        for frac, out in zip(cfg.ladder(), cfg.outputs(".tsv" if fmt == "iob" else ".jsonl"), strict=True):
+            idx = take(order, frac)
+            if not idx:
+                raise InputError(path, f"fraction {frac} of {len(corpus.records)} records keeps none")
+            kept = [corpus.records[i] for i in idx]
+            if fmt == "iob":
+                text = format_iob(kept, docstart=bool(corpus.meta.get("docstart")) and cfg.unit == "document")
+                with atomic_write(out) as f:
+                    f.write(text)
+            elif rows is not None:
+                write_jsonl(out, (rows[i] for i in idx))
+            else:
+                write_jsonl(out, (r.to_dict() for r in kept))
+            write_json(f"{out}{MANIFEST}", provenance(
+                cfg, [path], fraction=frac, records=len(kept), of=len(corpus.records),
+                strata_kept=strata_counts(kept), strata_all=strata_counts(corpus.records),
+                mentions=dict(Counter(s.label for r in kept for s in r.spans))))
+            outputs.append((frac, len(kept), out))
     for frac, n, out in outputs:
         print(f"{frac:g}\t{n:,} of {len(corpus.records):,} records\t{out}")
     return 0

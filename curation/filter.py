@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, read_jsonl, sha256_file, write_json
+from curation.io import Files, InputError, read_jsonl, sha256_file, staged, together, write_json
 
 KEPT = "kept"
 ORDERS = ("top", "bottom", "random")
@@ -66,8 +66,11 @@ class FilterConfig:
             raise InputError("--count", f"must not be negative, got {self.count}")
         if not 0 <= self.negative_ratio <= 1:
             raise InputError("--negative-ratio", f"must be between 0 and 1, got {self.negative_ratio}")
-        if Path(self.output).resolve() in (Path(self.input).resolve(), Path(self.scores).resolve()):
-            raise InputError("--output", "must differ from --input and --scores")
+
+    def files(self) -> Files:
+        out = Path(self.output)
+        return Files(reads=[self.input, self.scores, self.scores + ".manifest.json"],
+                     writes=[out, out.with_name(out.name + ".manifest.json"), out.with_name(out.name + ".ifd.png")])
 
 
 def share(ratio: float, n: int) -> int:
@@ -210,8 +213,7 @@ def read_scores(path: str) -> tuple[dict[str, float | None], set[str]]:
 
 def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     """Write the filtered JSONL, its manifest and histogram; return the manifest."""
-    from curation.ifd_scoring import is_negative, record_problem
-    from curation.io import provenance, write_jsonl
+    from curation.ifd_scoring import is_negative
 
     rows, lines = [], []
     for line, obj in read_jsonl(cfg.input):
@@ -223,7 +225,22 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     variant = variants.pop() if variants else "unknown"
     fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed,
                   cfg.order, cfg.negative_order)
+    positive_ids = [str(row["id"]) for row, f in zip(rows, fate) if f not in ("invalid", "duplicate_id")
+                    and not is_negative(row["output"])]
+    if positive_ids and not any(rid in scores for rid in positive_ids):
+        raise InputError(cfg.scores, f"has no score for any of the {len(positive_ids)} positive records of "
+                                     f"{cfg.input} (no id matches): scores of another file?")
     out = Path(cfg.output)
+    with together():  # the filtered file, its histogram and its manifest land together or not at all
+        manifest = _write_outputs(cfg, rows, lines, fate, scores, variant, out)
+    return manifest
+
+
+def _write_outputs(cfg: FilterConfig, rows: list[dict[str, Any]], lines: list[int], fate: list[str],
+                   scores: dict[str, float | None], variant: str, out: Path) -> dict[str, Any]:
+    from curation.ifd_scoring import is_negative, record_problem
+    from curation.io import provenance, write_jsonl
+
     write_jsonl(out, (row for row, f in zip(rows, fate) if f == KEPT))
 
     unusable = [{"id": rows[i].get("id"), "line": lines[i],
@@ -242,7 +259,7 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
                   "negative_ratio": cfg.negative_ratio, "seed": cfg.seed, "order": cfg.order,
                   "negative_order": cfg.negative_order}
     manifest = provenance(
-        cfg, [cfg.input, cfg.scores], kind="ifd_filter", output=str(out), output_sha256=sha256_file(out),
+        cfg, [cfg.input, cfg.scores], kind="ifd_filter", output=str(out), output_sha256=sha256_file(staged(out)),
         histogram=str(histogram), model=scored_with.get("model"), prompt_format=scored_with.get("prompt_format"),
         max_length=scored_with.get("max_length"), variant=variant, thresholds=thresholds,
         totals=dict(Counter(fate)), counts=tally(rows, fate),
@@ -260,6 +277,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     for item in manifest["unusable"]:
         message = InputError(cfg.input, item["reason"] + "; dropped", line=item["line"], record=item["id"])
         print(f"warning: {message}", file=sys.stderr)
+    if manifest["unscored"]:
+        n_pos = sum(kinds.get("positive", {}).get(k, 0) for kinds in manifest["counts"].values()
+                    for k in ("kept", "dropped"))
+        print(f"warning: {cfg.scores}: no usable score for {len(manifest['unscored'])} of {n_pos} positive records "
+              f"of {cfg.input}; they were dropped (listed under 'unscored' in the manifest)", file=sys.stderr)
     t = manifest["totals"]
     print(f"kept {t.get(KEPT, 0)} of {sum(t.values())} records -> {cfg.output}")
     return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curation.cli import parse_config, run
-from curation.io import InputError, read_jsonl, sha256_file, write_json
+from curation.io import Files, InputError, check_model_source, read_jsonl, sha256_file, unloadable, write_json
 
 PARTIAL_META = ".partial.json"
 
@@ -64,8 +64,11 @@ class IFDConfig:
         for name, low in (("batch_size", 1), ("max_batch_tokens", 1), ("chunk_size", 1), ("max_length", 2)):
             if getattr(self, name) < low:
                 raise InputError("--" + name.replace("_", "-"), f"must be at least {low}, got {getattr(self, name)}")
-        if Path(self.output).resolve() == Path(self.input).resolve():
-            raise InputError("--output", "must differ from --input")
+
+    def files(self) -> Files:
+        out = Path(self.output)
+        return Files(reads=[self.input, self.model, self.strong_model],
+                     writes=[out, *(out.with_name(out.name + x) for x in (".manifest.json", PARTIAL_META))])
 
 
 def load_records(path: str, positives_only: bool = False) -> tuple[list[dict], list[dict], int]:
@@ -99,6 +102,8 @@ def _parts(out: Path) -> list[Path]:
 
 def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     """Score ``cfg.input`` into ``cfg.output``; return the manifest on the main process (``None`` on the others)."""
+    check_model_source(cfg.model)  # --strong-model lends only its tokenizer, loaded (or refused) below
+    records, skipped, negatives = load_records(cfg.input, cfg.positives_only)  # bad input fails before the imports
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,9 +112,8 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     from curation.io import process_state
 
     state = process_state()
-    records, skipped, negatives = load_records(cfg.input, cfg.positives_only)
     n_records = len(records) + len(skipped) + negatives
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    tokenizer = _load(AutoTokenizer, cfg.model, "the tokenizer")
     examples, lines = [], {}
     for rec, ex in zip(records, S.encode_records(tokenizer, records, cfg.prompt_format)):
         problem = S.length_problem(ex, cfg.max_length)
@@ -127,7 +131,7 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
                                     "out)")
     mismatch = []
     if cfg.strong_model:
-        strong = AutoTokenizer.from_pretrained(cfg.strong_model)
+        strong = _load(AutoTokenizer, cfg.strong_model, "the tokenizer")
         samples = [r["output"] for r in records[:20]] + [r.get("input", "") for r in records[:20]]
         mismatch = S.tokenizer_mismatch(tokenizer, strong, samples, chat=cfg.prompt_format == "chat")
         if mismatch and state.is_main_process:
@@ -160,7 +164,7 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
             and any(examples[i].id not in done for i in c.indices)]
     if mine:
         dtype = S.pick_dtype(str(state.device), cfg.dtype)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(state.device).eval()
+        model = _load(AutoModelForCausalLM, cfg.model, "the model", dtype=dtype).to(state.device).eval()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         scorer = S.IFDScorer(model, pad_id=pad_id)
         total = 2 * sum(len(c.indices) for c in mine)
@@ -180,27 +184,37 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     if missing:  # a process died without raising; keep the partial files for a rerun
         raise RuntimeError(f"{len(missing)} records have no score (first: {missing[0]}); rerun to finish")
     with_lines = sorted(examples, key=lambda ex: lines[ex.id])
-    from curation.io import atomic_write, provenance
+    from curation.io import atomic_write, provenance, staged, together
 
-    with atomic_write(out) as f:
-        f.writelines(done[ex.id] + "\n" for ex in with_lines)
     not_finite = [ex.id for ex in with_lines if json.loads(done[ex.id])["ifd"] is None]
-    manifest = provenance(
-        cfg, [cfg.input], kind="ifd_scores", output=str(out), output_sha256=sha256_file(out), model=cfg.model,
-        strong_model=cfg.strong_model, tokenizer_mismatch=mismatch, prompt_format=cfg.prompt_format,
-        max_length=cfg.max_length, variant=cfg.variant, dtype=str(S.pick_dtype(str(state.device), cfg.dtype)),
-        device=str(state.device), num_processes=state.num_processes,
-        counts={"records": n_records, "scored": len(examples),
-                "unusable": len(skipped), "negatives_left_out": negatives, "non_finite": len(not_finite)},
-        cached_prefix_tokens={kind: sorted({len(p.prefix) for c in chunks for p in c.passes if p.kind == kind})
-                              for kind in ("cond", "uncond")},
-        skipped=skipped, non_finite=not_finite,
-    )
-    write_json(out.with_name(out.name + ".manifest.json"), manifest)
+    with together():  # the scores and their manifest land together or not at all
+        with atomic_write(out) as f:
+            f.writelines(done[ex.id] + "\n" for ex in with_lines)
+        manifest = provenance(
+            cfg, [cfg.input], kind="ifd_scores", output=str(out), output_sha256=sha256_file(staged(out)),
+            model=cfg.model, strong_model=cfg.strong_model, tokenizer_mismatch=mismatch,
+            prompt_format=cfg.prompt_format, max_length=cfg.max_length, variant=cfg.variant,
+            dtype=str(S.pick_dtype(str(state.device), cfg.dtype)), device=str(state.device),
+            num_processes=state.num_processes,
+            counts={"records": n_records, "scored": len(examples),
+                    "unusable": len(skipped), "negatives_left_out": negatives, "non_finite": len(not_finite)},
+            cached_prefix_tokens={kind: sorted({len(p.prefix) for c in chunks for p in c.passes if p.kind == kind})
+                                  for kind in ("cond", "uncond")},
+            skipped=skipped, non_finite=not_finite,
+        )
+        write_json(out.with_name(out.name + ".manifest.json"), manifest)
     for p in parts:
         p.unlink()
     meta_path.unlink(missing_ok=True)
     return manifest
+
+
+def _load(auto_class, model: str, what: str, **kwargs):
+    """``auto_class.from_pretrained(model)``; a folder that does not load is an :class:`InputError` naming it."""
+    try:
+        return auto_class.from_pretrained(model, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # missing or corrupt config, tokenizer or weights
+        raise unloadable(model, what, err) from None
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,56 @@ class InputError(Exception):
         self.path, self.line, self.record, self.message = str(path), line, record, message
         where = self.path + (f":{line}" if line is not None else "") + (f" (record {record})" if record else "")
         super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Files:
+    """The paths a command reads and writes, as its config declares them in a ``files()`` method.
+
+    The command runner (:func:`curation.cli.parse_config`) passes them to :func:`check_files` before the command
+    reads anything. ``writes`` lists every output file a run may write (a manifest beside an output too),
+    ``folders`` the output folders; paths that are ``None`` or empty are ignored, so optional options can be listed
+    as they are.
+    """
+
+    reads: Sequence[str | os.PathLike | None] = ()
+    writes: Sequence[str | os.PathLike | None] = ()
+    folders: Sequence[str | os.PathLike | None] = ()
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)  # symlinks and hard links included
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_files(files: Files) -> None:
+    """Refuse a run that would write over one of its inputs, or whose outputs cannot be where they are declared.
+
+    An output that is an input (the same file or folder after symlinks and hard links), an output file that is an
+    existing folder, an output folder that is an existing file, and an output under a file raise
+    :class:`InputError` naming the output, so a long run does not fail at its end.
+
+    >>> check_files(Files(reads=["a.tsv"], writes=["b.jsonl", "./a.tsv"]))
+    Traceback (most recent call last):
+    ...
+    curation.io.InputError: ./a.tsv: is an input of this command (a.tsv); write the output elsewhere
+    """
+    reads = [r for r in files.reads if r]
+    for out, is_folder in [*((w, False) for w in files.writes if w), *((f, True) for f in files.folders if f)]:
+        for src in reads:
+            if _same(out, src):
+                same = "" if str(out) == str(src) else f" ({src})"
+                raise InputError(out, f"is an input of this command{same}; write the output elsewhere")
+        path = Path(out)
+        if path.is_dir() and not is_folder:
+            raise OutputError(out, _OS_ERRORS[errno.EISDIR])
+        if path.exists() and not path.is_dir() and is_folder:
+            raise OutputError(out, "is a file, not a folder")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise OutputError(out, f"{parent} is a file, not a folder")
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -58,22 +113,180 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n, obj
 
 
+class OutputError(InputError):
+    """An output that cannot be written (read-only file system, no space left, a folder in the way, a parent that is
+    a file). Commands print it like an :class:`InputError`: one line naming the output, exit code 2."""
+
+
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system or the file size limit",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "exists and is not a folder",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def describe_os_error(err: OSError, path: str | os.PathLike | None = None) -> str:
+    """What is wrong, in plain words (one line), for an :class:`OSError` met on ``path`` (default: its filename).
+
+    >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    'no space left on device'
+    """
+    path = path if path is not None else err.filename
+    if err.errno == errno.ENOTDIR and path is not None:
+        parent = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        return f"{parent} is a file, not a folder" if parent else "a parent is a file, not a folder"
+    return _OS_ERRORS.get(err.errno) or (err.strerror or str(err) or type(err).__name__).splitlines()[0]
+
+
+def os_error_line(err: OSError) -> str:
+    """``PATH: what is wrong`` for an :class:`OSError` (``what is wrong`` alone when it names no file).
+
+    >>> os_error_line(IsADirectoryError(errno.EISDIR, "Is a directory", "runs/out.json"))
+    'runs/out.json: is a folder, not a file'
+    """
+    what = describe_os_error(err)
+    return f"{err.filename}: {what}" if err.filename is not None else what
+
+
+# Temporary files are named ``.NAME.PID-XXXXXXXX.tmp`` beside their target ``NAME``, so the next write of the same
+# target can tell a killed run's leftovers (their process is gone) from a live writer's and remove them.
+_TMP = re.compile(r"\.(\d+)-[^.]+\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours (EPERM)
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left beside it; return them."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = _TMP.fullmatch(tmp.name[len(path.name) + 1:])
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+class _Group:
+    """Files written inside :func:`together`: temporary file -> target, renamed into place at the end."""
+
+    def __init__(self):
+        self.pending: dict[Path, Path] = {}
+
+
+_GROUP: contextvars.ContextVar[_Group | None] = contextvars.ContextVar("bioselect_output_group", default=None)
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Outputs written inside this block (by :func:`atomic_write`, :func:`write_json`, :func:`write_jsonl`) land
+    together when it ends without error, or not at all: an output and its manifest, a whole sample ladder.
+
+    Each file goes to its temporary file first; only when every one is complete are they renamed into place (a
+    rename does not need free space). A nested block joins the outer one. :func:`staged` gives the temporary path of
+    an output written in the block (to hash it for a manifest).
+    """
+    if _GROUP.get() is not None:
+        yield
+        return
+    group = _Group()
+    token = _GROUP.set(group)
+    try:
+        yield
+        for tmp, target in group.pending.items():
+            _replace(tmp, target)
+    finally:
+        _GROUP.reset(token)
+        for tmp in group.pending:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where ``path`` is now: its temporary file while it waits in a :func:`together` block, else ``path``."""
+    group = _GROUP.get()
+    target = Path(path)
+    if group is not None:
+        for tmp, dest in reversed(group.pending.items()):
+            if dest == target:
+                return tmp
+    return target
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
+        os.replace(tmp, target)
+    except OSError as err:
+        raise OutputError(target, describe_os_error(err, target)) from None
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if isinstance(err, (FileExistsError, NotADirectoryError)):
+            err = OSError(errno.ENOTDIR, "Not a directory")
+        raise OutputError(path, describe_os_error(err, path)) from None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-    """Write to a temporary file beside ``path`` and rename it into place only when the block succeeds."""
+    """Write to a temporary file beside ``path`` and rename it into place only when the block succeeds (at the end
+    of the enclosing :func:`together` block, if there is one).
+
+    A failed write (no space, read-only, a folder in the way, a parent that is a file) raises :class:`OutputError`
+    naming ``path``; the temporary file is removed, and so are those that killed runs left for the same ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(path, _OS_ERRORS[errno.EISDIR])
+    _make_parent(path)
+    remove_stale_temps(path)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "") as f:
-            yield f
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    except OSError as err:
+        raise OutputError(path, describe_os_error(err, path)) from None
+    tmp = Path(name)
+    group = _GROUP.get()
+    try:
+        try:
+            with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8",
+                           newline=None if "b" in mode else "") as f:
+                yield f
+        except OSError as err:
+            if err.filename is not None and Path(err.filename) != tmp:
+                raise  # an error of another file (an input read inside the block) speaks for itself
+            raise OutputError(path, describe_os_error(err, path)) from None
+        if group is not None:
+            group.pending[tmp] = path
+        else:
+            _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
 
 
@@ -91,6 +304,62 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
         f.write("\n")
+
+
+MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_source(model: str) -> None:
+    """A local model folder must hold a ``config.json`` that is JSON and weights (``*.safetensors`` files whose
+    header and length agree); a name that is neither a folder nor a hub id (``org/name``) is an
+    :class:`InputError` naming it. Hub ids are left to transformers. Nothing is loaded."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(model, "no config.json: not a Hugging Face model folder")
+        try:
+            json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(path / "config.json", f"not JSON ({err}): a corrupt model folder") from None
+        if not any(next(path.glob(g), None) for g in MODEL_WEIGHTS):
+            raise InputError(model, "model folder has no weights (*.safetensors or *.bin)")
+        for weights in sorted(path.glob("*.safetensors")):
+            problem = safetensors_problem(weights)
+            if problem:
+                raise InputError(weights, f"{problem}: a corrupt or truncated weights file")
+    elif path.exists() or not _HUB_ID.match(model):
+        raise InputError(model, "no such model folder (and not a hub id like Qwen/Qwen2.5-0.5B-Instruct)")
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a ``.safetensors`` file's framing (None when its header parses and its tensors end where
+    the file ends), read from the header alone: an 8-byte little-endian header length, then the JSON header."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return "shorter than a header"
+        n = int.from_bytes(raw, "little")
+        if n > size - 8:
+            return f"header length {n} is past the end of the file ({size} bytes)"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "header is not JSON"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and "data_offsets" in t]
+    if ends and 8 + n + max(ends) != size:
+        return f"{size} bytes, but its header describes {8 + n + max(ends)}"
+    return None
+
+
+def unloadable(model: str, what: str, err: Exception) -> InputError:
+    """The :class:`InputError` for a model folder that transformers could not load (``what``: "the tokenizer")."""
+    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return InputError(model, f"cannot load {what}: {first}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from curation.cli import parse_config, run
 from curation.filter import FilterConfig, run_filter
 from curation.ifd import IFDConfig, run_ifd
-from curation.io import InputError
+from curation.io import Files, InputError
 
 
 @dataclass
@@ -65,8 +65,14 @@ class RunConfig:
         if self.scores is None:
             out = Path(self.output)
             self.scores = str(out.with_name(out.stem + ".ifd.jsonl"))
+        if Path(self.scores).resolve() == Path(self.output).resolve():
+            raise InputError("--scores", "must differ from --output")
         self.ifd_config()  # the sub-configs check their fields
         self.filter_config()
+
+    def files(self) -> Files:
+        ifd, filt = self.ifd_config().files(), self.filter_config().files()
+        return Files(reads=ifd.reads, writes=[*ifd.writes, *filt.writes])
 
     def ifd_config(self) -> IFDConfig:
         own = ("output", "positives_only")
@@ -80,8 +86,6 @@ class RunConfig:
 
 def run_pipeline(cfg: RunConfig) -> dict[str, Any] | None:
     """Score, then filter on the main process; return the filter manifest there (``None`` elsewhere)."""
-    if Path(cfg.scores).resolve() in (Path(cfg.input).resolve(), Path(cfg.output).resolve()):
-        raise InputError("--scores", "must differ from --input and --output")
     if run_ifd(cfg.ifd_config()) is None:
         return None
     return run_filter(cfg.filter_config())

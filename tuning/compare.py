@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, atomic_write, provenance, write_json
-from tuning.evaluate import EvaluateConfig, read_gold, score_files
+from curation.io import Files, InputError, atomic_write, provenance, together, write_json
+from tuning.evaluate import EvaluateConfig, read_gold, score_files, warn_missing
 
 
 @dataclass
@@ -34,6 +34,8 @@ class CompareConfig:
     labels: list[str] | None = field(default=None, metadata={
         "help": "Entity types generated answers may use; each dataset's gold types when not given."})
     plot: bool = field(default=True, metadata={"help": "Write OUT.png, strict F1 per model with its interval."})
+    allow_missing: bool = field(default=False, metadata={
+        "help": "Score gold records without a prediction as empty answers; else they are an error."})
 
     def __post_init__(self):
         if Path(self.output).suffix != ".json":
@@ -45,6 +47,15 @@ class CompareConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError("--pred", f"model names must be unique; repeated: {', '.join(dupes)}")
+
+    def paths(self) -> dict[str, str]:
+        """Model name -> predictions file."""
+        return dict(p.split("=", 1) for p in self.pred)
+
+    def files(self) -> Files:
+        out = Path(self.output)
+        return Files(reads=[self.gold, *self.paths().values()],
+                     writes=[out, out.with_suffix(".md"), out.with_suffix(".png")])
 
 
 def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,21 +126,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(CompareConfig, argv, prog="bioselect tune evaluate",
                           description=__doc__.split("\n\n")[0])
     base = EvaluateConfig(gold=cfg.gold, pred="", output=cfg.output, bootstrap=cfg.bootstrap, seed=cfg.seed,
-                          labels=cfg.labels)
+                          labels=cfg.labels, allow_missing=cfg.allow_missing)
     gold = read_gold(base)
-    results = []
-    for spec in cfg.pred:
-        name, path = spec.split("=", 1)
-        results.append(score_files(replace(base, pred=path, name=name), gold=gold))
+    results = [score_files(replace(base, pred=path, name=name), gold=gold) for name, path in cfg.paths().items()]
+    for result in results:
+        warn_missing(result)
     rows = comparison_rows(results)
     markdown = format_comparison(rows, Path(cfg.gold).name)
     out = Path(cfg.output)
-    if cfg.plot:
-        plot_comparison(rows, out.with_suffix(".png"))
-    with atomic_write(out.with_suffix(".md")) as f:
-        f.write(markdown)
-    write_json(out, {"rows": rows, "models": results,
-                     "provenance": provenance(cfg, [cfg.gold, *(p.split("=", 1)[1] for p in cfg.pred)])})
+    with together():  # the table, the plot and the results land together or not at all
+        if cfg.plot:
+            plot_comparison(rows, out.with_suffix(".png"))
+        with atomic_write(out.with_suffix(".md")) as f:
+            f.write(markdown)
+        write_json(out, {"rows": rows, "models": results,
+                         "provenance": provenance(cfg, [cfg.gold, *cfg.paths().values()])})
     print(markdown, end="")
     return 0
 

@@ -13,8 +13,9 @@ PRED is one of (``--format-pred`` overrides detection):
 * ``records``: a span file, one :meth:`curation.records.Record.to_dict` per line with the gold ids and texts.
 * ``iob``: an IOB file in the gold file's sentence order with the same tokens.
 
-Predictions are matched to gold by id; gold records without a prediction count as empty predictions (reported as
-``missing``); a prediction id absent from the gold file is an error. Writes OUT.json (metrics + provenance) and
+Predictions are matched to gold by id; a prediction id absent from the gold file is an error, and so is a gold record
+without a prediction unless ``--allow-missing`` is given: then such records count as empty predictions (reported as
+``missing``, and on stderr with their number). Writes OUT.json (metrics + provenance) and
 OUT.md (tables), and prints the tables. Bad input exits with code 2 and writes nothing.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, atomic_write, provenance, read_jsonl, write_json
+from curation.io import Files, InputError, atomic_write, provenance, read_jsonl, together, write_json
 from curation.readers import detect_format, read_corpus
 from curation.records import Corpus, Span, char_span_to_tokens, token_span_to_char
 from tuning.scoring import Prediction, format_markdown, prediction_from_output, prediction_from_spans, score
@@ -51,6 +52,9 @@ class EvaluateConfig:
     labels: list[str] | None = field(
         default=None,
         metadata={"help": "Entity types generated answers may use; each dataset's gold types when not given."})
+    allow_missing: bool = field(default=False, metadata={
+        "help": "Score gold records without a prediction as empty answers (reported as 'missing'); else they are an "
+                "error."})
 
     def __post_init__(self):
         if self.scheme not in ("iob1", "iob2"):
@@ -61,6 +65,9 @@ class EvaluateConfig:
             raise InputError("--bootstrap", "must be >= 0")
         if Path(self.output).suffix != ".json":
             raise InputError("--output", f"must end in .json (the tables go beside it as .md), got {self.output!r}")
+
+    def files(self) -> Files:
+        return Files(reads=[self.gold, self.pred], writes=[self.output, Path(self.output).with_suffix(".md")])
 
 
 def read_gold(cfg: EvaluateConfig) -> Corpus:
@@ -166,20 +173,34 @@ def score_files(cfg: EvaluateConfig, gold: Corpus | None = None, per_record: boo
     labels = {d: list(cfg.labels) if cfg.labels else sorted(ls) or None for d, ls in gold_labels.items()}
     pred_format = _pred_format(cfg)
     preds = _read_predictions(cfg, pred_format, gold, labels, datasets)
+    missing = [r.id for r, p in zip(gold.records, preds, strict=True) if p.status == "missing"]
+    if missing and not cfg.allow_missing:
+        raise InputError(cfg.pred, f"{len(missing)} of {len(gold.records)} gold records have no prediction (first "
+                                   f"{missing[0]!r}); --allow-missing scores them as empty answers")
     result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed, per_record=per_record)
     name = cfg.name or Path(cfg.pred).stem
     return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels, **result}
+
+
+def warn_missing(result: dict[str, Any]) -> None:
+    """Say on stderr how many gold records had no prediction and how they were scored."""
+    n = result["outputs"]["missing"]
+    if n:
+        print(f"warning: {result['pred']}: {n} of {result['records']} gold records have no prediction; scored as "
+              "empty answers (--allow-missing)", file=sys.stderr)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(EvaluateConfig, argv, prog="bioselect evaluate", description=__doc__.split("\n\n")[0])
     result = score_files(cfg)
     markdown = format_markdown(result, result["name"])
+    warn_missing(result)
     out = Path(cfg.output)
     report = {**result, "provenance": provenance(cfg, [cfg.gold, cfg.pred])}
-    with atomic_write(out.with_suffix(".md")) as f:
-        f.write(markdown)
-    write_json(out, report)
+    with together():  # the tables and the metrics land together or not at all
+        with atomic_write(out.with_suffix(".md")) as f:
+            f.write(markdown)
+        write_json(out, report)
     print(markdown, end="")
     return 0
 

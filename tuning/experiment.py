@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError
 
 ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-low", "lora-ifd-other", "lora-ifd-auto")
 # arms that select a share of the positives: arm -> (IFD scores it ranks by, order of `curate filter`)
@@ -156,6 +156,10 @@ class ExperimentConfig:
     def settings(self) -> dict[str, Any]:
         """What every run of the study shares (a folder made with other settings is refused)."""
         return {k: v for k, v in asdict(self).items() if k not in GROWABLE}
+
+    def files(self) -> Files:
+        return Files(reads=[self.train, self.test, self.dev, self.model, self.scorer_model, self.other_scorer_model],
+                     folders=[self.output_dir])
 
 
 @dataclass(frozen=True)

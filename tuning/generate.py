@@ -25,11 +25,19 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError, provenance, read_jsonl, write_json, write_jsonl
+from curation.io import (
+    Files,
+    InputError,
+    check_model_source,
+    provenance,
+    read_jsonl,
+    together,
+    write_json,
+    write_jsonl,
+)
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 from tuning.generation import (
@@ -41,9 +49,9 @@ from tuning.generation import (
     load_tokenizer,
     prediction_row,
 )
-from tuning.sft_model import check_model_source
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MANIFEST = ".manifest.json"
 REQUIRED = ("id", "instruction", "input")
 
 
@@ -84,8 +92,9 @@ class GenerateConfig:
                 raise InputError(f"--{name}", "must be >= 1")
         if self.dtype not in DTYPES:
             raise InputError("--dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        if Path(self.output).resolve() == Path(self.input).resolve():
-            raise InputError("--output", "must not be the input file")
+
+    def files(self) -> Files:
+        return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST])
 
     @property
     def mode(self) -> str:
@@ -141,12 +150,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
               "new_tokens": stats.new_tokens}
-    write_jsonl(cfg.output, rows)
-    write_json(f"{cfg.output}.manifest.json", provenance(
-        cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
-        seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
-        constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device)))
+    with together():  # the predictions and their manifest land together or not at all
+        write_jsonl(cfg.output, rows)
+        write_json(cfg.output + MANIFEST, provenance(
+            cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens, labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
+            seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
+            constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device)))
     print(f"{cfg.mode}: {len(rows)} records -> {cfg.output}; ok {counts['ok']}, parse errors "
           f"{counts['parse_error']}, schema errors {counts['schema_error']}, cut by --max-new-tokens "
           f"{counts['finished_by_length']}, unplaced names {counts['unplaced_names']}; "

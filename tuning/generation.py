@@ -238,7 +238,7 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tuning.sft_model import check_model_source
+    from curation.io import check_model_source
 
     check_model_source(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -9,27 +9,10 @@ checkpoint's EOS (Qwen2.5's ``<|endoftext|>``) is often not the token that close
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
 from curation.io import InputError
-
-WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def check_model_source(model: str) -> None:
-    """A local model folder must hold ``config.json`` and weights; a name that is neither a folder nor a hub id
-    (``org/name``) is an error. Hub ids are left to transformers."""
-    path = Path(model)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InputError(model, "no config.json: not a Hugging Face model folder")
-        if not any(next(path.glob(g), None) for g in WEIGHT_GLOBS):
-            raise InputError(model, "model folder has no weights (*.safetensors or *.bin)")
-    elif path.exists() or not _HUB_ID.match(model):
-        raise InputError(model, "no such model folder (and not a hub id like Qwen/Qwen2.5-0.5B-Instruct)")
 
 
 def load_tokenizer(model: str):

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError, check_model_source
 from tuning.sft_data import MIX_STRATEGIES
 
 
@@ -129,6 +129,9 @@ class TrainConfig:
 
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
+    def files(self) -> Files:
+        return Files(reads=[self.model, *self.train_files, self.eval_file], folders=[self.output_dir])
+
     def sft_config(self, eval_file: bool):
         """trl's ``SFTConfig`` for this run (completion-only loss, EOS = ``eos_token``)."""
         from trl import SFTConfig
@@ -161,7 +164,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     ``transformers.TrainerCallback`` objects."""
     from tuning import sft_data, sft_model
 
-    sft_model.check_model_source(cfg.model)
+    check_model_source(cfg.model)
     records = sft_data.load_records(cfg.train_files)
     eval_records = sft_data.load_records([cfg.eval_file]) if cfg.eval_file else None
     quantization = sft_model.quantization_config() if cfg.load_in_4bit else None

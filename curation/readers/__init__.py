@@ -34,12 +34,15 @@ READERS: dict[str, str] = {
 
 
 def _first_json(path: Path) -> dict | None:
+    """The first line of a JSON-lines file as an object (however long the line), ``{"data": None}`` for a SQuAD
+    file (one JSON document opening with ``"data"``), None when the first line is not a JSON object."""
     with open(path, "rb") as f:
-        head = f.read(1 << 16).decode("utf-8", errors="replace")
-    stripped = head.lstrip()
-    if stripped.startswith("{") and '"data"' in stripped[:40]:
-        return {"data": None}
-    first = stripped.split("\n", 1)[0]
+        head = f.read(1 << 16)
+        stripped = head.decode("utf-8", errors="replace").lstrip()
+        if stripped.startswith("{") and '"data"' in stripped[:40]:
+            return {"data": None}
+        f.seek(len(head) - len(head.lstrip()))  # skip leading blank lines
+        first = f.readline().decode("utf-8", errors="replace").removeprefix("\ufeff")
     try:
         obj = json.loads(first)
     except json.JSONDecodeError:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError
 from mtl_baselines.clinical_qa.train import VARIANTS, TrainArgs, format_scores, say
 
 METRICS = (("exact_match", "EM"), ("f1", "F1"), ("accuracy", "cat. acc."), ("weighted_f1", "cat. wF1"))
@@ -47,6 +47,9 @@ class StudyConfig(TrainArgs):
             raise InputError("--variants", f"needs distinct names from {', '.join(VARIANTS)}, got {self.variants!r}")
         if self.seeds < 1:
             raise InputError("--seeds", "must be >= 1")
+
+    def files(self) -> Files:
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
     def variant_list(self) -> list[str]:
         return [v.strip() for v in self.variants.split(",") if v.strip()]

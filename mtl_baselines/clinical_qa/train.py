@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError
 
 VARIANTS = ("mtl", "qa_only", "cls_only")
 
@@ -169,6 +169,9 @@ class TrainConfig(TrainArgs):
             raise InputError("--output", "is required")
         if self.variant not in VARIANTS:
             raise InputError("--variant", f"one of {', '.join(VARIANTS)}, not {self.variant!r}")
+
+    def files(self) -> Files:
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
 
 def load_checked(cfg: TrainArgs, variants: Sequence[str]) -> tuple[Any, Any, dict]:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.io import InputError, atomic_write
+from curation.io import Files, InputError, atomic_write
 
 
 def load_run(folder: str | Path) -> dict[str, Any]:
@@ -120,26 +121,36 @@ def markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
     return out
 
 
+@dataclass
+class ReportConfig:
+    output: str | None = field(default=None, metadata={"help": "Markdown file to write (printed when omitted)."})
+    nesting_gold: str | None = field(default=None, metadata={
+        "help": "Gold test file: add recall/precision by nesting role."})
+    runs: list[str] = field(init=False, default_factory=list)  # the positional arguments
+
+    def files(self) -> Files:
+        return Files(reads=[*self.runs, *(Path(r) / "metrics.json" for r in self.runs), self.nesting_gold],
+                     writes=[self.output])
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from curation.cli import parse_config
+
+    cfg, _ = parse_config(ReportConfig, argv, prog="bioselect mtl sru-report", description=__doc__.split("\n\n")[0],
+                          positional={"runs": {"nargs": "+", "help": "Run folders (each with metrics.json)."}})
+    text = markdown({Path(r).name: load_run(r) for r in cfg.runs})
+    if cfg.nesting_gold:
+        text += nesting_markdown(cfg.nesting_gold, cfg.runs)
+    if cfg.output:
+        with atomic_write(cfg.output) as f:
+            f.write(text)
+    else:
+        print(text, end="")  # noqa: T201
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     from curation.cli import run
-
-    def _main(argv: Sequence[str] | None) -> int:
-        p = argparse.ArgumentParser(prog="bioselect mtl sru-report", description=__doc__.split("\n\n")[0])
-        p.add_argument("runs", nargs="+", help="Run folders (each with metrics.json).")
-        p.add_argument("--output", help="Markdown file to write (printed when omitted).")
-        p.add_argument("--nesting-gold", help="Gold test file: add recall/precision by nesting role.")
-        args = p.parse_args(argv)
-        text = markdown({Path(r).name: load_run(r) for r in args.runs})
-        if args.nesting_gold:
-            text += nesting_markdown(args.nesting_gold, args.runs)
-        if args.output:
-            with atomic_write(args.output) as f:
-                f.write(text)
-        else:
-            print(text, end="")  # noqa: T201
-        return 0
 
     return run(_main, argv)
 

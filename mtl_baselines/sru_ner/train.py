@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError
 
 
 @dataclass
@@ -88,6 +88,9 @@ class TrainConfig:
         self.corpus_paths()
         self.corpus_types()
         self.corpus_parts()
+
+    def files(self) -> Files:
+        return Files(reads=[*self.corpus_paths().values(), self.model, self.tokenizer], folders=[self.output])
 
     def corpus_paths(self) -> dict[str, str]:
         out = {}

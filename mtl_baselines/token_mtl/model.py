@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from curation.io import InputError
+from curation.io import InputError, check_model_source
 from mtl_baselines.token_mtl.labels import MCLS_NAMES, MTCLS_NAMES
 from mtl_baselines.token_mtl.losses import HEADS
 
@@ -73,9 +73,11 @@ def check_tokenizer(tokenizer: Any, vocab_size: int, tokenizer_name: str, model_
 
 
 def load_tokenizer(model: str, tokenizer: str | None = None) -> Any:
-    """Load the tokenizer for ``model`` (``tokenizer`` overrides its location) and check it fits the encoder."""
+    """Load the tokenizer for ``model`` (``tokenizer`` overrides its location) and check it fits the encoder (a
+    local ``model`` folder must hold a config and intact weights, checked before anything is loaded)."""
     from transformers import AutoConfig, AutoTokenizer
 
+    check_model_source(model)
     name = tokenizer or model
     try:
         config = AutoConfig.from_pretrained(model)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.cli import parse_config, run
-from curation.io import InputError, run_lock
+from curation.io import Files, InputError, run_lock
 from mtl_baselines.token_mtl.train import TrainArgs, _floats
 
 
@@ -76,6 +76,9 @@ class StudyConfig(TrainArgs):
                 raise InputError("--ablation" if v == self.ablation else "--variants", str(err)) from None
         if self.ablation and ("-" in self.ablation or self.ablation == "single"):
             raise InputError("--ablation", f"needs a multi-task variant without -no_ suffixes, not {self.ablation!r}")
+
+    def files(self) -> Files:
+        return Files(reads=[*self.corpus, self.model, self.tokenizer], folders=[self.output])
 
     def fraction_list(self) -> list[float]:
         return _floats(self.fractions, "--fractions")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from curation.cli import parse_config, run
-from curation.io import InputError
+from curation.io import Files, InputError
 
 _VARIANT_HELP = ("Loss variant: single, heuristic, uw_sym, uw_asym or uw_class; a '-no_HEAD' suffix (HEAD one of "
                  "mtcls, bcls, mcls) drops an auxiliary head, e.g. uw_sym-no_mtcls.")
@@ -123,6 +123,9 @@ class TrainConfig(TrainArgs):
             parse_variant(self.variant)
         except ValueError as err:
             raise InputError("--variant", str(err)) from None
+
+    def files(self) -> Files:
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

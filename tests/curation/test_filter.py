@@ -88,7 +88,20 @@ def test_command_writes_filtered_manifest_and_histogram(files, tmp_path, capsys)
     assert m["ifd_above_max"] == ["a2"] and m["unscored"] == ["b3"]
     assert set(m["inputs"]) == {str(data), str(scores)}
     assert (tmp_path / "kept.jsonl.ifd.png").read_bytes()[:4] == b"\x89PNG"
-    assert "kept 6 of 10 records" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "kept 6 of 10 records" in captured.out
+    assert captured.err == (f"warning: {scores}: no usable score for 1 of 8 positive records of {data}; they were "
+                            "dropped (listed under 'unscored' in the manifest)\n")
+
+
+def test_scores_of_another_file_are_refused(files, tmp_path, capsys):
+    data, scores = files
+    scores.write_text("".join(json.dumps({"id": f"other{i}", "ifd": 0.5}) + "\n" for i in range(3)))
+    out = tmp_path / "kept.jsonl"
+    assert main(["--input", str(data), "--scores", str(scores), "--output", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {scores}: has no score for any of the 8 positive records of {data} "
+                                       "(no id matches): scores of another file?\n")
+    assert not out.exists()
 
 
 def test_command_reports_unusable_records(files, tmp_path, capsys):

@@ -49,6 +49,15 @@ def test_detect_format(name, fmt):
     assert read_corpus(ASSETS / name).format == fmt
 
 
+def test_detect_format_reads_a_first_line_longer_than_64_kib(tmp_path):
+    row = {"id": "a", "instruction": "Find diseases.", "input": "gout " * 20_000, "output": "[]", "spans": []}
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row | {"id": "b"}) + "\n")
+    assert len(path.read_text().splitlines()[0]) > 1 << 16
+    assert detect_format(path) == "instruction"
+    assert [r.id for r in read_corpus(path).records] == ["a", "b"]
+
+
 def test_genia_nested():
     corpus = read_genia(ASSETS / "genia.jsonlines")
     first, second = corpus.records

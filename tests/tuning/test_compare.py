@@ -16,7 +16,7 @@ PREDS = {"gen": ASSETS / "scoring" / "pred.jsonl", "iob": ASSETS / "scoring" / "
 def test_table_rows_equal_single_evaluations(tmp_path, capsys):
     out = tmp_path / "cmp.json"
     args = ["--gold", str(GOLD), "--pred", *[f"{k}={v}" for k, v in PREDS.items()], "--output", str(out),
-            "--bootstrap", "200"]
+            "--bootstrap", "200", "--allow-missing"]
     assert compare_main(args) == 0
     table = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -26,7 +26,7 @@ def test_table_rows_equal_single_evaluations(tmp_path, capsys):
     for row in report["rows"]:
         single = tmp_path / f"{row['model']}.json"
         assert evaluate_main(["--gold", str(GOLD), "--pred", str(PREDS[row["model"]]), "--output", str(single),
-                              "--bootstrap", "200"]) == 0
+                              "--bootstrap", "200", "--allow-missing"]) == 0
         ref = json.loads(single.read_text())
         assert row["strict_f1"] == ref["strict"]["micro"]["f1"]
         assert row["strict_f1_ci"] == ref["strict"]["micro"]["ci"]["f1"]

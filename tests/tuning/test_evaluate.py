@@ -33,7 +33,7 @@ def micro(report: dict, mode: str) -> tuple[int, int, int]:
 
 
 def test_generated_predictions(tmp_path, capsys):
-    report = evaluate(tmp_path, ASSETS / "pred.jsonl", ASSETS / "gold.tsv", "--name", "toy")
+    report = evaluate(tmp_path, ASSETS / "pred.jsonl", ASSETS / "gold.tsv", "--name", "toy", "--allow-missing")
     # hand counts: record 0 places 'asthma' twice and cannot place a third listing; record 1 lists 'cancer' (inside
     # 'Breast cancer') and 'ovarian cancer'; record 2 is not JSON; record 3 uses a type outside the label set;
     # record 4 has no prediction.
@@ -53,8 +53,19 @@ def test_generated_predictions(tmp_path, capsys):
     prov = report["provenance"]
     assert prov["config"]["bootstrap"] == 100 and len(prov["inputs"]) == 2
     md = (tmp_path / "out" / "eval.md").read_text()
-    assert md == capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert md == captured.out
+    assert captured.err == (f"warning: {ASSETS / 'pred.jsonl'}: 1 of 5 gold records have no prediction; scored as "
+                            "empty answers (--allow-missing)\n")
     assert "| strict | 66.67 (" in md and "| Disease | 6 | 60.00 | 50.00 | 54.55 | 72.73 | 54.55 |" in md
+
+
+def test_missing_predictions_are_an_error_unless_allowed(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["--gold", str(ASSETS / "gold.tsv"), "--pred", str(ASSETS / "pred.jsonl"), "--output", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: {ASSETS / 'pred.jsonl'}: 1 of 5 gold records have no prediction "
+                                       "(first 'scoring/gold/4'); --allow-missing scores them as empty answers\n")
+    assert not out.exists() and not out.with_suffix(".md").exists()
 
 
 def test_iob_and_span_file_predictions_agree_with_hand_counts(tmp_path):

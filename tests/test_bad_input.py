@@ -1,0 +1,423 @@
+"""Every command against bad input, the project's rule: exit code 2 (130 for Ctrl-C), exactly one line on stderr that
+names the offending file or option, no traceback, and every input file byte for byte as it was.
+
+Run: ``pytest tests/test_bad_input.py -q``. Each row of :data:`ROWS` runs ``python -m curation.cli WORDS ...`` as a
+subprocess in one shared folder of small project-written inputs (built once by the ``work`` fixture) and checks the
+whole folder's SHA-256 afterwards. A new command joins by adding rows; :func:`test_every_command_has_rows` fails
+until it has them. Rows marked ``fs="ro"`` or ``fs="full"`` write their output onto a read-only or a nearly full
+tmpfs mounted in a private user and mount namespace (``unshare -Urm``); they are skipped where that is not allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from curation.cli import COMMANDS
+from tests.helpers import ASSETS, REPO
+
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Row:
+    """One bad invocation: the command words and arguments (``{w}`` is the work folder) and what the error line
+    must name (``{w}`` too). ``fs``: ``"ro"``/``"full"`` put the folder ``{w}/mnt`` on a read-only / full tmpfs."""
+
+    name: str
+    argv: str
+    names: str
+    fs: str = ""
+
+
+ROWS: list[Row] = [
+    # --- data stats
+    Row("stats missing file", "data stats {w}/nope.tsv", "{w}/nope.tsv"),
+    Row("stats json is the corpus", "data stats {w}/corpus.tsv --json {w}/corpus.tsv", "{w}/corpus.tsv"),
+    Row("stats json is a symlink to the corpus", "data stats {w}/corpus.tsv --json {w}/link.tsv", "{w}/link.tsv"),
+    Row("stats json onto a folder", "data stats {w}/corpus.tsv --json {w}/folder", "{w}/folder"),
+    Row("stats json under a file", "data stats {w}/corpus.tsv --json {w}/corpus.tsv/out.json", "corpus.tsv is a file"),
+    Row("stats unknown format", "data stats {w}/corpus.tsv --format xml", "--format"),
+    Row("stats missing config", "data stats {w}/corpus.tsv --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("stats unknown option", "data stats {w}/corpus.tsv --jsn out.json", "--jsn"),
+    # --- data convert
+    Row("convert onto its input", "data convert {w}/corpus.tsv --output {w}/corpus.tsv", "{w}/corpus.tsv"),
+    Row("convert onto a hard link of its input", "data convert {w}/corpus.tsv --output {w}/hardlink.tsv",
+        "{w}/hardlink.tsv"),
+    Row("convert unknown task", "data convert {w}/corpus.tsv --task ner2 --output {w}/o.jsonl", "--task"),
+    Row("convert without output", "data convert {w}/corpus.tsv", "--output"),
+    Row("convert malformed IOB", "data convert {w}/bad.tsv --output {w}/o.jsonl", "{w}/bad.tsv:2"),
+    Row("convert non-UTF-8", "data convert {w}/latin.tsv --output {w}/o.jsonl", "{w}/latin.tsv:1"),
+    Row("convert malformed config", "data convert {w}/corpus.tsv --config {w}/malformed.yaml", "{w}/malformed.yaml:2"),
+    Row("convert output under a file", "data convert {w}/corpus.tsv --output {w}/corpus.tsv/o.jsonl",
+        "corpus.tsv is a file"),
+    Row("convert onto a read-only file system", "data convert {w}/corpus.tsv --output {w}/mnt/o.jsonl",
+        "{w}/mnt/o.jsonl: read-only file system", fs="ro"),
+    Row("convert onto a disk that fills before the manifest", "data convert {w}/corpus.tsv --output {w}/mnt/o.jsonl",
+        "{w}/mnt/o.jsonl.manifest.json: no space left on device", fs="full"),
+    # --- data sample
+    Row("sample onto its input", "data sample {w}/corpus.tsv --fraction 0.5 --output {w}/corpus.tsv",
+        "{w}/corpus.tsv"),
+    Row("sample onto a symlink to its input", "data sample {w}/corpus.tsv --fraction 0.5 --output {w}/link.tsv",
+        "{w}/link.tsv"),
+    Row("sample fraction above 1", "data sample {w}/corpus.tsv --fraction 1.5 --output {w}/o.tsv", "--fraction"),
+    Row("sample ladder not numbers", "data sample {w}/corpus.tsv --fractions a,b --output {w}/ladder", "--fractions"),
+    Row("sample ladder into its input", "data sample {w}/corpus.tsv --output {w}/corpus.tsv", "{w}/corpus.tsv"),
+    Row("sample config value of the wrong type", "data sample {w}/corpus.tsv --config {w}/wrong_type.yaml",
+        "{w}/wrong_type.yaml:1: seed"),
+    Row("sample unknown unit", "data sample {w}/corpus.tsv --unit word --output {w}/o.tsv", "--unit"),
+    Row("sample ladder onto a full disk", "data sample {w}/corpus.tsv --fractions 1,0.5 --output {w}/mnt/ladder",
+        "no space left on device", fs="full"),
+    # --- evaluate
+    Row("evaluate onto its predictions", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
+        "--output {w}/pred.json", "{w}/pred.json"),
+    Row("evaluate onto a symlink to its predictions",
+        "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json --output {w}/pred_link.json", "{w}/pred_link.json"),
+    Row("evaluate missing predictions", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred_partial.jsonl "
+        "--output {w}/e.json", "{w}/pred_partial.jsonl: 1 of 5 gold records have no prediction"),
+    Row("evaluate unknown prediction id", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred_unknown.jsonl "
+        "--output {w}/e.json", "{w}/pred_unknown.jsonl:2"),
+    Row("evaluate missing gold", "evaluate --gold {w}/nope.tsv --pred {w}/pred.json --output {w}/e.json",
+        "{w}/nope.tsv"),
+    Row("evaluate negative bootstrap", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json --output {w}/e.json "
+        "--bootstrap -1", "--bootstrap"),
+    Row("evaluate output onto a folder", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
+        "--output {w}/folder.json --allow-missing", "{w}/folder.json: is a folder"),
+    Row("evaluate unknown config key", "evaluate --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml:2"),
+    # --- curate ifd
+    Row("ifd missing model", "curate ifd --model {w}/no_model --input {w}/instr.jsonl --output {w}/s.jsonl",
+        "{w}/no_model"),
+    Row("ifd model without weights", "curate ifd --model {w}/model_no_weights --input {w}/instr.jsonl "
+        "--output {w}/s.jsonl", "{w}/model_no_weights"),
+    Row("ifd corrupt model", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/s.jsonl",
+        "{w}/model_corrupt/config.json: not JSON"),
+    Row("ifd truncated weights", "curate ifd --model {w}/model_truncated --input {w}/instr.jsonl "
+        "--output {w}/s.jsonl", "{w}/model_truncated/model.safetensors: 1000 bytes, but its header describes"),
+    Row("ifd model whose tokenizer does not load", "curate ifd --model {w}/model_no_tokenizer "
+        "--input {w}/instr.jsonl --output {w}/s.jsonl", "{w}/model_no_tokenizer: cannot load the tokenizer"),
+    Row("ifd onto its input", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
+    Row("ifd onto the model folder", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/model_corrupt", "{w}/model_corrupt"),
+    Row("ifd zero batch", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/s.jsonl "
+        "--batch-size 0", "--batch-size"),
+    Row("ifd unknown prompt format", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/s.jsonl --prompt-format xml", "--prompt-format"),
+    Row("ifd unknown config key", "curate ifd --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("ifd missing input", "curate ifd --model {w}/model_no_tokenizer --input {w}/nope.jsonl --output {w}/s.jsonl",
+        "{w}/nope.jsonl"),
+    # --- curate filter
+    Row("filter scores of another file", "curate filter --input {w}/instr.jsonl --scores {w}/scores_other.jsonl "
+        "--output {w}/f.jsonl", "{w}/scores_other.jsonl: has no score for any of the 2 positive records"),
+    Row("filter onto its scores", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/scores.jsonl", "{w}/scores.jsonl"),
+    Row("filter onto its input", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
+    Row("filter ratio above 1", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/f.jsonl --ratio 2", "--ratio"),
+    Row("filter malformed scores", "curate filter --input {w}/instr.jsonl --scores {w}/bad.jsonl "
+        "--output {w}/f.jsonl", "{w}/bad.jsonl:2"),
+    Row("filter onto a full disk", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/mnt/f.jsonl", "{w}/mnt/f.jsonl", fs="full"),
+    # --- curate run
+    Row("run missing config", "curate run --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("run malformed config", "curate run --config {w}/malformed.yaml", "{w}/malformed.yaml"),
+    Row("run unknown config key", "curate run --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("run config that is a list", "curate run --config {w}/list.yaml", "{w}/list.yaml"),
+    Row("run missing model", "curate run --model {w}/no_model --input {w}/instr.jsonl --output {w}/f.jsonl",
+        "{w}/no_model"),
+    Row("run corrupt model", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/f.jsonl",
+        "{w}/model_corrupt/config.json: not JSON"),
+    Row("run scores onto its input", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/f.jsonl --scores {w}/instr.jsonl", "{w}/instr.jsonl"),
+    Row("run onto its input", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
+    # --- curate combos
+    Row("combos unknown config key", "curate combos --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("combos missing config", "curate combos --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("combos into its data root", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/corpora", "{w}/corpora"),
+    Row("combos unknown evaluator", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --evaluator svm", "--evaluator"),
+    Row("combos unknown dataset", "curate combos --target a --datasets zz --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c", "zz"),
+    # --- mtl train
+    Row("mtl train unknown config key", "mtl train --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("mtl train malformed config", "mtl train --config {w}/malformed.yaml", "{w}/malformed.yaml"),
+    Row("mtl train into its corpus", "mtl train --corpus {w}/corpora/a --model {w}/model_corrupt "
+        "--output {w}/corpora/a", "{w}/corpora/a"),
+    Row("mtl train missing corpus", "mtl train --corpus {w}/nope --model {w}/model_corrupt --output {w}/m",
+        "{w}/nope"),
+    Row("mtl train truncated weights", "mtl train --corpus {w}/corpora/a --model {w}/model_truncated "
+        "--output {w}/m", "{w}/model_truncated/model.safetensors"),
+    Row("mtl train zero fraction", "mtl train --corpus {w}/corpora/a --model {w}/model_corrupt --output {w}/m "
+        "--fraction 0", "--fraction"),
+    # --- mtl study
+    Row("mtl study unknown config key", "mtl study --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("mtl study into its corpus", "mtl study --corpus {w}/corpora/a --model {w}/model_corrupt "
+        "--output {w}/corpora/a", "{w}/corpora/a"),
+    Row("mtl study fractions not numbers", "mtl study --corpus {w}/corpora/a --model {w}/model_corrupt "
+        "--output {w}/m --fractions x", "--fractions"),
+    # --- mtl sru
+    Row("mtl sru missing config", "mtl sru --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("mtl sru corpora without names", "mtl sru --corpora {w}/corpora/a --model {w}/model_corrupt "
+        "--output {w}/m", "--corpora"),
+    Row("mtl sru into its corpus", "mtl sru --corpora a={w}/corpora/a --model {w}/model_corrupt "
+        "--output {w}/corpora/a", "{w}/corpora/a"),
+    # --- mtl sru-report
+    Row("sru-report unfinished run", "mtl sru-report {w}/corpora/a", "{w}/corpora/a"),
+    Row("sru-report onto a run's metrics", "mtl sru-report {w}/run --output {w}/run/metrics.json",
+        "{w}/run/metrics.json"),
+    Row("sru-report unknown option", "mtl sru-report {w}/run --nesting", "--nesting"),
+    # --- mtl qa
+    Row("mtl qa unknown config key", "mtl qa --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("mtl qa into its corpus", "mtl qa --corpus {w}/corpus.tsv --model {w}/model_corrupt --output {w}/corpus.tsv",
+        "{w}/corpus.tsv"),
+    Row("mtl qa unknown variant", "mtl qa --corpus {w}/corpus.tsv --model {w}/model_corrupt --output {w}/q "
+        "--variant both", "--variant"),
+    # --- mtl qa-study
+    Row("mtl qa-study malformed config", "mtl qa-study --config {w}/malformed.yaml", "{w}/malformed.yaml"),
+    Row("mtl qa-study into its corpus", "mtl qa-study --corpus {w}/corpus.tsv --model {w}/model_corrupt "
+        "--output {w}/corpus.tsv", "{w}/corpus.tsv"),
+    Row("mtl qa-study unknown variants", "mtl qa-study --corpus {w}/corpus.tsv --model {w}/model_corrupt "
+        "--output {w}/q --variants mtl,xx", "--variants"),
+    # --- tune train
+    Row("tune train unknown config key", "tune train --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("tune train missing config", "tune train --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("tune train into its training file", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/instr.jsonl", "{w}/instr.jsonl"),
+    Row("tune train into the base model", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/model_corrupt", "{w}/model_corrupt"),
+    Row("tune train missing model", "tune train --model {w}/no_model --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t", "{w}/no_model"),
+    Row("tune train truncated weights", "tune train --model {w}/model_truncated --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t", "{w}/model_truncated/model.safetensors"),
+    Row("tune train zero steps", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --max-steps 0", "--max-steps"),
+    # --- tune generate
+    Row("generate onto its input", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
+    Row("generate missing model", "tune generate --model {w}/no_model --input {w}/instr.jsonl --output {w}/p.jsonl "
+        "--unconstrained", "{w}/no_model"),
+    Row("generate corrupt model", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/p.jsonl --unconstrained", "{w}/model_corrupt/config.json: not JSON"),
+    Row("generate truncated weights", "tune generate --model {w}/model_truncated --input {w}/instr.jsonl "
+        "--output {w}/p.jsonl --unconstrained", "{w}/model_truncated/model.safetensors"),
+    Row("generate missing input", "tune generate --model {w}/model_corrupt --input {w}/nope.jsonl "
+        "--output {w}/p.jsonl", "{w}/nope.jsonl"),
+    # --- tune evaluate
+    Row("tune evaluate onto its predictions", "tune evaluate --gold {w}/scoring/gold.tsv --pred a={w}/pred.json "
+        "--output {w}/pred.json", "{w}/pred.json"),
+    Row("tune evaluate pred without a name", "tune evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
+        "--output {w}/c.json", "--pred"),
+    Row("tune evaluate missing predictions", "tune evaluate --gold {w}/scoring/gold.tsv "
+        "--pred a={w}/pred_partial.jsonl --output {w}/c.json", "{w}/pred_partial.jsonl"),
+    Row("tune evaluate unknown config key", "tune evaluate --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    # --- tune experiment
+    Row("experiment unknown config key", "tune experiment --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
+    Row("experiment into its corpus", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/corpus.tsv", "{w}/corpus.tsv"),
+    Row("experiment missing corpus", "tune experiment --model {w}/model_corrupt --train {w}/nope.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x", "{w}/nope.tsv"),
+    Row("experiment unknown arm", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-xx", "--arms"),
+]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Small inputs of every kind the rows need (read-only for the rows: they must not change a byte)."""
+    from curation.convert import convert_corpus
+    from curation.readers import read_corpus
+
+    w = tmp_path_factory.mktemp("bad-input")
+    shutil.copy(ASSETS / "tiny_ncbi.tsv", w / "corpus.tsv")
+    os.symlink(w / "corpus.tsv", w / "link.tsv")
+    os.link(w / "corpus.tsv", w / "hardlink.tsv")
+    (w / "folder").mkdir()
+    (w / "folder.json").mkdir()
+    (w / "mnt").mkdir()
+    _write(w / "bad.tsv", "a\tO\nb\tB_X\n\n")
+    (w / "latin.tsv").write_bytes(b"caf\xe9\tO\n\n")
+    rows = convert_corpus(read_corpus(w / "corpus.tsv"), task="ner")
+    _write(w / "instr.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    positives = [r["id"] for r in rows if r["output"] != "[]"]
+    _write(w / "scores.jsonl", "".join(json.dumps({"id": i, "ifd": 0.5, "variant": "ppl_ratio"}) + "\n"
+                                       for i in positives))
+    _write(w / "scores_other.jsonl", json.dumps({"id": "other-1", "ifd": 0.5, "variant": "ppl_ratio"}) + "\n")
+    _write(w / "bad.jsonl", '{"id": "a", "ifd": 0.5}\n{"id": \n')
+    (w / "scoring").mkdir()  # the gold ids are "scoring/gold/N", after the folder, as the predictions name them
+    shutil.copy(ASSETS / "scoring" / "gold.tsv", w / "scoring" / "gold.tsv")
+    shutil.copy(ASSETS / "scoring" / "pred.jsonl", w / "pred.json")  # a 5-record gold, 4 predictions
+    os.symlink(w / "pred.json", w / "pred_link.json")
+    shutil.copy(ASSETS / "scoring" / "pred.jsonl", w / "pred_partial.jsonl")
+    _write(w / "pred_unknown.jsonl", '{"id": "scoring/gold/0", "output": "[]"}\n{"id": "nope", "output": "[]"}\n')
+    _write(w / "unknown_key.yaml", "# a recipe with a typo\nbogus_option: 1\n")
+    _write(w / "malformed.yaml", "model: x\ninput: [unclosed\n")
+    _write(w / "wrong_type.yaml", "seed: many\nfraction: 0.5\n")
+    _write(w / "list.yaml", "- model\n- input\n")
+    _write(w / "model_no_weights" / "config.json", '{"model_type": "llama"}\n')
+    _write(w / "model_corrupt" / "config.json", '{"model_type": "llama", \n')
+    (w / "model_corrupt" / "model.safetensors").write_bytes(b"\x00garbage")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}).encode()
+    _write(w / "model_truncated" / "config.json", '{"model_type": "llama"}\n')  # a download cut short
+    (w / "model_truncated" / "model.safetensors").write_bytes((len(header).to_bytes(8, "little") + header).ljust(
+        1000, b"\0"))
+    _write(w / "model_no_tokenizer" / "config.json", '{"model_type": "llama"}\n')  # weights intact, no tokenizer
+    (w / "model_no_tokenizer" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    for name in ("a", "b"):  # two corpus folders under one data root
+        (w / "corpora" / name).mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            shutil.copy(ASSETS / "tiny_ncbi.tsv", w / "corpora" / name / f"{split}.tsv")
+    _write(w / "run" / "metrics.json", json.dumps({"datasets": []}) + "\n")
+    return w
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (symlinks by their own target path)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out[str(p)] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def command(argv: list[str], fs: str = "") -> list[str]:
+    """The command line of one row: ``python -m curation.cli ...``; with ``fs`` (``ro`` or ``full``: one 4 KiB
+    page), inside a private user and mount namespace with a tmpfs on ``$MNT`` that lists what is left on it after
+    the run."""
+    cmd = [PYTHON, "-m", "curation.cli", *argv]
+    if not fs:
+        return cmd
+    options = "ro,size=64k" if fs == "ro" else "size=4k"
+    script = (f'mount -t tmpfs -o {options} none "$MNT" || exit 99; "$@"; rc=$?; '
+              'echo "left: $(find "$MNT" -mindepth 1 ! -type d)"; exit $rc')
+    return ["unshare", "-Urm", "sh", "-c", script, "sh", *cmd]
+
+
+def run_row(row: Row, w: Path) -> subprocess.CompletedProcess:
+    argv = row.argv.format(w=w).split()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MNT": str(w / "mnt"), "OMP_NUM_THREADS": "1",
+           "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command(argv, row.fs), capture_output=True, text=True, env=env, cwd=w, timeout=300)
+
+
+def check_one_line(proc: subprocess.CompletedProcess, names: str, code: int = 2) -> str:
+    err = proc.stderr
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert proc.returncode == code and len(lines) == 1, (proc.returncode, err)
+    assert lines[0].startswith("error: ") and names in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_bad_input_is_one_line_and_changes_nothing(row, work):
+    if row.fs and not _unshare_works():
+        pytest.skip("unshare -Urm (a private mount namespace for a read-only or full tmpfs) is not allowed here")
+    before = snapshot(work)
+    proc = run_row(row, work)
+    check_one_line(proc, row.names.format(w=work))
+    assert snapshot(work) == before  # no input changed, nothing new written
+    if row.fs:
+        assert proc.stdout.splitlines()[-1] == "left: ", proc.stdout  # no output, manifest or temporary file
+
+
+def test_every_command_has_rows():
+    covered = {tuple(w for w in row.argv.split()[:2] if not w.startswith(("-", "{"))) for row in ROWS}
+    missing = [" ".join(words) for words in COMMANDS if not any(c[:len(words)] == words for c in covered)]
+    assert not missing, f"commands without bad-input rows: {missing}"
+    for sub in ("stats", "convert", "sample"):
+        assert any(row.argv.startswith(f"data {sub} ") for row in ROWS), sub
+    assert len(ROWS) >= 60
+
+
+# --- Ctrl-C and kill -9 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_leaves_what_a_kill_leaves(tmp_path):
+    """SIGINT in the middle of ``curate ifd``: exit code 130, one line, the input unchanged, no scores file, and the
+    partial scores kept for the next run to resume from (as after ``kill -9``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.curation.test_ifd import make_records, make_tokenizer, write_jsonl
+
+    model = tmp_path / "tiny-llama"
+    tokenizer = make_tokenizer()
+    tokenizer.save_pretrained(model)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                                 pad_token_id=0)).save_pretrained(model)
+    data = write_jsonl(tmp_path / "in.jsonl", make_records(600, seed=1))
+    before = hashlib.sha256(data.read_bytes()).hexdigest()
+    out = tmp_path / "scores.jsonl"
+    part = tmp_path / "scores.jsonl.partial-0"
+    cmd = [PYTHON, "-m", "curation.cli", "curate", "ifd", "--model", str(model), "--input", str(data),
+           "--output", str(out), "--chunk-size", "4", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline and not (part.exists() and part.stat().st_size):
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # before the interruption a working run printed what it prints (the weights' loading bar): the error is the last
+    # line and the only one
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == stderr.splitlines()[-1:] and errors[0].startswith("error: interrupted (SIGINT)"), stderr
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == before
+    assert not out.exists() and not out.with_name(out.name + ".manifest.json").exists()
+    assert 0 < part.read_bytes().count(b"\n") < 600  # what a kill leaves: the scores so far, for the next run
+
+
+def test_the_next_run_removes_what_a_killed_write_left(tmp_path):
+    """A writer killed with SIGKILL inside :func:`curation.io.atomic_write` leaves its temporary file; the next run
+    writing the same output removes it (a live writer's temporary file is left alone)."""
+    from curation.data import main as data_main
+
+    out = tmp_path / "out.jsonl"
+    killed = ("import os, signal, sys; from curation.io import atomic_write\n"
+              "with atomic_write(sys.argv[1]) as f:\n"
+              "    f.write('half a line'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([PYTHON, "-c", killed, str(out)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(".out.jsonl.*.tmp"))
+    assert len(left) == 1 and left[0].read_text() == "half a line" and not out.exists()
+    live = tmp_path / f".out.jsonl.{os.getpid()}-live.tmp"  # a writer that is still running (this process)
+    live.write_text("in progress")
+    assert data_main(["convert", str(ASSETS / "tiny_ncbi.tsv"), "--output", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out.jsonl", "out.jsonl.manifest.json"])
+    assert len(out.read_text().splitlines()) == 3
