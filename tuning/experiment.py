@@ -12,6 +12,8 @@ Arms (``--arms``, in table order):
   its negatives (Hybrid Superfiltering);
 * ``lora-random``: the control: a seeded random sample of as many positives from the same candidates, plus the same
   negatives, so that it differs from ``lora-ifd`` in the IFD ranking only and not in the class balance;
+* ``lora-ifd-content``: the top ``rho`` by the IFD of the answers' content tokens only (the mentions, not the JSON
+  scaffolding around them: ``curate ifd --tokens content``);
 * ``lora-ifd-low``: the bottom ``rho`` by IFD;
 * ``lora-ifd-other``: the top ``rho`` by the IFD of ``other_scorer_model`` (a model of another family: the paper's
   homologous-vs-other question);
@@ -51,10 +53,11 @@ from typing import Any
 from curation.cli import parse_config, run
 from curation.io import Files, InputError
 
-ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-low", "lora-ifd-other", "lora-ifd-auto")
+ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-content", "lora-ifd-low", "lora-ifd-other",
+        "lora-ifd-auto")
 # arms that select a share of the positives: arm -> (IFD scores it ranks by, order of `curate filter`)
-SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lora-ifd-low": ("main", "bottom"),
-             "lora-ifd-other": ("other", "top"), "lora-ifd-auto": ("main", "top")}
+SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lora-ifd-content": ("content", "top"),
+             "lora-ifd-low": ("main", "bottom"), "lora-ifd-other": ("other", "top"), "lora-ifd-auto": ("main", "top")}
 # steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
 DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
@@ -194,7 +197,7 @@ def _paths(cfg: ExperimentConfig) -> dict[str, str]:
     out = Path(cfg.output_dir)
     names = ("train.jsonl", "test.jsonl", "dev.jsonl", "train_subset.jsonl", "test_subset.jsonl", "dev_subset.jsonl")
     return {name: str(out / "data" / name) for name in names} | {
-        key: str(out / "scores" / f"{key}.jsonl") for key in ("main", "other")}
+        key: str(out / "scores" / f"{key}.jsonl") for key in ("main", "other", "content")}
 
 
 def shared_steps(cfg: ExperimentConfig) -> list[Step]:
@@ -211,12 +214,14 @@ def shared_steps(cfg: ExperimentConfig) -> list[Step]:
                                                        p[f"{name}_subset.jsonl"]), p[f"{name}_subset.jsonl"])
               for name, _, fraction in corpora]
     scorers = {SELECTION[a][0] for a in cfg.arms if a in SELECTION}
-    models = {"main": cfg.scorer_model or cfg.model, "other": cfg.other_scorer_model}
+    models = {"main": cfg.scorer_model or cfg.model, "other": cfg.other_scorer_model,
+              "content": cfg.scorer_model or cfg.model}
     for key in sorted(scorers):
         negatives = () if cfg.negative_order == "ifd" else ("--positives_only", "true")
+        tokens = ("--tokens", "content") if key == "content" else ()
         steps.append(Step(f"score {key}", "curation.ifd", (
             "--model", models[key], "--input", p["train_subset.jsonl"], "--output", p[key],
-            "--prompt_format", cfg.prompt_format, *negatives), p[key]))
+            "--prompt_format", cfg.prompt_format, *negatives, *tokens), p[key]))
     return steps
 
 

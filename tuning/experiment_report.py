@@ -32,6 +32,8 @@ COMPARISONS = (
     ("lora-ifd", "lora-random"),  # does the IFD ranking matter beyond the change in class balance?
     ("lora-ifd", "lora-full"),  # BioSelectTune's claim
     ("lora-random", "lora-full"),  # what the smaller, more negative set alone does
+    ("lora-ifd-content", "lora-ifd"),  # IFD of the mentions vs of the whole JSON answer
+    ("lora-ifd-content", "lora-random"),
     ("lora-ifd-low", "lora-random"),  # is the bottom of the ranking worse than chance?
     ("lora-ifd-other", "lora-ifd"),  # homologous scorer vs one of another family
     ("lora-ifd-auto", "lora-full"),  # rho chosen on dev

@@ -114,6 +114,11 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus):
     assert arg(equal, "--max_steps") == "7" and "--epochs" not in equal.argv
     by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
     assert "--positives_only" not in by_ifd.argv
+    content = replace(cfg, arms=["lora-ifd", "lora-ifd-content"], ladder_seeds=None, seeds=[0], ratios=[0.5])
+    scoring = {s.name: s for s in E.shared_steps(content)}
+    assert arg(scoring["score content"], "--tokens") == "content" and "--tokens" not in scoring["score main"].argv
+    content_select = next(r for r in E.plan(content) if r.arm == "lora-ifd-content").steps[0]
+    assert arg(content_select, "--scores") == scoring["score content"].done
 
 
 def test_resume_runs_only_what_is_missing_and_reports(tmp_path, corpus, capsys):
