@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from curation.cli import COMMANDS
 from tests.helpers import ASSETS, REPO, SHARED
@@ -324,27 +323,15 @@ def patched_parsers(plan: Plan):
 
     from curation.io import InputError
 
-    original = TrlParser.parse_args_and_config
+    original = TrlParser.parse_args_into_dataclasses
     plain = argparse.ArgumentParser.parse_args
 
     def trl_parse(self, args=None, *rest, **kwargs):
-        args = list(args)
-        if "--config" in args:
-            k = args.index("--config")
-            if k + 1 < len(args) and is_placeholder(args[k + 1]):
-                del args[k:k + 2]
-                plan.elided = True
-        args = prepare(self, args, plan)
+        # curation.cli.parse_config has read --config (a placeholder one was dropped by `call`) into the defaults
+        args = prepare(self, list(args), plan)
         if plan.elided:
             for action in self._actions:
                 action.required = False
-            if "--config" in args:
-                k = args.index("--config")
-                config = yaml.safe_load(Path(args[k + 1]).read_text())
-                unknown = self.set_defaults_with_config(**{key: v for key, v in config.items() if key != "env"})
-                if unknown:
-                    raise Failed(f"config keys that are no field: {unknown[::2]}")
-                del args[k:k + 2]
             _, rest_args = self.parse_known_args(args)
             if rest_args:
                 raise Failed(f"arguments not accepted: {rest_args}")
@@ -357,6 +344,8 @@ def patched_parsers(plan: Plan):
             raise Parsed from None  # a file the command would read: not checked here
         if plan.run:
             return out
+        if kwargs.get("return_remaining_strings") and out[-1]:
+            raise Failed(f"arguments not accepted: {out[-1]}")
         raise Parsed
 
     def plain_parse(self, args=None, namespace=None):
@@ -370,12 +359,12 @@ def patched_parsers(plan: Plan):
         raise Parsed
 
     environ = dict(os.environ)
-    TrlParser.parse_args_and_config = trl_parse
+    TrlParser.parse_args_into_dataclasses = trl_parse
     argparse.ArgumentParser.parse_args = plain_parse
     try:
         yield
     finally:
-        TrlParser.parse_args_and_config = original
+        TrlParser.parse_args_into_dataclasses = original
         argparse.ArgumentParser.parse_args = plain
         os.environ.clear()
         os.environ.update(environ)  # a config's `env:` block sets variables
@@ -385,6 +374,11 @@ def call(target, args: list[str], plan: Plan) -> None:
     """Call a command's ``main(args)`` (or run a script) under the patched parsers; raise :class:`Failed` unless its
     parser accepted the arguments (and, when the plan runs it, unless it exits 0)."""
     err, out = io.StringIO(), io.StringIO()
+    if "--config" in args:  # `--config RECIPE`: the recipe gives the rest
+        k = args.index("--config")
+        if k + 1 < len(args) and is_placeholder(args[k + 1]):
+            args = args[:k] + args[k + 2:]
+            plan.elided = True
     try:
         with patched_parsers(plan), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             if isinstance(target, Path):
@@ -599,7 +593,7 @@ def test_the_checker_rejects_what_a_user_could_not_run(workdir, tmp_path):
     assert ran == ["bioselect data convert PATH --task ner --output OUT.jsonl",
                    "bioselect evaluate --gold GOLD --pred PRED --output OUT.json"]
     expected = [
-        ("guide.md:7:", "the following arguments are required: --output"),
+        ("guide.md:7:", "--output: is required"),
         ("guide.md:8:", "--no-such-option"),
         ("guide.md:9:", "--batch-size"),
         ("guide.md:16:", "no command 'bioselect curate frobnicate'"),
