@@ -172,7 +172,11 @@ def _instruction_corpus(path: str) -> tuple[list[dict], Corpus]:
         for key in ("id", "output"):
             if key not in obj:
                 raise InputError(path, f"instruction record lacks {key!r}", line=n)
-        spans = [Span(int(s), int(e), str(lab)) for s, e, lab in obj.get("spans", [])]
+        try:
+            spans = [Span.from_list(s) for s in obj.get("spans", [])]
+        except (TypeError, ValueError):
+            raise InputError(path, "'spans' must be a list of [start, end, label] (or [start, end, label, "
+                                   "fragments])", line=n, record=str(obj["id"])) from None
         labels: list[str] = []
         try:
             out = json.loads(obj["output"])
