@@ -262,6 +262,10 @@ def export_main(argv: Sequence[str]) -> int:
 
     cfg, _ = parse_config(ExportConfig, argv, "bioselect data export",
                           positional={"path": {"help": "Corpus file or folder, or predictions with --input."}})
+    source = Path(cfg.path).resolve()
+    if source.is_dir() and Path(cfg.output).resolve().is_relative_to(source):
+        raise InputError(cfg.output, f"is inside the corpus folder {cfg.path}, which would read it as input next "
+                                     "time; export elsewhere")
     missing = 0
     if cfg.input:
         records, missing = prediction_records(cfg.path, cfg.input)

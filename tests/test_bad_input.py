@@ -95,6 +95,8 @@ ROWS: list[Row] = [
     Row("export to an unknown format", "data export {w}/corpus.tsv --to conll --output {w}/x", "--to"),
     Row("export without output", "data export {w}/corpus.tsv --to brat", "--output"),
     Row("export into its brat folder", "data export {w}/brat_good --to brat --output {w}/brat_good", "{w}/brat_good"),
+    Row("export into a folder inside its brat folder", "data export {w}/brat_good --to brat --output "
+        "{w}/brat_good/review", "{w}/brat_good/review: is inside the corpus folder"),
     Row("export onto a file", "data export {w}/corpus.tsv --to bioc --output {w}/hardlink.tsv", "{w}/hardlink.tsv"),
     Row("export predictions without their input", "data export {w}/pred_export.jsonl --to brat --output {w}/x",
         "{w}/pred_export.jsonl: looks like predictions"),
