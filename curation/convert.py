@@ -101,7 +101,7 @@ def convert_corpus(corpus: Corpus, task: str = "ner", labels: list[str] | None =
             "task": task,
         }
         if task == "ner":
-            row["spans"] = [[s.start, s.end, s.label] for s in rec.sorted_spans()]
+            row["spans"] = [s.to_list() for s in rec.sorted_spans()]
         out.append(row)
     return out
 

@@ -4,6 +4,8 @@
     bioselect data convert ../shared/data/ner/NCBI-disease/test.tsv --task ner --output runs/ncbi_test.jsonl
     bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --fraction 0.25 --seed 0 --output runs/ncbi_25.tsv
     bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --seed 0 --output runs/ladder/   # whole ladder
+    bioselect data export ../shared/data/re/BioRED/Dev.PubTator --to bioc --output runs/biored_bioc/
+    bioselect data export runs/pred.jsonl --input runs/ncbi_test.jsonl --to brat --output runs/review/
 
 Also ``python -m curation.data SUBCOMMAND ...``. The format of a corpus is detected from its name and content;
 ``--format`` overrides it. Bad input stops with one line naming the file and line, exit code 2, nothing written.
@@ -23,7 +25,7 @@ from curation.io import Files, InputError, atomic_write, provenance, read_jsonl,
 from curation.readers import READERS, detect_format, read_corpus
 from curation.records import Corpus, Record, Span
 
-SUBCOMMANDS = ("stats", "convert", "sample")
+SUBCOMMANDS = ("stats", "convert", "sample", "export")
 _FORMAT_HELP = f"Corpus format ({', '.join(sorted(READERS))}); detected from name and content when omitted."
 
 
@@ -112,6 +114,29 @@ class SampleConfig(ReadArgs):
             raise InputError("--fractions", f"not a comma-separated list of numbers: {self.fractions!r}") from None
 
 
+@dataclass
+class ExportConfig(ReadArgs):
+    to: str = field(default="", metadata={"help": "Format to write: brat (NAME.txt + NAME.ann per record, and "
+                                                  "annotation.conf) or bioc (one BioC XML collection)."})
+    output: str = field(default="", metadata={"help": "Folder to write into (created; it must not hold files of "
+                                                      "another export)."})
+    input: str | None = field(default=None, metadata={
+        "help": "The instruction JSONL that `tune generate` read: PATH is then its predictions, exported with this "
+                "file's input texts and the predicted spans."})
+    path: str = field(init=False, default="")  # the positional argument
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.to not in ("brat", "bioc"):
+            raise InputError("--to", f"must be brat or bioc, not {self.to!r}" if self.to else "is required")
+        if not self.output:
+            raise InputError("--output", "is required")
+
+    def files(self) -> Files:
+        return Files(reads=[self.path, self.input], writes=[Path(self.output) / "manifest.json"],
+                     folders=[self.output])
+
+
 def _read(path: str, cfg: ReadArgs, fmt: str | None = None) -> Corpus:
     """Read a corpus in ``fmt`` (default: ``--format``, else detected once here)."""
     fmt = fmt or cfg.format or detect_format(path)
@@ -172,7 +197,11 @@ def _instruction_corpus(path: str) -> tuple[list[dict], Corpus]:
         for key in ("id", "output"):
             if key not in obj:
                 raise InputError(path, f"instruction record lacks {key!r}", line=n)
-        spans = [Span(int(s), int(e), str(lab)) for s, e, lab in obj.get("spans", [])]
+        try:
+            spans = [Span.from_list(s) for s in obj.get("spans", [])]
+        except (TypeError, ValueError):
+            raise InputError(path, "'spans' must be a list of [start, end, label] (or [start, end, label, "
+                                   "fragments])", line=n, record=str(obj["id"])) from None
         labels: list[str] = []
         try:
             out = json.loads(obj["output"])
@@ -228,12 +257,48 @@ def sample_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def export_main(argv: Sequence[str]) -> int:
+    from curation.export import export, prediction_records
+
+    cfg, _ = parse_config(ExportConfig, argv, "bioselect data export",
+                          positional={"path": {"help": "Corpus file or folder, or predictions with --input."}})
+    source = Path(cfg.path).resolve()
+    if source.is_dir() and Path(cfg.output).resolve().is_relative_to(source):
+        raise InputError(cfg.output, f"is inside the corpus folder {cfg.path}, which would read it as input next "
+                                     "time; export elsewhere")
+    missing = 0
+    if cfg.input:
+        records, missing = prediction_records(cfg.path, cfg.input)
+    else:
+        try:
+            fmt = cfg.format or detect_format(cfg.path)
+        except InputError:
+            first = next(read_jsonl(cfg.path), (0, {}))[1] if cfg.path.endswith((".jsonl", ".json")) else {}
+            if {"id", "output"} <= set(first) and not {"text", "input"} & set(first):
+                raise InputError(cfg.path, "looks like predictions; give --input, the instruction JSONL they were "
+                                           "generated from") from None
+            raise
+        records = _read(cfg.path, cfg, fmt).records
+    name = Path(cfg.path.rstrip("/")).stem or "records"
+    with together():  # every document, the collection and the manifest land together or not at all
+        written = export(records, cfg.to, cfg.output, name=name)
+        write_json(Path(cfg.output) / "manifest.json", provenance(
+            cfg, [cfg.path] + ([cfg.input] if cfg.input else []), to=cfg.to, records=len(records),
+            inputs_without_prediction=missing if cfg.input else None,
+            files=[str(p.relative_to(cfg.output)) for p in written]))
+    print(f"wrote {len(records):,} records as {cfg.to} to {cfg.output} ({len(written):,} files)")
+    if missing:
+        print(f"{missing:,} records of {cfg.input} have no prediction and were not exported")
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
         print(f"usage: bioselect data {{{','.join(SUBCOMMANDS)}}} ... (see --help of each)", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return {"stats": stats_main, "convert": convert_main, "sample": sample_main}[argv[0]](argv[1:])
+    return {"stats": stats_main, "convert": convert_main, "sample": sample_main,
+            "export": export_main}[argv[0]](argv[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,8 +83,9 @@ def check_files(files: Files) -> None:
             raise OutputError(out, f"{parent} is a file, not a folder")
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file; missing files, non-UTF-8 bytes and empty files raise :class:`InputError`."""
+def read_text(path: str | os.PathLike, allow_empty: bool = False) -> str:
+    """Read a UTF-8 text file; missing files, non-UTF-8 bytes and empty files (unless ``allow_empty``) raise
+    :class:`InputError`."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "no such file")
@@ -94,7 +95,7 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise InputError(p, f"not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})", line=line) from None
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise InputError(p, "file is empty")
     return text.removeprefix("\ufeff")
 

@@ -4,7 +4,14 @@ A :class:`Record` is a sentence (or a document, or a QA context) with its text, 
 offsets, and typed character spans (nested and overlapping spans are allowed). Relations, events, classification
 labels and QA questions hang off the same record so one reader interface covers NER, RE, EE, TC and QA corpora.
 
-Offsets are Python string indices into ``Record.text``: ``start`` inclusive, ``end`` exclusive.
+Offsets are Python string indices into ``Record.text`` (Unicode code points): ``start`` inclusive, ``end``
+exclusive.
+
+A *discontinuous* span (brat ``T1 Drug 0 4;15 24``, a BioC annotation with several locations, a BigBio entity with
+several offsets) is one :class:`Span` whose ``fragments`` are its pieces in text order; ``start`` is the first
+fragment's start and ``end`` the last one's end. Its surface is the fragments joined by one space (what brat writes
+in the ``.ann`` line), in files it is ``[start, end, label, [[a, b], [c, d]]]`` (a continuous span stays
+``[start, end, label]``), and the scorer matches it by its fragments (``tuning.scoring``).
 
     >>> r = Record(id="s1", text="BRCA1 causes breast cancer", spans=[Span(13, 26, "Disease")])
     >>> r.spans[0].surface(r.text)
@@ -19,13 +26,73 @@ from typing import Any
 
 @dataclass(frozen=True, order=True)
 class Span:
-    """A typed character span ``text[start:end]``."""
+    """A typed character span ``text[start:end]``, or a discontinuous one made of ``fragments``.
+
+    >>> s = Span.from_fragments([(0, 4), (18, 27)], "Drug")
+    >>> s, s.surface("loop and thiazide diuretics")
+    (Span(start=0, end=27, label='Drug', fragments=((0, 4), (18, 27))), 'loop diuretics')
+    >>> Span.from_list([0, 4, "Drug"]) == Span(0, 4, "Drug"), s.to_list()
+    (True, [0, 27, 'Drug', [[0, 4], [18, 27]]])
+    """
 
     start: int
     end: int
     label: str
+    fragments: tuple[tuple[int, int], ...] = ()  # two or more, in text order; () for a continuous span
+
+    def __post_init__(self):
+        if self.fragments:
+            f = self.fragments
+            ok = (len(f) >= 2 and f[0][0] == self.start and f[-1][1] == self.end
+                  and all(a < b for a, b in f) and all(f[i][1] <= f[i + 1][0] for i in range(len(f) - 1)))
+            if not ok:
+                raise ValueError(f"fragments {[list(x) for x in f]} of span [{self.start}, {self.end}) must be two "
+                                 "or more non-empty, non-overlapping pieces in text order from start to end")
+
+    def __repr__(self) -> str:
+        frags = f", fragments={self.fragments!r}" if self.fragments else ""
+        return f"Span(start={self.start!r}, end={self.end!r}, label={self.label!r}{frags})"
+
+    @classmethod
+    def from_fragments(cls, fragments, label: str) -> Span:
+        """A span over ``[(start, end), ...]``: continuous for one piece, discontinuous for several."""
+        frags = tuple(sorted((int(a), int(b)) for a, b in fragments))
+        if len(frags) == 1:
+            return cls(frags[0][0], frags[0][1], label)
+        return cls(frags[0][0], frags[-1][1], label, frags)
+
+    @classmethod
+    def from_list(cls, item) -> Span:
+        """``[start, end, label]`` or ``[start, end, label, [[a, b], ...]]`` (a discontinuous span) -> Span;
+        ``ValueError`` or ``TypeError`` for anything else."""
+        if len(item) == 3:
+            return cls(int(item[0]), int(item[1]), str(item[2]))
+        if len(item) == 4:
+            span = cls.from_fragments(item[3], str(item[2]))
+            if (span.start, span.end) != (int(item[0]), int(item[1])) or not span.fragments:
+                raise ValueError(f"span {list(item)}: start and end must be those of its two or more fragments")
+            return span
+        raise ValueError(f"span {item!r} is not [start, end, label] or [start, end, label, fragments]")
+
+    def to_list(self) -> list:
+        if self.fragments:
+            return [self.start, self.end, self.label, [list(f) for f in self.fragments]]
+        return [self.start, self.end, self.label]
+
+    @property
+    def pieces(self) -> tuple[tuple[int, int], ...]:
+        """The character ranges the span covers: its fragments, or ``((start, end),)``."""
+        return self.fragments or ((self.start, self.end),)
+
+    def overlaps(self, other: Span) -> bool:
+        """Whether the two spans share a character (a gap between fragments is not part of a span)."""
+        if not (self.start < other.end and other.start < self.end):
+            return False
+        return any(a < d and c < b for a, b in self.pieces for c, d in other.pieces)
 
     def surface(self, text: str) -> str:
+        if self.fragments:
+            return " ".join(text[a:b] for a, b in self.fragments)
         return text[self.start : self.end]
 
 
@@ -69,7 +136,7 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["spans"] = [[s.start, s.end, s.label] for s in self.spans]
+        d["spans"] = [s.to_list() for s in self.spans]
         d["relations"] = [[r.head, r.tail, r.label] for r in self.relations]
         d["events"] = [{"type": e.type, "trigger": e.trigger, "arguments": [list(a) for a in e.arguments]}
                        for e in self.events]
@@ -82,7 +149,7 @@ class Record:
         return cls(
             id=str(d["id"]),
             text=d["text"],
-            spans=[Span(int(s), int(e), str(lab)) for s, e, lab in d.get("spans", [])],
+            spans=[Span.from_list(s) for s in d.get("spans", [])],
             tokens=d.get("tokens"),
             token_offsets=[(int(a), int(b)) for a, b in d["token_offsets"]] if d.get("token_offsets") else None,
             doc_id=d.get("doc_id"),
@@ -136,7 +203,10 @@ def token_span_to_char(offsets: list[tuple[int, int]], start: int, end: int, lab
 
 
 def char_span_to_tokens(offsets: list[tuple[int, int]], span: Span) -> tuple[int, int] | None:
-    """Character span -> token span ``[start, end)``, or ``None`` when the span does not align with token edges."""
+    """Character span -> token span ``[start, end)``, or ``None`` when the span does not align with token edges (or
+    is discontinuous)."""
+    if span.fragments:
+        return None
     starts = {o[0]: i for i, o in enumerate(offsets)}
     ends = {o[1]: i for i, o in enumerate(offsets)}
     if span.start in starts and span.end in ends and starts[span.start] <= ends[span.end]:

@@ -78,6 +78,40 @@ ROWS: list[Row] = [
     Row("sample unknown unit", "data sample {w}/corpus.tsv --unit word --output {w}/o.tsv", "--unit"),
     Row("sample ladder onto a full disk", "data sample {w}/corpus.tsv --fractions 1,0.5 --output {w}/mnt/ladder",
         "no space left on device", fs="full"),
+    # --- brat, BioC and BigBio input (any data subcommand)
+    Row("stats brat offsets outside the text", "data stats {w}/brat_outside", "{w}/brat_outside/d.ann:2: fragment"),
+    Row("stats brat quoted text differs", "data stats {w}/brat_quote", "{w}/brat_quote/d.ann:1: T1 quotes"),
+    Row("stats brat ann without its txt", "data stats {w}/brat_no_txt", "{w}/brat_no_txt/d.ann: no d.txt"),
+    Row("convert brat unknown annotation kind", "data convert {w}/brat_kind --output {w}/o.jsonl",
+        "{w}/brat_kind/d.ann:2: unknown annotation kind"),
+    Row("convert brat relation naming a missing T", "data convert {w}/brat_relation --task re --output {w}/o.jsonl",
+        "{w}/brat_relation/d.ann:2: R1 argument Arg2 names T9"),
+    Row("sample bioc location past its passage", "data sample {w}/bioc_past.xml --fraction 1 --output {w}/o.jsonl",
+        "{w}/bioc_past.xml:22 (record d1): location [30, 39) of annotation 'A1' is empty or past its passage"),
+    Row("stats bigbio text that differs", "data stats {w}/bigbio_text.jsonl",
+        "{w}/bigbio_text.jsonl:1 (record doc1): entity 'e1'"),
+    # --- data export
+    Row("export without --to", "data export {w}/corpus.tsv --output {w}/x", "--to: is required"),
+    Row("export to an unknown format", "data export {w}/corpus.tsv --to conll --output {w}/x", "--to"),
+    Row("export without output", "data export {w}/corpus.tsv --to brat", "--output"),
+    Row("export into its brat folder", "data export {w}/brat_good --to brat --output {w}/brat_good", "{w}/brat_good"),
+    Row("export into a folder inside its brat folder", "data export {w}/brat_good --to brat --output "
+        "{w}/brat_good/review", "{w}/brat_good/review: is inside the corpus folder"),
+    Row("export onto a file", "data export {w}/corpus.tsv --to bioc --output {w}/hardlink.tsv", "{w}/hardlink.tsv"),
+    Row("export predictions without their input", "data export {w}/pred_export.jsonl --to brat --output {w}/x",
+        "{w}/pred_export.jsonl: looks like predictions"),
+    Row("export a prediction of an unknown id", "data export {w}/pred_export_unknown.jsonl --input {w}/instr.jsonl "
+        "--to brat --output {w}/x", "{w}/pred_export_unknown.jsonl:2: id 'nope' is not in"),
+    Row("export a prediction without spans", "data export {w}/pred_unknown.jsonl --input {w}/instr.jsonl "
+        "--to brat --output {w}/x", "{w}/pred_unknown.jsonl:1: a prediction needs 'id', 'output' and 'spans'"),
+    Row("export into the folder of another export", "data export {w}/corpus.tsv --to brat --output {w}/old_export",
+        "{w}/old_export/other.ann: is in the output folder but not part of this export"),
+    Row("export a corpus with a bad brat file", "data export {w}/brat_quote --to bioc --output {w}/x",
+        "{w}/brat_quote/d.ann:1"),
+    Row("export onto a read-only file system", "data export {w}/corpus.tsv --to brat --output {w}/mnt/x",
+        "read-only file system", fs="ro"),
+    Row("export onto a full disk", "data export {w}/corpus.tsv --to bioc --output {w}/mnt/x",
+        "no space left on device", fs="full"),
     # --- evaluate
     Row("evaluate onto its predictions", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
         "--output {w}/pred.json", "{w}/pred.json"),
@@ -285,6 +319,20 @@ def work(tmp_path_factory) -> Path:
         for split in ("train", "dev", "test"):
             shutil.copy(ASSETS / "tiny_ncbi.tsv", w / "corpora" / name / f"{split}.tsv")
     _write(w / "run" / "metrics.json", json.dumps({"datasets": []}) + "\n")
+    for name, ann in {"brat_good": "T1\tGene 0 5\tNaïve\n", "brat_outside": "T1\tGene 0 5\tNaïve\nT2\tGene 9 99\tx\n",
+                      "brat_quote": "T1\tGene 0 5\tNaive\n", "brat_kind": "T1\tGene 0 5\tNaïve\nX1\tGene T1\n",
+                      "brat_relation": "T1\tGene 0 5\tNaïve\nR1\tRel Arg1:T1 Arg2:T9\n"}.items():
+        _write(w / name / "d.txt", "Naïve T-cells\n")
+        _write(w / name / "d.ann", ann)
+    _write(w / "brat_no_txt" / "d.ann", "T1\tGene 0 5\tNaïve\n")
+    bioc = (ASSETS / "readers" / "bioc" / "tiny.xml").read_text(encoding="utf-8")
+    _write(w / "bioc_past.xml", bioc.replace('offset="22" length="3"', 'offset="30" length="9"'))
+    bigbio = (ASSETS / "readers" / "bigbio" / "tiny.jsonl").read_text(encoding="utf-8")
+    _write(w / "bigbio_text.jsonl", bigbio.replace('"text": ["Naïve T-cells"]', '"text": ["Naive T-cells"]', 1))
+    _write(w / "pred_export.jsonl", json.dumps({"id": rows[0]["id"], "output": "[]", "spans": []}) + "\n")
+    _write(w / "pred_export_unknown.jsonl", json.dumps({"id": rows[0]["id"], "output": "[]", "spans": []}) + "\n"
+           + json.dumps({"id": "nope", "output": "[]", "spans": []}) + "\n")
+    _write(w / "old_export" / "other.ann", "T1\tGene 0 5\tNaïve\n")
     return w
 
 

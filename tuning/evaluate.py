@@ -122,13 +122,13 @@ def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[
             spans = None
             if "spans" in obj:
                 try:
-                    spans = [Span(int(s), int(e), str(lab)) for s, e, lab in obj["spans"]]
+                    spans = [Span.from_list(s) for s in obj["spans"]]
                 except (TypeError, ValueError):
-                    raise InputError(cfg.pred, "'spans' must be a list of [start, end, label]", line=n,
-                                     record=rid) from None
+                    raise InputError(cfg.pred, "'spans' must be a list of [start, end, label] (or [start, end, label, "
+                                     "fragments])", line=n, record=rid) from None
                 bad = next((s for s in spans if not 0 <= s.start < s.end <= len(text)), None)
                 if bad:
-                    raise InputError(cfg.pred, f"span {[bad.start, bad.end, bad.label]} is outside the gold text "
+                    raise InputError(cfg.pred, f"span {bad.to_list()} is outside the gold text "
                                      f"(length {len(text)})", line=n, record=rid)
             preds[i] = prediction_from_output(text, obj["output"], labels[datasets[i]], spans)
     elif fmt == "records":

@@ -25,6 +25,13 @@ Matching modes (all count per record and per entity type; a record's predictions
 
 Strict and relaxed matching are multiset matchings too, so a duplicated predicted span is a false positive.
 
+Discontinuous spans (:class:`~curation.records.Span` with ``fragments``) are matched by their fragments: strict needs
+the same fragments (a continuous span over the same outer offsets does not match), relaxed needs a shared character
+(the gap between fragments is not part of the span), and string compares the fragments joined by one space
+(:meth:`Span.surface`). A generated name is placed only where it occurs as one piece of text, so a discontinuous
+gold mention can be matched by a generator in the string mode, or in strict and relaxed when the prediction line
+carries the span's fragments.
+
 Zero division follows seqeval's default (``zero_division="warn"`` acts as 0): precision is 0 when there are no
 predictions, recall is 0 when there is no gold, F1 is 0 when P + R = 0. Macro scores average the per-type P, R and
 F1 over the types that occur in the gold or the predictions (as seqeval and scikit-learn do).
@@ -199,7 +206,7 @@ def gold_names(text: str, spans: Sequence[Span]) -> list[Name]:
 
 def _max_overlap_matching(gold: list[Span], pred: list[Span]) -> int:
     """Size of a maximum one-to-one matching between overlapping spans (Kuhn's augmenting paths, breadth-first)."""
-    adj = [[j for j, g in enumerate(gold) if p.start < g.end and g.start < p.end] for p in pred]
+    adj = [[j for j, g in enumerate(gold) if p.overlaps(g)] for p in pred]
     match_of_gold: list[int | None] = [None] * len(gold)
     match_of_pred: list[int | None] = [None] * len(pred)
     for root in range(len(pred)):
@@ -264,7 +271,8 @@ def record_counts(gold: Sequence[Span], pred: Prediction, text: str, mode: str) 
     for label in sorted(g_by_type.keys() | p_by_type.keys()):
         g, p = g_by_type[label], p_by_type[label]
         if mode == "strict":
-            tp = sum((Counter((s.start, s.end) for s in g) & Counter((s.start, s.end) for s in p)).values())
+            tp = sum((Counter((s.start, s.end, s.fragments) for s in g)
+                      & Counter((s.start, s.end, s.fragments) for s in p)).values())
         else:
             tp = _max_overlap_matching(sorted(g), sorted(p))
         counts[label] = [tp, len(p) - tp, len(g) - tp]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 
 from curation.io import InputError
@@ -28,6 +29,9 @@ READERS: dict[str, str] = {
     "healthadvice": "curation.readers.cls_csv:read_healthadvice",
     "causal": "curation.readers.cls_csv:read_causal",
     "ade": "curation.readers.ade:read_ade",
+    "brat": "curation.readers.brat:read_brat",
+    "bioc": "curation.readers.bioc:read_bioc",
+    "bigbio": "curation.readers.bigbio:read_bigbio",
     "records": "curation.readers.records_jsonl:read_records",
     "instruction": "curation.readers.records_jsonl:read_instruction",
 }
@@ -50,24 +54,46 @@ def _first_json(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _xml_root(path: Path) -> str:
+    """The name of the first element of an XML file (after the declaration, comments and the doctype)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 14).decode("utf-8", errors="replace")
+    head = re.sub(r"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", "", head, flags=re.S)
+    m = re.search(r"<\s*([A-Za-z_][\w.:-]*)", head)
+    return m.group(1) if m else ""
+
+
+def _bioc_json(path: Path) -> bool:
+    """A BioC JSON collection (one JSON document, often indented, holding ``documents`` made of ``passages``)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace")
+    return bool(re.search(r'"documents"\s*:', head)) and bool(re.search(r'"passages"\s*:', head))
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """Guess a corpus format from the path's name and content; raise :class:`InputError` when it cannot."""
     p = Path(path)
     name = p.name.lower()
     if p.is_dir():
+        if any(p.rglob("*.ann")):
+            return "brat"
         if any(p.rglob("*.xml")):
             return "ddi"
         if (p / "DRUG-AE.rel").exists():
             return "ade"
-        raise InputError(p, "directory holds no known corpus (DDI XML or ADE-Corpus-V2); give --format")
+        raise InputError(p, "directory holds no known corpus (brat, DDI XML or ADE-Corpus-V2); give --format")
     if not p.is_file():
         raise InputError(p, "no such file")
+    if name.endswith(".ann") or (name.endswith(".txt") and p.with_suffix(".ann").is_file()):
+        return "brat"
+    if name.endswith(".parquet"):
+        return "bigbio"
     if name.endswith((".tsv", ".iob", ".iob2", ".bio", ".conll")):
         return "iob"
     if name.endswith(".pubtator"):
         return "pubtator"
     if name.endswith(".xml"):
-        return "ddi"
+        return "bioc" if _xml_root(p) == "collection" else "ddi"
     if name.endswith(".rel") or name == "ade-neg.txt":
         return "ade"
     if name.endswith(".csv"):
@@ -79,6 +105,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "causal"
         raise InputError(p, f"unknown CSV header {header[:60]!r}; give --format", line=1)
     if name.endswith((".json", ".jsonl", ".jsonlines")):
+        if _bioc_json(p):
+            return "bioc"
         obj = _first_json(p)
         if obj is None:
             raise InputError(p, "first line is not a JSON object; give --format", line=1)
@@ -89,6 +117,10 @@ def detect_format(path: str | os.PathLike) -> str:
             return "genia"
         if "context" in keys and "annotations" in keys:
             return "phee"
+        if {"document_id", "passages", "entities"} <= keys:
+            return "bigbio"
+        if {"id", "passages", "infons"} <= keys:
+            return "bioc"  # JSON lines, one BioC document per line
         if {"instruction", "input", "output"} <= keys:
             return "instruction"
         if "spans" in keys and "tokens" in keys and isinstance(obj.get("tokens", [None])[0], dict):

@@ -84,7 +84,8 @@ def record_tags(record: Record) -> list[str]:
     for span in record.spans:
         ts = char_span_to_tokens(record.token_offsets, span)
         if ts is None:
-            raise ValueError(f"record {record.id}: span {span} does not align with token boundaries")
+            why = "is discontinuous; IOB cannot encode it" if span.fragments else "does not align with tokens"
+            raise ValueError(f"record {record.id}: span {span} {why}")
         token_spans.append((*ts, span.label))
     return spans_to_bio(len(record.tokens), token_spans)
 

@@ -37,6 +37,20 @@ def _concepts(id_field: str) -> list[str]:
     return [c.strip() for c in id_field.split(",") if c.strip() and c.strip() != "-"]
 
 
+def first_mentions(spans: list[Span], span_ids: list[str]) -> dict[str, int]:
+    """Concept id -> index of its first mention (lowest offset); a mention counts for every id of its comma-separated
+    id field. Relations between concepts link these mentions (also for BioC files in PubTator's shape).
+
+    >>> first_mentions([Span(9, 14, "Gene"), Span(0, 5, "Gene")], ["3172", "3172,3651"])
+    {'3172': 1, '3651': 1}
+    """
+    first: dict[str, int] = {}
+    for i in sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end)):
+        for concept in _concepts(span_ids[i]):
+            first.setdefault(concept, i)
+    return first
+
+
 def read_pubtator(path: str | os.PathLike, dataset: str = "") -> Corpus:
     """Read a PubTator file into one record per document (see the module docstring for relations)."""
     path = Path(path)
@@ -59,10 +73,7 @@ def read_pubtator(path: str | os.PathLike, dataset: str = "") -> Corpus:
                                        f"{text[start:end]!r}", line=n, record=pmid)
             spans.append(Span(start, end, label))
             span_ids.append(ids)
-        first: dict[str, int] = {}
-        for i in sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end)):
-            for concept in _concepts(span_ids[i]):
-                first.setdefault(concept, i)
+        first = first_mentions(spans, span_ids)
         relations, rel_meta = [], []
         for n, rtype, id1, id2, novelty in doc["relations"]:
             for concept in (id1, id2):

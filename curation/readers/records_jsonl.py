@@ -19,7 +19,7 @@ from curation.records import Corpus, Record, Span
 def _check_spans(path, n: int, rid: str, text: str, spans: list[Span]) -> None:
     for s in spans:
         if not 0 <= s.start < s.end <= len(text):
-            raise InputError(path, f"span {[s.start, s.end, s.label]} is outside the text (length {len(text)})",
+            raise InputError(path, f"span {s.to_list()} is outside the text (length {len(text)})",
                              line=n, record=rid)
 
 
@@ -49,9 +49,10 @@ def read_instruction(path: str | os.PathLike, dataset: str = "") -> Corpus:
             raise InputError(path, f"duplicate id {rid!r}", line=n)
         seen.add(rid)
         try:
-            spans = [Span(int(s), int(e), str(lab)) for s, e, lab in obj.get("spans", [])]
+            spans = [Span.from_list(s) for s in obj.get("spans", [])]
         except (TypeError, ValueError):
-            raise InputError(path, "'spans' must be a list of [start, end, label]", line=n, record=rid) from None
+            raise InputError(path, "'spans' must be a list of [start, end, label] (or [start, end, label, "
+                                   "fragments])", line=n, record=rid) from None
         _check_spans(path, n, rid, obj["input"], spans)
         datasets.add(obj.get("dataset", ""))
         records.append(Record(id=rid, text=obj["input"], spans=spans,

@@ -137,3 +137,106 @@ def test_real_flat_corpus_counts_match_readme(corpus, split, sentences, mentions
 def test_unknown_option_is_one_line_exit_2(capsys):
     assert data_main(["stats", str(ASSETS / "tiny_ncbi.tsv"), "--bogus", "1"]) == 2
     assert _one_error_line(capsys) == "error: --bogus: no such option (see --help)"
+
+
+# --- brat, BioC, BigBio through stats, convert, sample and export ------------------------------------------------
+
+FORMATS = ASSETS / "readers"
+
+
+@pytest.mark.parametrize(("path", "fmt", "mentions"), [
+    ("brat", "brat", "mentions 12"), ("bioc/tiny.xml", "bioc", "mentions 13"),
+    ("bioc/tiny.json", "bioc", "mentions 13"), ("bigbio/tiny.jsonl", "bigbio", "mentions 12"),
+])
+def test_stats_convert_sample_on_brat_bioc_bigbio(tmp_path, capsys, path, fmt, mentions):
+    from curation.readers import read_corpus
+
+    corpus = read_corpus(FORMATS / path)
+    assert data_main(["stats", str(FORMATS / path)]) == 0
+    out = capsys.readouterr().out
+    assert f"({fmt}, dataset " in out and "documents 2" in out and mentions in out and "events: " in out
+    conv = tmp_path / "conv.jsonl"
+    assert data_main(["convert", str(FORMATS / path), "--task", "ner", "--output", str(conv)]) == 0
+    rows = [json.loads(line) for line in conv.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [r.id for r in corpus]
+    loop = next(s for s in rows[0]["spans"] if len(s) == 4)  # the discontinuous drug, in its list form
+    assert [loop[2], len(loop[3])] == ["Drug", 2]
+    names = [e["name"] for e in json.loads(rows[0]["output"])]
+    assert rows[0]["input"][loop[3][0][0]:loop[3][0][1]] + " " + rows[0]["input"][loop[3][1][0]:loop[3][1][1]] in names
+    assert data_main(["convert", str(FORMATS / path), "--task", "ee", "--output", str(tmp_path / "ee.jsonl")]) == 0
+    sample = tmp_path / "half.jsonl"
+    assert data_main(["sample", str(FORMATS / path), "--fraction", "0.5", "--unit", "document", "--seed", "1",
+                      "--output", str(sample)]) == 0
+    kept = read_corpus(sample, format="records").records
+    assert len(kept) == 1 and kept[0] in corpus.records  # every field, meta included, survives the sample file
+
+
+def test_export_brat_to_bioc_and_back(tmp_path, capsys):
+    from curation.readers import read_corpus
+
+    assert data_main(["export", str(FORMATS / "brat"), "--to", "bioc", "--output", str(tmp_path / "x")]) == 0
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["brat.xml", "manifest.json"]
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["records"] == 2 and manifest["files"] == ["brat.xml"] and manifest["to"] == "bioc"
+    assert data_main(["export", str(tmp_path / "x" / "brat.xml"), "--to", "brat", "--output",
+                      str(tmp_path / "y")]) == 0
+    original = read_corpus(FORMATS / "brat").records
+    again = read_corpus(tmp_path / "y").records
+    assert [(r.id, r.text, r.spans, r.relations, r.events) for r in again] == [
+        (r.id, r.text, r.spans, r.relations, r.events) for r in original]
+    # the same export again into its own folder is fine; into a folder of another export it is not
+    assert data_main(["export", str(tmp_path / "x" / "brat.xml"), "--to", "brat", "--output",
+                      str(tmp_path / "y")]) == 0
+    capsys.readouterr()
+    assert data_main(["export", str(FORMATS / "bioc" / "tiny.xml"), "--to", "brat", "--output",
+                      str(tmp_path / "y")]) == 2
+    assert "is in the output folder but not part of this export" in _one_error_line(capsys)
+
+
+def _predictions(tmp_path) -> tuple:
+    conv = tmp_path / "test.jsonl"
+    assert data_main(["convert", str(ASSETS / "tiny_ncbi.tsv"), "--output", str(conv)]) == 0
+    rows = [json.loads(line) for line in conv.read_text().splitlines()]
+    text = rows[0]["input"]
+    name = next(e["name"] for e in json.loads(rows[0]["output"]))
+    start = text.index(name)
+    pred = tmp_path / "pred.jsonl"
+    lines = [{"id": rows[0]["id"], "output": json.dumps([{"entity": "Disease", "name": name}]),
+              "spans": [[start, start + len(name), "Disease"]], "status": "ok", "unplaced": 0},
+             {"id": rows[2]["id"], "output": "not json", "spans": [], "status": "parse_error", "unplaced": 0}]
+    pred.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return conv, pred, rows, (start, start + len(name), name)
+
+
+def test_export_predictions_for_review(tmp_path, capsys):
+    from curation.readers import read_corpus
+
+    conv, pred, rows, (start, end, name) = _predictions(tmp_path)
+    capsys.readouterr()
+    assert data_main(["export", str(pred), "--input", str(conv), "--to", "brat", "--output",
+                      str(tmp_path / "review")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 records as brat" in out and "1 records of" in out  # rows[1] has no prediction
+    review = read_corpus(tmp_path / "review")
+    assert [r.id for r in review] == [rows[0]["id"], rows[2]["id"]]
+    assert review.records[0].text == rows[0]["input"] and review.records[1].spans == []
+    assert [(s.start, s.end, s.label, s.surface(review.records[0].text)) for s in review.records[0].spans] == [
+        (start, end, "Disease", name)]
+    assert data_main(["export", str(pred), "--input", str(conv), "--to", "bioc", "--output",
+                      str(tmp_path / "bioc")]) == 0
+    bioc = read_corpus(tmp_path / "bioc" / "pred.xml")
+    assert bioc.records[1].meta["infons"] == {"status": "parse_error", "unplaced": "0", "output": "not json"}
+    assert bioc.records[0].spans == review.records[0].spans
+
+
+def test_export_predictions_need_their_input(tmp_path, capsys):
+    conv, pred, rows, _ = _predictions(tmp_path)
+    capsys.readouterr()
+    assert data_main(["export", str(pred), "--to", "brat", "--output", str(tmp_path / "r")]) == 2
+    assert "looks like predictions; give --input" in _one_error_line(capsys)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(pred.read_text() + '{"id": "nope", "output": "[]", "spans": []}\n')
+    assert data_main(["export", str(unknown), "--input", str(conv), "--to", "brat", "--output",
+                      str(tmp_path / "r")]) == 2
+    assert f"{unknown}:3: id 'nope' is not in" in _one_error_line(capsys)
+    assert not (tmp_path / "r").exists()

@@ -73,6 +73,25 @@ def test_biored(split, docs, mentions, relations):
     check_spans(corpus)
 
 
+@pytest.mark.parametrize("split", ["Train", "Dev", "Test"])
+def test_biored_through_bioc_is_the_pubtator_reading(split, tmp_path):
+    """PubTator -> records -> BioC XML -> records gives the records of PubTator -> records: every field, and in meta
+    every key the PubTator reader sets but ``line`` (the record's line in the PubTator file; the BioC records carry
+    their BioC ids and passages besides)."""
+    from curation.readers.bioc import read_bioc, write_bioc
+
+    pubtator = read(f"re/BioRED/{split}.PubTator", "pubtator")
+    out = write_bioc(pubtator.records, tmp_path / f"{split}.xml")
+    assert detect_format(out) == "bioc"
+    bioc = read_bioc(out)
+    assert bioc.meta == {} and len(bioc) == len(pubtator)
+    for p, b in zip(pubtator, bioc):
+        assert (b.id, b.text, b.spans, b.relations, b.events, b.doc_id) == (
+            p.id, p.text, p.spans, p.relations, p.events, p.doc_id)
+        kept = {k: v for k, v in p.meta.items() if k != "line"}
+        assert {k: b.meta.get(k, []) for k in kept} == kept  # [] for a document without mentions or relations
+
+
 def test_ddi():
     corpus = read("re/DDI/DDICorpus", "ddi")
     assert corpus.meta["files"] == 1017

@@ -17,6 +17,7 @@ from tuning import scoring
 from tuning.scoring import (
     Prediction,
     bootstrap_ci,
+    gold_names,
     names_to_spans,
     normalize_mention,
     paired_bootstrap,
@@ -97,6 +98,34 @@ def test_string_mode_normalises_whitespace():
 def test_strict_counts_a_duplicated_span_once():
     pred = prediction_from_spans(TEXT, [Span(0, 13, "Disease"), Span(0, 13, "Disease")])
     assert record_counts(GOLD, pred, TEXT, "strict") == {"Disease": [1, 1, 1]}
+
+
+# --- discontinuous spans: matched by their fragments ---
+
+LOOP = "loop and thiazide diuretics"  # "loop ... diuretics" is one discontinuous Drug
+LOOP_GOLD = [Span.from_fragments([(0, 4), (18, 27)], "Drug")]
+
+
+def test_strict_needs_the_same_fragments():
+    same = prediction_from_spans(LOOP, [Span.from_fragments([(18, 27), (0, 4)], "Drug")])
+    outer = prediction_from_spans(LOOP, [Span(0, 27, "Drug")])  # the same start and end, but continuous
+    assert record_counts(LOOP_GOLD, same, LOOP, "strict") == {"Drug": [1, 0, 0]}
+    assert record_counts(LOOP_GOLD, outer, LOOP, "strict") == {"Drug": [0, 1, 1]}
+
+
+def test_relaxed_does_not_count_the_gap():
+    in_gap = prediction_from_spans(LOOP, [Span(5, 17, "Drug")])  # "and thiazide": inside the outer span only
+    on_fragment = prediction_from_spans(LOOP, [Span(9, 27, "Drug")])  # "thiazide diuretics" shares "diuretics"
+    assert record_counts(LOOP_GOLD, in_gap, LOOP, "relaxed") == {"Drug": [0, 1, 1]}
+    assert record_counts(LOOP_GOLD, on_fragment, LOOP, "relaxed") == {"Drug": [1, 0, 0]}
+
+
+def test_string_mode_joins_the_fragments_with_a_space():
+    pred = prediction_from_output(LOOP, ents(("Drug", "loop diuretics")))
+    assert pred.spans == [] and pred.unplaced == ["Drug"]  # not one piece of the text, so it is not placed
+    assert gold_names(LOOP, LOOP_GOLD) == [("Drug", "loop diuretics")]
+    assert record_counts(LOOP_GOLD, pred, LOOP, "string") == {"Drug": [1, 0, 0]}
+    assert record_counts(LOOP_GOLD, pred, LOOP, "strict") == {"Drug": [0, 1, 1]}
 
 
 def test_relaxed_is_one_to_one():
