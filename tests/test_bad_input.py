@@ -238,6 +238,13 @@ ROWS: list[Row] = [
         "--output-dir {w}/t", "{w}/model_truncated/model.safetensors"),
     Row("tune train zero steps", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --max-steps 0", "--max-steps"),
+    Row("tune train 4-bit and 8-bit together", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --load-in-4bit --load-in-8bit", "--load-in-8bit: give --load-in-4bit or --load-in-8bit"),
+    Row("tune train unknown 4-bit type", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --load-in-4bit --bnb-4bit-quant-type int4", "--bnb-4bit-quant-type"),
+    Row("tune train 4-bit on a model type bitsandbytes cannot quantise", "tune train --model {w}/model_falcon "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --load-in-4bit",
+        "{w}/model_falcon: bitsandbytes cannot quantise model type 'falcon'"),
     # --- tune generate
     Row("generate onto its input", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
@@ -249,6 +256,11 @@ ROWS: list[Row] = [
         "--output {w}/p.jsonl --unconstrained", "{w}/model_truncated/model.safetensors"),
     Row("generate missing input", "tune generate --model {w}/model_corrupt --input {w}/nope.jsonl "
         "--output {w}/p.jsonl", "{w}/nope.jsonl"),
+    Row("generate 4-bit and 8-bit together", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/p.jsonl --load-in-4bit --load-in-8bit", "--load-in-8bit"),
+    Row("generate 8-bit on a model type bitsandbytes cannot quantise", "tune generate --model {w}/model_falcon "
+        "--input {w}/instr.jsonl --output {w}/p.jsonl --unconstrained --load-in-8bit",
+        "{w}/model_falcon: bitsandbytes cannot quantise model type 'falcon'"),
     # --- tune evaluate
     Row("tune evaluate onto its predictions", "tune evaluate --gold {w}/scoring/gold.tsv --pred a={w}/pred.json "
         "--output {w}/pred.json", "{w}/pred.json"),
@@ -314,6 +326,11 @@ def work(tmp_path_factory) -> Path:
         1000, b"\0"))
     _write(w / "model_no_tokenizer" / "config.json", '{"model_type": "llama"}\n')  # weights intact, no tokenizer
     (w / "model_no_tokenizer" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    # a Falcon folder (intact weights framing): its linear layers are FalconLinear, which bitsandbytes leaves alone
+    _write(w / "model_falcon" / "config.json", json.dumps({"model_type": "falcon", "hidden_size": 64,
+                                                           "num_hidden_layers": 1, "num_attention_heads": 4,
+                                                           "vocab_size": 128}) + "\n")
+    (w / "model_falcon" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     for name in ("a", "b"):  # two corpus folders under one data root
         (w / "corpora" / name).mkdir(parents=True)
         for split in ("train", "dev", "test"):

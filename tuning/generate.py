@@ -38,16 +38,19 @@ from curation.io import (
     write_json,
     write_jsonl,
 )
+from tuning import quantization
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 from tuning.generation import (
     GenerationStats,
     check_adapter_files,
+    default_device,
     generate,
     instruction_labels,
     load_model,
     load_tokenizer,
     prediction_row,
+    resolve_dtype,
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -79,6 +82,13 @@ class GenerateConfig:
         default=32, metadata={"help": "Longest constrained name, in pieces (word runs and punctuation characters)."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
+    load_in_4bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_4bit"]})
+    load_in_8bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_8bit"]})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": quantization.HELP["bnb_4bit_quant_type"]})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
+        "help": quantization.HELP["bnb_4bit_use_double_quant"]})
+    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={
+        "help": quantization.HELP["bnb_4bit_compute_dtype"]})
 
     def __post_init__(self):
         for name in ("model", "adapter", "input", "output"):  # recipes name ~/.cache/offline-models/...
@@ -92,6 +102,8 @@ class GenerateConfig:
                 raise InputError(f"--{name}", "must be >= 1")
         if self.dtype not in DTYPES:
             raise InputError("--dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        quantization.check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
+                                   self.bnb_4bit_compute_dtype)
 
     def files(self) -> Files:
         return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST])
@@ -128,19 +140,25 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
 def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
     records, label_sets = read_records(cfg.input, cfg.labels)
+    device = default_device()
     if cfg.constrained:
         try:
             require_llguidance()
         except ImportError as err:
             raise InputError("--constrained", str(err)) from None
     check_model_source(cfg.model)
+    compute_dtype = cfg.bnb_4bit_compute_dtype or str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
+    bnb = quantization.bnb_config(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_quant_type,
+                                  cfg.bnb_4bit_use_double_quant, compute_dtype)
+    if bnb is not None:
+        quantization.check_quantizable(cfg.model, "--load-in-4bit" if cfg.load_in_4bit else "--load-in-8bit")
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)
     prompts = [render_prompt(tokenizer, r) for r in records]
     grammars = (answer_grammars(tokenizer, [r["input"] for r in records], label_sets, cfg.max_mention_pieces)
                 if cfg.constrained else None)
-    model = load_model(cfg.model, cfg.adapter, cfg.dtype)
+    model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb)
 
     stats = GenerationStats()
     generated = generate(model, tokenizer, prompts, grammars, cfg.batch_size, cfg.max_new_tokens, stats)
@@ -154,7 +172,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         write_jsonl(cfg.output, rows)
         write_json(cfg.output + MANIFEST, provenance(
             cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens, labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
+            max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
+            labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
             seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
             constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device)))
     print(f"{cfg.mode}: {len(rows)} records -> {cfg.output}; ok {counts['ok']}, parse errors "

@@ -230,10 +230,19 @@ def resolve_dtype(dtype: str, device: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_model(model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None):
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None,
+               quantization_config=None):
     """The causal LM in eval mode on ``device`` (CUDA when available), with the adapter applied when given.
 
-    ``dtype`` ``auto`` is float32 on CPU and bfloat16 on CUDA.
+    ``dtype`` ``auto`` is float32 on CPU and bfloat16 on CUDA; it is the dtype of the layers a
+    ``quantization_config`` (``transformers.BitsAndBytesConfig``, :func:`tuning.quantization.bnb_config`) leaves
+    unquantised. A quantised model is loaded straight onto ``device``.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -241,7 +250,7 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
     from curation.io import check_model_source
 
     check_model_source(model)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     try:
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as err:
@@ -253,8 +262,9 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
         problem = adapter_mismatch(adapter_shapes(adapter), skeleton)
         if problem:
             raise InputError(adapter, f"adapter does not fit the model {model}: {problem}")
+    placement = {"quantization_config": quantization_config, "device_map": {"": device}} if quantization_config else {}
     try:
-        lm = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device))
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device), **placement)
     except (OSError, ValueError) as err:
         raise InputError(model, f"cannot load the model: {_first_line(err)}") from None
     if adapter:
@@ -264,7 +274,7 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
             lm = PeftModel.from_pretrained(lm, adapter)
         except (RuntimeError, ValueError, KeyError, OSError) as err:
             raise InputError(adapter, f"adapter does not fit the model {model}: {_first_line(err)}") from None
-    return lm.to(device).eval()
+    return (lm if quantization_config else lm.to(device)).eval()
 
 
 def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] | None = None, batch_size: int = 8,

@@ -1,5 +1,5 @@
-"""Model side of ``bioselect tune train``: input checks, the tokenizer and its chat template, LoRA and 4-bit configs,
-checkpoints to resume from.
+"""Model side of ``bioselect tune train``: input checks, the tokenizer and its chat template, the LoRA config,
+checkpoints to resume from (quantisation: :mod:`tuning.quantization`).
 
 The end-of-turn token is read off the chat template rather than trusted from ``tokenizer.eos_token``: a base
 checkpoint's EOS (Qwen2.5's ``<|endoftext|>``) is often not the token that closes an assistant turn
@@ -57,20 +57,6 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str):
     targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                       task_type="CAUSAL_LM")
-
-
-def quantization_config():
-    """QLoRA's 4-bit NF4 config (double quantization, bf16 compute); bitsandbytes comes with the ``gpu`` extra."""
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise InputError("--load-in-4bit", "needs bitsandbytes, which is not installed: "
-                                           "pip install 'bioselect[gpu]' (CUDA machines)") from None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
 
 
 def resolve_checkpoint(resume: str, output_dir: str) -> str | None:

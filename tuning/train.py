@@ -11,9 +11,10 @@ with the template's end-of-turn token (trained on, and set as the tokenizer's EO
 into rows of ``max_length`` tokens with position ids restarting at every example, so no example attends to another.
 OUTPUT_DIR receives the adapter and tokenizer, ``train_config.yaml`` (the resolved config), ``manifest.json``
 (input hashes, base model, chat template, versions, git commit, losses), ``checkpoint-*`` folders and TensorBoard
-logs under ``runs/``; a run whose OUTPUT_DIR holds checkpoints resumes from the newest. Bad input (an empty
-dataset, a record without output, a model without chat template or weights, 4-bit without bitsandbytes) exits
-with code 2 before any training.
+logs under ``runs/``; a run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA)
+or ``--load-in-8bit`` loads the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad
+input (an empty dataset, a record without output, a model without chat template or weights, a quantised load
+without bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError, check_model_source
+from tuning import quantization
 from tuning.sft_data import MIX_STRATEGIES
 
 
@@ -66,8 +68,13 @@ class TrainConfig:
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "Modules that get adapters: 'all-linear' or comma-separated names (q_proj,k_proj,v_proj,o_proj)."})
-    load_in_4bit: bool = field(default=False, metadata={
-        "help": "QLoRA: load the base model in 4-bit NF4 (needs a CUDA GPU and the gpu extra: bitsandbytes)."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: " + quantization.HELP["load_in_4bit"]})
+    load_in_8bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_8bit"]})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": quantization.HELP["bnb_4bit_quant_type"]})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
+        "help": quantization.HELP["bnb_4bit_use_double_quant"]})
+    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={
+        "help": quantization.HELP["bnb_4bit_compute_dtype"]})
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 weights and mixed precision; default: on when a CUDA GPU with bf16 is present."})
     gradient_checkpointing: bool = field(default=False, metadata={
@@ -124,10 +131,14 @@ class TrainConfig:
             raise InputError("--lora-target-modules", "must name modules or be 'all-linear'")
         if self.report_to not in ("tensorboard", "none"):
             raise InputError("--report-to", f"must be 'tensorboard' or 'none', not {self.report_to!r}")
+        quantization.check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
+                                   self.bnb_4bit_compute_dtype)
         if self.bf16 is None:
             import torch
 
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if self.load_in_4bit and self.bnb_4bit_compute_dtype is None:
+            self.bnb_4bit_compute_dtype = "bfloat16" if self.bf16 else "float32"
 
     def files(self) -> Files:
         return Files(reads=[self.model, *self.train_files, self.eval_file], folders=[self.output_dir])
@@ -139,10 +150,10 @@ class TrainConfig:
         init_kwargs: dict[str, Any] = {"dtype": "bfloat16" if self.bf16 else "float32"}
         if self.attn_implementation:
             init_kwargs["attn_implementation"] = self.attn_implementation
-        if self.load_in_4bit:
+        if self.load_in_4bit or self.load_in_8bit:
             from accelerate import PartialState
 
-            # one whole 4-bit copy per process on its own device (device_map="auto" would split it across GPUs)
+            # one whole quantised copy per process on its own device (device_map="auto" would split it across GPUs)
             init_kwargs["device_map"] = {"": PartialState().device}
         return SFTConfig(
             output_dir=self.output_dir, max_steps=self.max_steps, num_train_epochs=self.epochs,
@@ -167,7 +178,10 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     check_model_source(cfg.model)
     records = sft_data.load_records(cfg.train_files)
     eval_records = sft_data.load_records([cfg.eval_file]) if cfg.eval_file else None
-    quantization = sft_model.quantization_config() if cfg.load_in_4bit else None
+    bnb = quantization.bnb_config(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_quant_type,
+                                  cfg.bnb_4bit_use_double_quant, cfg.bnb_4bit_compute_dtype or "float32")
+    if bnb is not None:
+        quantization.check_quantizable(cfg.model, "--load-in-4bit" if cfg.load_in_4bit else "--load-in-8bit")
     if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise InputError("--report-to", "tensorboard is not installed (pip install 'bioselect[tensorboard]'), or pass "
                                         "--report-to none")
@@ -198,10 +212,15 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         model=cfg.model, args=args, train_dataset=sft_data.to_dataset(train_records),
         eval_dataset=sft_data.to_dataset(eval_records) if eval_records else None, processing_class=tokenizer,
         peft_config=sft_model.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules),
-        quantization_config=quantization, callbacks=list(callbacks),
+        quantization_config=bnb, callbacks=list(callbacks),
     )
+    quant = quantization.describe(bnb)
+    if quant is not None:  # what bitsandbytes actually replaced, counted on the loaded model
+        quant["quantized_layers"] = quantization.quantized_layers(trainer.model)
+        quantization.keep_training_kernel(trainer.model)
     info = {
         "base_model": cfg.model,
+        "quantization": quant,
         "chat_template": sft_model.template_info(tokenizer, end_of_turn),
         "versions": sft_model.package_versions(),
         "data": {

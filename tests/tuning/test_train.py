@@ -286,20 +286,6 @@ def test_bad_input_is_one_line_and_exit_2_before_training(tiny_model, tmp_path, 
     assert not out.exists()
 
 
-def test_4bit_without_bitsandbytes_names_the_gpu_extra(tiny_model, tmp_path, capsys):
-    try:
-        import bitsandbytes  # noqa: F401
-
-        pytest.skip("bitsandbytes is installed here")
-    except ImportError:
-        pass
-    data = write_records(tmp_path / "train.jsonl", 4)
-    rc = main(["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(tmp_path / "out"),
-               "--load-in-4bit", "true"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "--load-in-4bit" in err and "bioselect[gpu]" in err
-
-
 @pytest.mark.slow
 def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
     a = write_records(tmp_path / "a.jsonl", 3, dataset="A")
