@@ -372,7 +372,7 @@ class IFDScorer:
             targets = torch.tensor(prefix[1:], dtype=torch.long, device=self.device)
             nll = self._nll(hidden[:-1], targets).double().cpu().tolist()
             last = self.head(hidden[-1:]).float()[0]
-            self._prefixes[prefix] = _Prefix([(layer.keys, layer.values) for layer in out.past_key_values.layers],
+            self._prefixes[prefix] = _Prefix([(layer.keys, layer.values) for layer in out.cache.layers],
                                              [0.0, *itertools.accumulate(nll)], last.logsumexp(-1), last)
         return self._prefixes[prefix]
 
@@ -418,7 +418,7 @@ class IFDScorer:
 
                 # a fresh cache per batch: the forward appends this batch's keys/values to it
                 past = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in shared.kv]
-                kwargs = {"past_key_values": DynamicCache(ddp_cache_data=past, config=self.model.config),
+                kwargs = {"cache": DynamicCache(ddp_cache_data=past, config=self.model.config),
                           "use_cache": True}
             position_ids = torch.arange(n, n + width).expand(batch, width).to(self.device)
             with self._attention_kernel():
