@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ifd_throughput.py                           # CPU: real SmolLM2-135M, 256 records
     .venv/bin/python benchmarks/ifd_throughput.py --device cuda --random-init qwen3-0.6b --records 1024
+    .venv/bin/python benchmarks/ifd_throughput.py --compare-tokens --records 256   # answer vs content token scope
 
 The naive loop is what the reference implementations (Superfiltering, Cherry-LLM) do: one record at a time, batch 1,
 ``model(ids, labels=labels).loss`` with logits at every position, a second forward for the response alone. The
@@ -12,6 +13,10 @@ the NCBI-disease training set as instruction records. Prints records/s of each a
 ``speedup N.Nx, max diff X`` (the largest |IFD difference|). On a GPU it also prints the scorer's achieved FLOP/s
 as a share of the device's bf16 peak; there ``--random-init qwen3-0.6b`` builds Qwen3-0.6B from its config with
 random weights (weights do not travel to the GPU machines; a random model times the same as a trained one).
+
+``--compare-tokens`` times the scorer twice instead, over the whole answer (``--tokens answer``) and over its content
+tokens (``--tokens content``), on the records both can score (the positives), in the same batches, taking turns
+batch by batch; it prints records/s of each and, last, ``content/answer records/s ratio R``.
 """
 
 from __future__ import annotations
@@ -113,6 +118,51 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def compare_tokens(model, tokenizer, records: list[dict], args, batch_size: int, max_tokens: int) -> None:
+    """The scorer over the whole answer and over its content tokens: records/s of each, their ratio last."""
+    answer = S.encode_records(tokenizer, records, args.prompt_format, "answer")
+    content = S.encode_records(tokenizer, records, args.prompt_format, "content")
+    both = [k for k, (a, c) in enumerate(zip(answer, content))
+            if c.problem is None and S.length_problem(a, 4096) is None]
+    scopes = {"answer": [answer[k] for k in both], "content": [content[k] for k in both]}
+    chunks = S.plan_chunks(scopes["answer"], batch_size, max_tokens, args.chunk_size)
+    assert chunks == S.plan_chunks(scopes["content"], batch_size, max_tokens, args.chunk_size)  # same batches
+    n = len(both)
+    share = sum(len(ex.response_content) for ex in scopes["content"]) / sum(len(ex.response_ids)
+                                                                           for ex in scopes["content"])
+    print(f"{n} records scorable under both scopes; content tokens are {100 * share:.1f}% of the response tokens")
+    # one scorer per scope, so each computes (and is timed on) its own cached prefixes, as a run of its own would
+    scorers = {scope: S.IFDScorer(model, pad_id=tokenizer.pad_token_id or 0) for scope in scopes}
+    times = {scope: 0.0 for scope in scopes}
+    results: dict[str, dict[str, dict[int, float]]] = {scope: {"cond": {}, "uncond": {}} for scope in scopes}
+    with torch.inference_mode():
+        for scope in scopes:
+            scorers[scope].conditional(scopes[scope][:2])  # warm-up
+        sync(args.device)
+        # the two scopes take turns batch by batch, in alternating order, so a drifting load from other jobs on a
+        # shared machine weighs on both alike
+        turn = 0
+        for _ in range(args.rounds):
+            for chunk in chunks:
+                for p in chunk.passes:
+                    for batch in p.batches:
+                        turn += 1
+                        for scope in ("answer", "content") if turn % 2 else ("content", "answer"):
+                            scorer = scorers[scope]
+                            score = scorer.conditional if p.kind == "cond" else scorer.unconditional
+                            start = time.perf_counter()
+                            values = score([scopes[scope][i] for i in batch], p.prefix)
+                            sync(args.device)
+                            times[scope] += time.perf_counter() - start
+                            results[scope][p.kind].update(zip(batch, values))
+    rate = {scope: n * args.rounds / t for scope, t in times.items()}
+    for scope in ("answer", "content"):
+        ifd = sorted(S.ifd_from_losses(results[scope]["cond"][i], results[scope]["uncond"][i]) for i in range(n))
+        print(f"--tokens {scope}: {n} records x {args.rounds} in {times[scope]:.1f} s, {rate[scope]:.2f} records/s "
+              f"(median IFD {ifd[n // 2]:.3f})")
+    print(f"content/answer records/s ratio {rate['content'] / rate['answer']:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="causal LM folder (default: $OFFLINE_MODELS/smollm2-135m)")
@@ -127,6 +177,8 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=2, help="timed rounds per method, in alternating order")
+    p.add_argument("--compare-tokens", action="store_true",
+                   help="time the scorer over the whole answer against its content tokens (no naive loop)")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
     batch_size = args.batch_size or (256 if gpu else 64)
@@ -136,6 +188,11 @@ def main() -> None:
 
     model, tokenizer, name, dtype = load(args)
     records = ncbi_records(args.records)
+    if args.compare_tokens:
+        print(f"model {name}, device {args.device}, {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} "
+              f"threads; first {len(records)} NCBI-disease train records, prompt {args.prompt_format}")
+        compare_tokens(model, tokenizer, records, args, batch_size, max_tokens)
+        return
     examples = S.encode_records(tokenizer, records, args.prompt_format)
     examples = [ex for ex in examples if S.length_problem(ex, 4096) is None]  # e.g. "[]" as 1 token: no s(y)
     negatives = sum(S.is_negative(r["output"]) for r in records)

@@ -1,7 +1,8 @@
 """Select a training set by IFD (hybrid Superfiltering): ``bioselect curate filter``.
 
     bioselect curate filter --input runs/ncbi_train.jsonl --scores runs/ncbi_train.ifd.jsonl \\
-        --output runs/ncbi_train.filtered.jsonl [--ratio 0.5 | --count N] [--negative-ratio 1.0]
+        --output runs/ncbi_train.filtered.jsonl [--ratio 0.5 | --count N] [--negative-ratio 1.0] \\
+        [--tokens answer|content]
 
 Positives (records whose output is not ``[]``) are ranked by IFD: records with IFD above ``--max-ifd`` (1 by default:
 the prompt does not help the model) are dropped, or only reported with ``--keep-high-ifd``; the ``--count`` highest,
@@ -11,8 +12,10 @@ size from the same candidates (the control that separates IFD ranking from the c
 Negatives are all kept, or a ``--negative-ratio`` share: a seeded random one, or with ``--negative-order ifd`` the
 negatives of highest IFD (they must be scored: ``curate ifd`` without ``--positives-only``).
 The kept records are written unchanged, in input order, with ``OUTPUT.manifest.json`` (inputs, model, prompt
-format, IFD variant, thresholds, kept/dropped counts per dataset and type) and ``OUTPUT.ifd.png`` (IFD histogram
-of kept and dropped positives).
+format, IFD variant and token scope, thresholds, kept/dropped counts per dataset and type) and ``OUTPUT.ifd.png``
+(IFD histogram of kept and dropped positives).
+A scores file ranks records by one token scope (``curate ifd --tokens``); one that mixes scopes, or names another
+than ``--tokens``, is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError, read_jsonl, sha256_file, staged, together, write_json
@@ -53,6 +56,9 @@ class FilterConfig:
                 "same size from the same candidates: the control arm)."})
     negative_order: str = field(default="random", metadata={
         "help": "Which negatives --negative-ratio keeps: 'random' (seeded) or 'ifd' (highest IFD first)."})
+    tokens: Literal["answer", "content"] | None = field(
+        default=None, metadata={"help": "Token scope the scores must have been computed over (`curate ifd "
+                                        "--tokens`): answer or content; by default the one the scores file names."})
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -197,9 +203,10 @@ def ifd_histogram(path: str | Path, kept: Sequence[float], dropped: Sequence[flo
     plt.close(fig)
 
 
-def read_scores(path: str) -> tuple[dict[str, float | None], set[str]]:
-    """``id -> ifd`` of a scores file, and the variants it names."""
-    scores, variants = {}, set()
+def read_scores(path: str) -> tuple[dict[str, float | None], set[str], set[str]]:
+    """``id -> ifd`` of a scores file, the variants it names and its token scopes (``answer`` for lines written
+    before scores named one: they were all over the whole answer)."""
+    scores, variants, scopes = {}, set(), set()
     for line, obj in read_jsonl(path):
         if "id" not in obj or "ifd" not in obj:
             raise InputError(path, "not a scores line (needs 'id' and 'ifd')", line=line)
@@ -208,7 +215,8 @@ def read_scores(path: str) -> tuple[dict[str, float | None], set[str]]:
             raise InputError(path, f"'ifd' is not a number: {value!r}", line=line, record=str(obj["id"]))
         scores[str(obj["id"])] = value
         variants.add(obj.get("variant", "unknown"))
-    return scores, variants
+        scopes.add(obj.get("tokens", "answer"))
+    return scores, variants, scopes
 
 
 def run_filter(cfg: FilterConfig) -> dict[str, Any]:
@@ -219,10 +227,16 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     for line, obj in read_jsonl(cfg.input):
         rows.append(obj)
         lines.append(line)
-    scores, variants = read_scores(cfg.scores)
+    scores, variants, scopes = read_scores(cfg.scores)
     if len(variants) > 1:
         raise InputError(cfg.scores, f"mixes IFD variants {sorted(variants)}")
+    if len(scopes) > 1:
+        raise InputError(cfg.scores, f"mixes token scopes {sorted(scopes)} (scores over the whole answer and over "
+                                     "its content tokens do not rank together)")
     variant = variants.pop() if variants else "unknown"
+    tokens = scopes.pop() if scopes else cfg.tokens or "answer"
+    if cfg.tokens is not None and tokens != cfg.tokens:
+        raise InputError(cfg.scores, f"scores are over the {tokens} tokens, not --tokens {cfg.tokens}")
     fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed,
                   cfg.order, cfg.negative_order)
     positive_ids = [str(row["id"]) for row, f in zip(rows, fate) if f not in ("invalid", "duplicate_id")
@@ -232,12 +246,12 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
                                      f"{cfg.input} (no id matches): scores of another file?")
     out = Path(cfg.output)
     with together():  # the filtered file, its histogram and its manifest land together or not at all
-        manifest = _write_outputs(cfg, rows, lines, fate, scores, variant, out)
+        manifest = _write_outputs(cfg, rows, lines, fate, scores, variant, tokens, out)
     return manifest
 
 
 def _write_outputs(cfg: FilterConfig, rows: list[dict[str, Any]], lines: list[int], fate: list[str],
-                   scores: dict[str, float | None], variant: str, out: Path) -> dict[str, Any]:
+                   scores: dict[str, float | None], variant: str, tokens: str, out: Path) -> dict[str, Any]:
     from curation.ifd_scoring import is_negative, record_problem
     from curation.io import provenance, write_jsonl
 
@@ -251,7 +265,7 @@ def _write_outputs(cfg: FilterConfig, rows: list[dict[str, Any]], lines: list[in
     ranked = [(i, scores[str(rows[i]["id"])]) for i in positives if fate[i] != "unscored"]
     histogram = out.with_name(out.name + ".ifd.png")
     ifd_histogram(histogram, [v for i, v in ranked if fate[i] == KEPT], [v for i, v in ranked if fate[i] != KEPT],
-                  title=f"{Path(cfg.input).name}: IFD ({variant}) of positives")
+                  title=f"{Path(cfg.input).name}: IFD ({variant}, {tokens} tokens) of positives")
     scores_manifest = Path(cfg.scores + ".manifest.json")
     scored_with = json.loads(scores_manifest.read_text(encoding="utf-8")) if scores_manifest.exists() else {}
     thresholds = {"max_ifd": cfg.max_ifd, "keep_high_ifd": cfg.keep_high_ifd, "ratio": cfg.ratio, "count": cfg.count,
@@ -261,7 +275,7 @@ def _write_outputs(cfg: FilterConfig, rows: list[dict[str, Any]], lines: list[in
     manifest = provenance(
         cfg, [cfg.input, cfg.scores], kind="ifd_filter", output=str(out), output_sha256=sha256_file(staged(out)),
         histogram=str(histogram), model=scored_with.get("model"), prompt_format=scored_with.get("prompt_format"),
-        max_length=scored_with.get("max_length"), variant=variant, thresholds=thresholds,
+        max_length=scored_with.get("max_length"), variant=variant, tokens=tokens, thresholds=thresholds,
         totals=dict(Counter(fate)), counts=tally(rows, fate),
         ifd_above_max=[str(rows[i]["id"]) for i, v in ranked if v > cfg.max_ifd],
         unscored=[str(rows[i]["id"]) for i in positives if fate[i] == "unscored"], unusable=unusable,

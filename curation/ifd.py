@@ -1,12 +1,15 @@
 """Score instruction records by IFD with a causal LM: ``bioselect curate ifd``.
 
     bioselect curate ifd --model ~/.cache/offline-models/smollm2-135m --input runs/ncbi_train.jsonl \\
-        --output runs/ncbi_train.ifd.jsonl [--prompt-format plain|chat] [--batch-size 32] [--max-length 1024]
+        --output runs/ncbi_train.ifd.jsonl [--prompt-format plain|chat] [--batch-size 32] [--max-length 1024] \\
+        [--tokens answer|content]
     accelerate launch --num_processes 2 -m curation.ifd --model ... --input ... --output ...   # sharded, same output
 
-Each output line is ``{"id", "ifd", "loss_cond", "loss_uncond", "n_response_tokens", "variant"}`` in input order
-(``variant``: ``ppl_ratio``, Superfiltering's ``exp(loss_cond) / exp(loss_uncond)``, or ``loss_ratio``, Cherry-LLM's
-``loss_cond / loss_uncond``); ``OUTPUT.manifest.json`` says how the file was made and lists the records that were
+Each output line is ``{"id", "ifd", "loss_cond", "loss_uncond", "n_response_tokens", "variant", "tokens"}`` in input
+order (``variant``: ``ppl_ratio``, Superfiltering's ``exp(loss_cond) / exp(loss_uncond)``, or ``loss_ratio``,
+Cherry-LLM's ``loss_cond / loss_uncond``; ``tokens``: the losses are means over every response token, ``answer``, or
+over its ``content`` tokens only, the mentions and labels inside the JSON, and then ``n_content_tokens`` is added);
+``OUTPUT.manifest.json`` says how the file was made and lists the records that were
 not scored, with the reason. Scores are appended to ``OUTPUT.partial-RANK`` as they are computed, so a killed run
 started again with the same arguments scores only what is missing. See :mod:`curation.ifd_scoring` for the exact
 definitions and docs/curation.md for the recipes.
@@ -47,6 +50,10 @@ class IFDConfig:
                                                             "are reported and not scored."})
     variant: Literal["ppl_ratio", "loss_ratio"] = field(
         default="ppl_ratio", metadata={"help": "IFD variant: ppl_ratio (Superfiltering) or loss_ratio (Cherry-LLM)."})
+    tokens: Literal["answer", "content"] = field(
+        default="answer", metadata={"help": "Response tokens whose losses are averaged: answer (all of them) or "
+                                            "content (the mentions and class labels inside the JSON, not its "
+                                            "scaffolding; records without any are reported and not scored)."})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "auto: float32 on CPU, bfloat16 (float16 without it) on GPU."})
     strong_model: str | None = field(
@@ -114,18 +121,30 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     state = process_state()
     n_records = len(records) + len(skipped) + negatives
     tokenizer = _load(AutoTokenizer, cfg.model, "the tokenizer")
-    examples, lines = [], {}
-    for rec, ex in zip(records, S.encode_records(tokenizer, records, cfg.prompt_format)):
-        problem = S.length_problem(ex, cfg.max_length)
+    try:
+        encoded = S.encode_records(tokenizer, records, cfg.prompt_format, cfg.tokens)
+    except ValueError as err:  # a tokenizer without character offsets
+        raise InputError("--tokens", f"{cfg.tokens}: {err}") from None
+    examples, lines, no_content = [], {}, []
+    for rec, ex in zip(records, encoded):
+        problem = ex.problem or S.length_problem(ex, cfg.max_length)
         if problem:
             skipped.append({"id": ex.id, "line": rec["_line"], "reason": problem})
+            if ex.problem:
+                no_content.append(ex.id)
         else:
             examples.append(ex)
             lines[ex.id] = rec["_line"]
     skipped.sort(key=lambda s: s["line"])
     if state.is_main_process:
+        empty = [item for item in skipped if item["reason"] == S.NO_CONTENT_NEGATIVE]
         for item in skipped:
-            _warn(str(InputError(cfg.input, item["reason"] + "; not scored", line=item["line"], record=item["id"])))
+            if item["reason"] != S.NO_CONTENT_NEGATIVE:
+                _warn(str(InputError(cfg.input, item["reason"] + "; not scored", line=item["line"],
+                                     record=item["id"])))
+        if empty:  # one line for all: every [] of a dataset would otherwise be a warning of its own
+            _warn(f"{cfg.input}: {len(empty)} negatives ([]) have no content tokens; not scored (--positives-only "
+                  "leaves them out)")
     if not examples:
         raise InputError(cfg.input, f"no record can be scored ({len(skipped)} unusable, {negatives} negatives left "
                                     "out)")
@@ -142,7 +161,7 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta_path = out.with_name(out.name + PARTIAL_META)
     settings = {"input_sha256": sha256_file(cfg.input), "model": cfg.model, "prompt_format": cfg.prompt_format,
-                "max_length": cfg.max_length, "variant": cfg.variant, "dtype": cfg.dtype,
+                "max_length": cfg.max_length, "variant": cfg.variant, "tokens": cfg.tokens, "dtype": cfg.dtype,
                 "positives_only": cfg.positives_only, "batch_size": cfg.batch_size,
                 "max_batch_tokens": cfg.max_batch_tokens, "chunk_size": cfg.chunk_size,
                 "reuse_prefix": cfg.reuse_prefix}
@@ -193,14 +212,15 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
         manifest = provenance(
             cfg, [cfg.input], kind="ifd_scores", output=str(out), output_sha256=sha256_file(staged(out)),
             model=cfg.model, strong_model=cfg.strong_model, tokenizer_mismatch=mismatch,
-            prompt_format=cfg.prompt_format, max_length=cfg.max_length, variant=cfg.variant,
+            prompt_format=cfg.prompt_format, max_length=cfg.max_length, variant=cfg.variant, tokens=cfg.tokens,
             dtype=str(S.pick_dtype(str(state.device), cfg.dtype)), device=str(state.device),
             num_processes=state.num_processes,
-            counts={"records": n_records, "scored": len(examples),
-                    "unusable": len(skipped), "negatives_left_out": negatives, "non_finite": len(not_finite)},
+            counts={"records": n_records, "scored": len(examples), "unusable": len(skipped) - len(no_content),
+                    "unscorable_content": len(no_content), "negatives_left_out": negatives,
+                    "non_finite": len(not_finite)},
             cached_prefix_tokens={kind: sorted({len(p.prefix) for c in chunks for p in c.passes if p.kind == kind})
                                   for kind in ("cond", "uncond")},
-            skipped=skipped, non_finite=not_finite,
+            skipped=skipped, unscorable_content=no_content, non_finite=not_finite,
         )
         write_json(out.with_name(out.name + ".manifest.json"), manifest)
     for p in parts:
@@ -222,7 +242,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     manifest = run_ifd(cfg)
     if manifest is not None:
         c = manifest["counts"]
-        summary = (f"scored {c['scored']} of {c['records']} records ({c['unusable']} unusable, "
+        content = f", {c['unscorable_content']} without content tokens" if cfg.tokens == "content" else ""
+        summary = (f"scored {c['scored']} of {c['records']} records ({c['unusable']} unusable{content}, "
                    f"{c['negatives_left_out']} negatives left out) -> {cfg.output}")
         print(summary)
     return 0

@@ -17,6 +17,12 @@ Token ids are built by concatenation, never by searching the response inside the
   generation prompt (non-thinking mode for hybrid reasoning templates, ``prompts.CHAT_TEMPLATE_KWARGS``); response
   and unconditional ids as in ``plain``.
 
+Token scope: ``answer`` averages both losses over every response token, as above; ``content`` averages them over the
+response's content tokens only, the tokens whose character offsets (a fast tokenizer's offset mapping) overlap the
+strings that carry what the answer says (the mentions and class labels, :data:`CONTENT_RULES`), not over the JSON
+scaffolding around them. The same per-token losses are computed either way and only the mean differs. An answer with
+no content token (``[]``, an output that is not JSON, a record without ``task``) is not scored under ``content``.
+
 Speed comes from four things, none of which changes a value beyond float rounding: records are scored in batches of
 similar length; the LM head runs only on the positions whose next token is scored; the key/value cache of the prompt
 prefix that a group of records shares (the constant instruction of a converted dataset) is computed once and reused;
@@ -31,7 +37,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
     import torch
 
 VARIANTS = ("ppl_ratio", "loss_ratio")
+TOKEN_SCOPES = ("answer", "content")
 PROMPT_FORMATS = ("plain", "chat")
 
 
@@ -123,6 +130,162 @@ def record_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
+# --- content tokens ------------------------------------------------------------------------------------------------
+
+# What each task's answer says (:func:`is_content` holds the rule as paths into the JSON): the mentions copied from
+# the input and, for ``tc``, the class label. Entity types, relation and event labels, role names, keys and punctuation
+# are the answer's scaffolding.
+CONTENT_RULES = {
+    "ner": "the mention of each entity ('name')",
+    "re": "the head and tail mentions ('head', 'tail')",
+    "ee": "the trigger and every argument mention ('trigger', 'arguments' values)",
+    "tc": "the class label ('label')",
+}
+NO_CONTENT_NEGATIVE = "[] names nothing: no content tokens"
+
+
+def is_content(task: str, path: tuple[str | int, ...]) -> bool:
+    """Whether the JSON string at ``path`` of a ``task`` answer is content (see :data:`CONTENT_RULES`).
+
+    >>> is_content("ner", (0, "name")), is_content("ner", (0, "entity")), is_content("re", (2, "tail_type"))
+    (True, False, False)
+    >>> is_content("ee", (0, "arguments", "Theme", 1)), is_content("ee", (0, "event")), is_content("tc", ("label",))
+    (True, False, True)
+    """
+    if task == "tc":
+        return path == ("label",)
+    if task not in CONTENT_RULES:
+        raise ValueError(f"task {task!r} has no content rule; one of {', '.join(CONTENT_RULES)}")
+    if len(path) < 2 or not isinstance(path[0], int):
+        return False
+    if task == "ner":
+        return path[1:] == ("name",)
+    if task == "re":
+        return path[1:] in (("head",), ("tail",))
+    return path[1:] == ("trigger",) or (len(path) == 4 and path[1] == "arguments" and isinstance(path[3], int))
+
+
+def json_string_spans(text: str) -> list[tuple[tuple[str | int, ...], int, int]]:
+    """Every string value (not object key) of a JSON text: its path and the character span of its literal between
+    the quotes, as written (escapes included). ``ValueError`` when the text is not JSON.
+
+    >>> json_string_spans('[{"entity": "Disease", "name": "gout"}]')
+    [((0, 'entity'), 13, 20), ((0, 'name'), 32, 36)]
+    >>> json_string_spans('{"label": "advice", "n": [1, true, "a\\\\"b"]}')
+    [(('label',), 11, 17), (('n', 2), 36, 40)]
+    """
+    from json.decoder import WHITESPACE, scanstring
+    from json.scanner import NUMBER_RE
+
+    json.loads(text)  # the standard error message for text that is not JSON
+    spans: list[tuple[tuple[str | int, ...], int, int]] = []
+
+    def skip(i: int) -> int:
+        return WHITESPACE.match(text, i).end()
+
+    def expect(i: int, chars: str) -> str:
+        if text[i : i + 1] not in chars:
+            raise ValueError(f"expected one of {chars!r} at character {i}")
+        return text[i]
+
+    def value(i: int, path: tuple[str | int, ...]) -> int:
+        i = skip(i)
+        c = text[i : i + 1]
+        if c == '"':
+            _, end = scanstring(text, i + 1)
+            spans.append((path, i + 1, end - 1))
+            return end
+        if c and c in "[{":
+            close, k = "]" if c == "[" else "}", 0
+            i = skip(i + 1)
+            if text[i : i + 1] == close:
+                return i + 1
+            while True:
+                if c == "[":
+                    i = value(i, (*path, k))
+                else:
+                    expect(i, '"')
+                    key, i = scanstring(text, i + 1)
+                    expect(skip(i), ":")
+                    i = value(skip(i) + 1, (*path, key))
+                k += 1
+                i = skip(i)
+                if expect(i, "," + close) == close:
+                    return i + 1
+                i = skip(i + 1)
+        for literal in ("true", "false", "null"):
+            if text.startswith(literal, i):
+                return i + len(literal)
+        number = NUMBER_RE.match(text, i)
+        if number:
+            return number.end()
+        raise ValueError(f"expected a JSON value at character {i}")
+
+    end = skip(value(0, ()))
+    if end != len(text):
+        raise ValueError(f"extra text at character {end}")
+    return spans
+
+
+def content_spans(output: str, task: str) -> list[tuple[int, int]]:
+    """Character spans, in ``output``, of the content strings of a ``task`` answer (empty strings left out).
+
+    >>> out = '[{"entity": "Disease", "name": "colon cancer"}, {"entity": "Disease", "name": "FAP"}]'
+    >>> [out[a:b] for a, b in content_spans(out, "ner")]
+    ['colon cancer', 'FAP']
+    >>> out = '[{"event": "Expression", "trigger": "expressed", "arguments": {"Theme": ["IL-2", "IL-4"]}}]'
+    >>> [out[a:b] for a, b in content_spans(out, "ee")]
+    ['expressed', 'IL-2', 'IL-4']
+    >>> content_spans("[]", "ner")
+    []
+    """
+    return [(a, b) for path, a, b in json_string_spans(output) if b > a and is_content(task, path)]
+
+
+def overlapping_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], first: int = 0
+                       ) -> tuple[int, ...]:
+    """Indices (``first`` on) of the tokens whose character offsets overlap a span; a token that straddles a span's
+    edge (a quote merged with the first letters of a mention) counts. Special tokens (offsets ``(0, 0)``) never do.
+
+    >>> overlapping_tokens([(0, 2), (2, 4), (4, 6), (6, 8), (0, 0)], [(3, 6)])
+    (1, 2)
+    """
+    return tuple(j for j, (a, b) in enumerate(offsets) if j >= first and b > a
+                 and any(a < end and b > start for start, end in spans))
+
+
+def content_tokens(output: str, task: str | None, response_offsets: Sequence[tuple[int, int]],
+                   uncond_offsets: Sequence[tuple[int, int]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The content token indices of a response (into its conditional response ids and into its unconditional ids,
+    from the second token on, which is where the unconditional pass scores). ``ValueError`` with the reason when
+    there are none or a span maps to no token.
+
+    >>> offsets = [(0, 2), (2, 7), (7, 9), (9, 11), (11, 13), (13, 15)]  # '{"', 'label', '":', ' "', 'no', '"}'
+    >>> content_tokens('{"label": "no"}', "tc", offsets, [(0, 0), *offsets])  # alone: after a BOS
+    ((4,), (5,))
+    """
+    if task is None:
+        raise ValueError(f"no 'task' field: its content tokens are unknown (tasks: {', '.join(CONTENT_RULES)})")
+    if task not in CONTENT_RULES:
+        raise ValueError(f"task {task!r} has no content rule (tasks: {', '.join(CONTENT_RULES)})")
+    try:
+        spans = content_spans(output, task)
+    except ValueError as err:
+        raise ValueError(f"output is not JSON ({err}): its content strings cannot be located") from None
+    if not spans:
+        if is_negative(output):
+            raise ValueError(NO_CONTENT_NEGATIVE)
+        raise ValueError(f"the output has no content string ({task}: {CONTENT_RULES[task]})")
+    for start, end in spans:
+        if not overlapping_tokens(response_offsets, [(start, end)]):
+            raise ValueError(f"content span {start}-{end} ({output[start:end]!r}) matches no response token")
+    uncond = overlapping_tokens(uncond_offsets, spans, first=1)
+    if not uncond:
+        raise ValueError("its only content token opens the response alone, which the unconditional pass does not "
+                         "score")
+    return overlapping_tokens(response_offsets, spans), uncond
+
+
 # --- token ids ---------------------------------------------------------------------------------------------------
 
 
@@ -130,19 +293,40 @@ def record_problem(obj: dict[str, Any]) -> str | None:
 class Example:
     """A record as token ids: conditional sequence ``prompt_ids + response_ids`` (every response token scored);
     unconditional sequence ``uncond_ids`` (scored from its second token). ``group`` names the records that share a
-    prompt prefix (the instruction)."""
+    prompt prefix (the instruction).
+
+    With the ``content`` token scope, ``response_content`` (indices into ``response_ids``) and ``uncond_content``
+    (indices into ``uncond_ids``, each at least 1) name the tokens whose losses are averaged instead, and ``problem``
+    says why a record has none (it is then not scored)."""
 
     id: str
     group: str
     prompt_ids: tuple[int, ...]
     response_ids: tuple[int, ...]
     uncond_ids: tuple[int, ...]
+    response_content: tuple[int, ...] | None = None
+    uncond_content: tuple[int, ...] | None = None
+    problem: str | None = None
+
+    @property
+    def tokens(self) -> str:
+        """The token scope: ``answer`` (every response token) or ``content``."""
+        return "answer" if self.response_content is None else "content"
 
 
-def encode_records(tokenizer, records: Sequence[dict[str, Any]], prompt_format: str = "plain") -> list[Example]:
-    """Tokenize usable records (see :func:`record_problem`) into :class:`Example` s, in one batched call per part."""
+def encode_records(tokenizer, records: Sequence[dict[str, Any]], prompt_format: str = "plain",
+                   tokens: str = "answer") -> list[Example]:
+    """Tokenize usable records (see :func:`record_problem`) into :class:`Example` s, in one batched call per part.
+
+    ``tokens="content"`` also maps each output's content spans (:func:`content_spans`, by the record's ``task``)
+    through the tokenizer's offsets (a fast tokenizer's ``return_offsets_mapping``) to token indices; a record
+    without content tokens gets ``problem`` set."""
     if prompt_format not in PROMPT_FORMATS:
         raise ValueError(f"unknown prompt format {prompt_format!r}; one of {', '.join(PROMPT_FORMATS)}")
+    if tokens not in TOKEN_SCOPES:
+        raise ValueError(f"unknown token scope {tokens!r}; one of {', '.join(TOKEN_SCOPES)}")
+    if tokens == "content" and not getattr(tokenizer, "is_fast", False):
+        raise ValueError("the content token scope needs a fast tokenizer (character offsets of tokens)")
     if not records:
         return []
     outputs = [r["output"] for r in records]
@@ -152,10 +336,21 @@ def encode_records(tokenizer, records: Sequence[dict[str, Any]], prompt_format: 
         conversations = [chat_messages(r["instruction"], r.get("input", "")) for r in records]
         prompts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
                                                 return_dict=True, **CHAT_TEMPLATE_KWARGS)["input_ids"]
-    responses = tokenizer(outputs, add_special_tokens=False)["input_ids"]
-    alone = tokenizer(outputs)["input_ids"]
-    return [Example(str(r["id"]), r["instruction"], tuple(p), tuple(y), tuple(u))
-            for r, p, y, u in zip(records, prompts, responses, alone)]
+    with_offsets = tokens == "content"
+    responses = tokenizer(outputs, add_special_tokens=False, return_offsets_mapping=with_offsets)
+    alone = tokenizer(outputs, return_offsets_mapping=with_offsets)
+    examples = []
+    for k, (r, p, y, u) in enumerate(zip(records, prompts, responses["input_ids"], alone["input_ids"])):
+        ex = Example(str(r["id"]), r["instruction"], tuple(p), tuple(y), tuple(u))
+        if with_offsets:
+            try:
+                cond, uncond = content_tokens(r["output"], r.get("task"), responses["offset_mapping"][k],
+                                              alone["offset_mapping"][k])
+                ex = replace(ex, response_content=cond, uncond_content=uncond)
+            except ValueError as err:
+                ex = replace(ex, response_content=(), uncond_content=(), problem=str(err))
+        examples.append(ex)
+    return examples
 
 
 def length_problem(example: Example, max_length: int) -> str | None:
@@ -322,6 +517,7 @@ def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
 @dataclass
 class _Prefix:
     kv: list  # [(keys, values)] per layer, batch 1
+    nll: list[float]  # nll[t - 1] = NLL of prefix token t (1 <= t < len(prefix))
     cum_nll: list[float]  # cum_nll[t] = NLL of prefix tokens 1..t (t < len(prefix))
     next_lse: Any  # logsumexp of the logits at the last prefix position, which predict the token after it
     next_logits: Any
@@ -372,8 +568,8 @@ class IFDScorer:
             targets = torch.tensor(prefix[1:], dtype=torch.long, device=self.device)
             nll = self._nll(hidden[:-1], targets).double().cpu().tolist()
             last = self.head(hidden[-1:]).float()[0]
-            self._prefixes[prefix] = _Prefix([(layer.keys, layer.values) for layer in out.past_key_values.layers],
-                                             [0.0, *itertools.accumulate(nll)], last.logsumexp(-1), last)
+            self._prefixes[prefix] = _Prefix([(layer.keys, layer.values) for layer in out.cache.layers],
+                                             nll, [0.0, *itertools.accumulate(nll)], last.logsumexp(-1), last)
         return self._prefixes[prefix]
 
     def _nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -382,20 +578,33 @@ class IFDScorer:
         logits = self.head(hidden).float()
         return logits.logsumexp(-1) - logits.gather(1, targets[:, None])[:, 0]
 
-    def mean_nll(self, seqs: Sequence[Sequence[int]], starts: Sequence[int], prefix: tuple[int, ...] = ()
-                 ) -> list[float]:
+    def mean_nll(self, seqs: Sequence[Sequence[int]], starts: Sequence[int], prefix: tuple[int, ...] = (),
+                 masks: Sequence[Sequence[int] | None] | None = None) -> list[float]:
         """Mean NLL of ``seq[start:]`` given ``seq[:start]`` for each sequence (``start >= 1``). Every sequence
         starts with ``prefix``, whose cached state stands in for its tokens, so the forward runs on
-        ``seq[len(prefix):-1]`` (the last token is only a target)."""
+        ``seq[len(prefix):-1]`` (the last token is only a target).
+
+        ``masks[b]``, where given, names the positions of ``seq`` (``start`` or later) to average over instead: the
+        NLLs of every position from ``start`` are computed as without it and then only the named ones are summed, so
+        the token scope costs nothing."""
         import torch
 
         n = len(prefix)
+        masks = list(masks) if masks is not None else [None] * len(seqs)
         if any(tuple(seq[:n]) != prefix or not 1 <= start < len(seq) for seq, start in zip(seqs, starts)):
             raise ValueError("every sequence must start with the prefix and have a scored token")
+        if any(m is not None and (not m or min(m) < start or max(m) >= len(seq))
+               for seq, start, m in zip(seqs, starts, masks)):
+            raise ValueError("a mask must name at least one position from the sequence's start on")
         sums = [0.0] * len(seqs)
         if n:
             shared = self._prefix(prefix)
-            for b, (seq, start) in enumerate(zip(seqs, starts)):
+            for b, (seq, start, mask) in enumerate(zip(seqs, starts, masks)):
+                if mask is not None:  # the named positions inside the prefix, and position n
+                    sums[b] += sum(shared.nll[t - 1] for t in mask if t < n)
+                    if n in mask:
+                        sums[b] += (shared.next_lse - shared.next_logits[seq[n]]).item()
+                    continue
                 if start < n:  # scored tokens inside the prefix: their NLLs were computed with it
                     sums[b] += shared.cum_nll[min(n, len(seq)) - 1] - shared.cum_nll[start - 1]
                 if start <= n < len(seq):  # token n is predicted by the prefix's last position
@@ -404,21 +613,23 @@ class IFDScorer:
         if width > 0:
             batch = len(seqs)
             ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-            rows, cols, targets, owner = [], [], [], []
-            for b, (seq, start) in enumerate(zip(seqs, starts)):
+            rows, cols, targets, owner, keep = [], [], [], [], []
+            for b, (seq, start, mask) in enumerate(zip(seqs, starts, masks)):
                 ids[b, : len(seq) - 1 - n] = torch.tensor(seq[n:-1], dtype=torch.long)
                 first = max(start, n + 1)  # tokens from first on are predicted by fed positions t - 1 - n
                 rows += [b] * (len(seq) - first)
                 cols += range(first - 1 - n, len(seq) - 1 - n)
                 targets += seq[first:]
                 owner += [b] * (len(seq) - first)
+                named = set(mask) if mask is not None else None
+                keep += [named is None or t in named for t in range(first, len(seq))]
             kwargs: dict[str, Any] = {"use_cache": False}
             if n:
                 from transformers import DynamicCache
 
                 # a fresh cache per batch: the forward appends this batch's keys/values to it
                 past = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in shared.kv]
-                kwargs = {"past_key_values": DynamicCache(ddp_cache_data=past, config=self.model.config),
+                kwargs = {"cache": DynamicCache(ddp_cache_data=past, config=self.model.config),
                           "use_cache": True}
             position_ids = torch.arange(n, n + width).expand(batch, width).to(self.device)
             with self._attention_kernel():
@@ -429,21 +640,30 @@ class IFDScorer:
                 targets_t = torch.tensor(targets, device=self.device)
                 nll = torch.cat([self._nll(hidden[k : k + self.head_chunk], targets_t[k : k + self.head_chunk])
                                  for k in range(0, len(targets), self.head_chunk)])
-                per_seq = torch.zeros(batch, dtype=torch.float64).index_add_(0, torch.tensor(owner),
-                                                                              nll.double().cpu())
+                owner_t, nll = torch.tensor(owner), nll.double().cpu()
+                if not all(keep):  # the token scope: sum only the named positions' NLLs
+                    keep_t = torch.tensor(keep)
+                    owner_t, nll = owner_t[keep_t], nll[keep_t]
+                per_seq = torch.zeros(batch, dtype=torch.float64).index_add_(0, owner_t, nll)
                 sums = [s + p for s, p in zip(sums, per_seq.tolist())]
-        return [total / (len(seq) - start) for total, seq, start in zip(sums, seqs, starts)]
+        return [total / (len(seq) - start if mask is None else len(mask))
+                for total, seq, start, mask in zip(sums, seqs, starts, masks)]
 
     def conditional(self, examples: Sequence[Example], prefix: tuple[int, ...] = ()) -> list[float]:
-        """Mean NLL of each response given its prompt (``prefix`` must start every prompt)."""
+        """Mean NLL of each response given its prompt (``prefix`` must start every prompt), over its content tokens
+        where the example names them."""
         if not all(len(ex.prompt_ids) >= len(prefix) for ex in examples):
             raise ValueError("the prefix is longer than a prompt")
+        masks = [None if ex.response_content is None else [len(ex.prompt_ids) + j for j in ex.response_content]
+                 for ex in examples]
         return self.mean_nll([ex.prompt_ids + ex.response_ids for ex in examples],
-                             [len(ex.prompt_ids) for ex in examples], prefix)
+                             [len(ex.prompt_ids) for ex in examples], prefix, masks)
 
     def unconditional(self, examples: Sequence[Example], prefix: tuple[int, ...] = ()) -> list[float]:
-        """Mean NLL of each response alone, from its second token on (``prefix`` must start every one)."""
-        return self.mean_nll([ex.uncond_ids for ex in examples], [1] * len(examples), prefix)
+        """Mean NLL of each response alone, from its second token on (``prefix`` must start every one), over its
+        content tokens where the example names them."""
+        return self.mean_nll([ex.uncond_ids for ex in examples], [1] * len(examples), prefix,
+                             [ex.uncond_content for ex in examples])
 
     def score_chunk(self, examples: Sequence[Example], chunk: Chunk, on_batch=None) -> dict[int, tuple[float, float]]:
         """``index -> (loss_cond, loss_uncond)`` for the records of a chunk; ``on_batch(n)`` after each batch of n."""
@@ -461,14 +681,20 @@ def score_line(example: Example, loss_cond: float, loss_uncond: float, variant: 
     """The output line of one scored record (also its line in the partial file).
 
     >>> row = json.loads(score_line(Example("r1", "", (1,), (2, 3), (2, 3)), 0.5, 1.5, "loss_ratio"))
-    >>> row["id"], row["ifd"], row["n_response_tokens"], row["variant"]
-    ('r1', 0.3333333333333333, 2, 'loss_ratio')
+    >>> row["id"], row["ifd"], row["n_response_tokens"], row["variant"], row["tokens"]
+    ('r1', 0.3333333333333333, 2, 'loss_ratio', 'answer')
+    >>> json.loads(score_line(Example("r2", "", (1,), (2, 3), (2, 3), (1,), (1,)), 0.5, 1.5, "ppl_ratio"))["tokens"]
+    'content'
+
+    With the ``content`` scope the line also carries ``n_content_tokens`` (of the conditional response).
     """
     finite = math.isfinite(loss_cond) and math.isfinite(loss_uncond)
     value = ifd_from_losses(loss_cond, loss_uncond, variant) if finite else math.nan
     row = {"id": example.id, "ifd": value if math.isfinite(value) else None,
            "loss_cond": loss_cond if finite else None, "loss_uncond": loss_uncond if finite else None,
-           "n_response_tokens": len(example.response_ids), "variant": variant}
+           "n_response_tokens": len(example.response_ids), "variant": variant, "tokens": example.tokens}
+    if example.response_content is not None:
+        row["n_content_tokens"] = len(example.response_content)
     return json.dumps(row, ensure_ascii=False)
 
 

@@ -3,7 +3,7 @@ the negatives are scored too with ``--negative-order ifd``).
 
     bioselect curate run --config configs/curate_smollm2.yaml
     bioselect curate run --model ~/.cache/offline-models/smollm2-135m --input runs/ncbi_train.jsonl \\
-        --output runs/ncbi_train.filtered.jsonl --ratio 0.5
+        --output runs/ncbi_train.filtered.jsonl --ratio 0.5 [--tokens answer|content]
     accelerate launch --num_processes 2 -m curation.pipeline --config configs/curate_smollm2.yaml
 
 Writes the scores (``--scores``, by default ``OUTPUT_STEM.ifd.jsonl``, with its manifest), the filtered JSONL, its
@@ -43,6 +43,10 @@ class RunConfig:
                                                             "reported and not scored."})
     variant: Literal["ppl_ratio", "loss_ratio"] = field(
         default="ppl_ratio", metadata={"help": "IFD variant: ppl_ratio (Superfiltering) or loss_ratio (Cherry-LLM)."})
+    tokens: Literal["answer", "content"] = field(
+        default="answer", metadata={"help": "Response tokens whose losses are averaged: answer (all of them) or "
+                                            "content (the mentions and class labels inside the JSON; positives "
+                                            "without any are reported, not scored, and not kept)."})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "auto: float32 on CPU, bfloat16 (float16 without it) on GPU."})
     strong_model: str | None = field(

@@ -120,12 +120,31 @@ def test_command_reports_unusable_records(files, tmp_path, capsys):
     ('{"id": "a0", "ifd": "high"}\n', "not a number"),
     ('{"id": "a0", "ifd": 0.1, "variant": "ppl_ratio"}\n{"id": "a1", "ifd": 0.1, "variant": "loss_ratio"}\n',
      "mixes IFD variants"),
+    ('{"id": "a0", "ifd": 0.1, "tokens": "content"}\n{"id": "a1", "ifd": 0.1, "tokens": "answer"}\n',
+     "mixes token scopes ['answer', 'content']"),
+    ('{"id": "a0", "ifd": 0.1, "tokens": "content"}\n{"id": "a1", "ifd": 0.1}\n',  # no scope named: answer
+     "mixes token scopes ['answer', 'content']"),
 ])
 def test_bad_scores_exit_2(files, tmp_path, capsys, scores_text, message):
     data, scores = files
     scores.write_text(scores_text)
     assert main(["--input", str(data), "--scores", str(scores), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_token_scope_is_named_and_checked(files, tmp_path, capsys):
+    data, scores = files
+    out = tmp_path / "kept.jsonl"
+    args = ["--input", str(data), "--scores", str(scores), "--output", str(out)]
+    assert main(args) == 0  # lines that name no scope were computed over the whole answer
+    assert json.loads((tmp_path / "kept.jsonl.manifest.json").read_text())["tokens"] == "answer"
+    assert main([*args, "--tokens", "content"]) == 2
+    assert "scores are over the answer tokens, not --tokens content" in capsys.readouterr().err
+    rows = [json.loads(line) | {"tokens": "content"} for line in scores.read_text().splitlines()]
+    scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([*args, "--tokens", "content"]) == 0
+    assert json.loads((tmp_path / "kept.jsonl.manifest.json").read_text())["tokens"] == "content"
+    assert main([*args, "--tokens", "answer"]) == 2
 
 
 @pytest.mark.parametrize("option", [["--ratio", "1.5"], ["--count", "-1"], ["--negative-ratio", "2"]])

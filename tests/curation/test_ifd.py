@@ -200,6 +200,142 @@ def test_batched_equals_per_sample(loaded, prompt_format, batch_size, reuse_pref
         assert S.ifd_from_losses(*got[i]) == pytest.approx(math.exp(want_cond) / math.exp(want_uncond), abs=1e-4)
 
 
+# --- content tokens ------------------------------------------------------------------------------------------------
+
+
+def task_records() -> tuple[list[dict], dict[str, list[str]]]:
+    """Records of every task the converter writes (ner, re, ee, tc), and each record's content strings, by hand."""
+    from curation.convert import convert_corpus
+    from curation.records import Corpus, Event, Record, Relation, Span
+
+    rows, content = [], {}
+    for rec in [r for r in make_records(12, seed=4) if r["output"] != "[]"]:
+        rows.append(rec)
+        content[rec["id"]] = [e["name"] for e in json.loads(rec["output"])]
+    text = "BRCA1 binds APC and ATM in gout."  # BRCA1 0-5, APC 12-15, ATM 20-23
+    genes = [Span(0, 5, "Gene"), Span(12, 15, "Gene"), Span(20, 23, "Gene")]
+    re_corpus = Corpus([Record("re1", text, genes, relations=[Relation(0, 1, "Binds"), Relation(0, 2, "Binds")]),
+                        Record("re2", text, genes, relations=[Relation(2, 1, "Binds")])], dataset="toy-re")
+    content |= {"re1": ["BRCA1", "APC", "BRCA1", "ATM"], "re2": ["ATM", "APC"]}
+    text = "ATM expression activates CFTR and DMD."  # ATM 0-3, expression 4-14, activates 15-24, CFTR 25-29, DMD 34-37
+    spans = [Span(0, 3, "Gene"), Span(4, 14, "Trigger"), Span(15, 24, "Trigger"), Span(25, 29, "Gene"),
+             Span(34, 37, "Gene")]
+    events = [Event("Gene_expression", 1, (("Theme", 0),)),
+              Event("Positive_regulation", 2, (("Theme", 3), ("Theme", 4), ("Cause", 0)))]
+    ee_corpus = Corpus([Record("ee1", text, spans, events=events)], dataset="toy-ee")
+    content["ee1"] = ["expression", "ATM", "activates", "ATM", "CFTR", "DMD"]
+    tc_corpus = Corpus([Record("tc1", "Patients should take APC inhibitors.", labels=["advice"]),
+                        Record("tc2", "APC is linked to gout.", labels=["no advice"])], dataset="HealthAdvice")
+    content |= {"tc1": ["advice"], "tc2": ["no advice"]}
+    for corpus, task in ((re_corpus, "re"), (ee_corpus, "ee"), (tc_corpus, "tc")):
+        rows += convert_corpus(corpus, task=task)
+    return rows, content
+
+
+def reference_content(model, tok, rec: dict, strings: list[str]) -> tuple[float, float]:
+    """The per-sample content losses, written plainly: the content characters are every quoted occurrence of the
+    record's content strings in its output (the test data has no type or key equal to a mention), a token is content
+    when its offsets overlap them, and the losses are the mean cross-entropy of those tokens in one full forward."""
+    out, spans = rec["output"], []
+    for value in set(strings):
+        quoted, k = json.dumps(value), rec["output"].find(json.dumps(value))
+        while k >= 0:
+            spans.append((k + 1, k + len(quoted) - 1))
+            k = out.find(quoted, k + 1)
+
+    def mask(offsets) -> torch.Tensor:
+        return torch.tensor([b > a and any(a < e and b > s for s, e in spans) for a, b in offsets])
+
+    text = rec["instruction"] + "\n" + rec["input"] + "\n"
+    prompt = tok(text)["input_ids"]
+    response = tok(out, add_special_tokens=False, return_offsets_mapping=True)
+    alone = tok(out, return_offsets_mapping=True)
+    ids = torch.tensor(prompt + response["input_ids"])
+    alone_ids = torch.tensor(alone["input_ids"])
+    with torch.no_grad():
+        nll = F.cross_entropy(model(ids[None]).logits[0, len(prompt) - 1 : -1], ids[len(prompt) :], reduction="none")
+        nll_alone = F.cross_entropy(model(alone_ids[None]).logits[0, :-1], alone_ids[1:], reduction="none")
+    keep, keep_alone = mask(response["offset_mapping"]), mask(alone["offset_mapping"])[1:]
+    assert 0 < keep.sum() < len(keep) and keep_alone.sum() == keep.sum()
+    return nll[keep].mean().item(), nll_alone[keep_alone].mean().item()
+
+
+def test_content_spans_of_every_task():
+    rows, content = task_records()
+    for row in rows:
+        found = [row["output"][a:b] for a, b in S.content_spans(row["output"], row["task"])]
+        assert found == content[row["id"]], row["id"]
+    # escapes stay inside the span as written; types, relation labels, roles and keys never count
+    out = json.dumps([{"entity": "Disease", "name": 'the "gout" \\ form'}])
+    assert [out[a:b] for a, b in S.content_spans(out, "ner")] == ['the \\"gout\\" \\\\ form']
+    assert S.content_spans('[{"entity": "Disease", "name": ""}]', "ner") == []
+
+
+@pytest.mark.parametrize("output,task,reason", [
+    ("[]", "ner", "[] names nothing"),
+    ('[{"entity": "Disease", "name": "gout"}', "ner", "output is not JSON"),
+    ('{"label": "advice"}', "ner", "the output has no content string (ner: the mention"),
+    ('[{"entity": "Disease", "name": ""}]', "ner", "the output has no content string"),
+    ('{"label": "advice"}', None, "no 'task' field"),
+    ('{"label": "advice"}', "qa", "task 'qa' has no content rule"),
+])
+def test_content_problems(loaded, output, task, reason):
+    tok, _ = loaded
+    row = {"id": "x", "instruction": "Classify.", "input": "APC.", "output": output} | ({"task": task} if task else {})
+    ex = S.encode_records(tok, [row], tokens="content")[0]
+    assert ex.problem.startswith(reason) and ex.response_content == () and ex.tokens == "content"
+    with pytest.raises(ValueError, match="matches no response token"):  # offsets that do not cover the text
+        S.content_tokens('{"label": "no"}', "tc", [(0, 10)], [(0, 0), (0, 10)])
+    assert S.encode_records(tok, [row])[0].problem is None  # the answer scope scores every token of any output
+
+
+@pytest.mark.parametrize("batch_size,reuse_prefix", [(1, False), (3, True), (16, True)])
+def test_content_scope_equals_per_sample(loaded, batch_size, reuse_prefix):
+    tok, model = loaded
+    rows, content = task_records()
+    examples = S.encode_records(tok, rows, tokens="content")
+    answer = S.encode_records(tok, rows)
+    assert [ex.problem for ex in examples] == [None] * len(rows)
+    assert [ex.response_ids for ex in examples] == [ex.response_ids for ex in answer]
+    plan = S.plan_chunks(examples, batch_size, 10_000, 8, reuse_prefix)
+    assert plan == S.plan_chunks(answer, batch_size, 10_000, 8, reuse_prefix)  # the scope changes no batch
+    scorer = S.IFDScorer(model, pad_id=tok.pad_token_id)
+    got, whole = {}, {}
+    with torch.inference_mode():
+        for chunk in plan:
+            got.update(scorer.score_chunk(examples, chunk))
+            whole.update(scorer.score_chunk(answer, chunk))
+    for i, rec in enumerate(rows):
+        want_cond, want_uncond = reference_content(model, tok, rec, content[rec["id"]])
+        assert got[i][0] == pytest.approx(want_cond, abs=1e-5), rec["id"]
+        assert got[i][1] == pytest.approx(want_uncond, abs=1e-5), rec["id"]
+        assert whole[i][0] == pytest.approx(reference(model, tok, rec)[0], abs=1e-5)
+        assert abs(got[i][0] - whole[i][0]) > 1e-3  # the scope does change the value
+    assert {r["task"] for r in rows} == {"ner", "re", "ee", "tc"}
+
+
+def test_masked_positions_inside_and_right_after_a_cached_prefix(loaded):
+    """Content tokens inside a shared response prefix (two identical answers) are summed from the prefix's NLLs; the
+    first mention of NER answers is the token right after their shared opening, predicted by its last position."""
+    tok, model = loaded
+    rows, content = task_records()
+    twice = [r | {"id": f"{r['id']}-{k}", "input": r["input"] + "!" * k} for r in rows if r["id"] == "tc1"
+             for k in range(2)]
+    ner = [r for r in rows if r["task"] == "ner"]
+    examples = S.encode_records(tok, twice + ner, tokens="content")
+    chunks = S.plan_chunks(examples, 4, 10_000, 8)
+    uncond = [(p.prefix, [i for b in p.batches for i in b]) for c in chunks for p in c.passes if p.kind == "uncond"]
+    assert (examples[0].uncond_ids, [0, 1]) in uncond and examples[0].uncond_ids == examples[1].uncond_ids
+    assert any(prefix and len(prefix) == min(examples[i].uncond_content) for prefix, members in uncond
+               for i in members if i >= 2)
+    with torch.inference_mode():
+        scorer = S.IFDScorer(model, pad_id=tok.pad_token_id)
+        got = {i: pair for chunk in chunks for i, pair in scorer.score_chunk(examples, chunk).items()}
+    for i, rec in enumerate(twice + ner):
+        want = reference_content(model, tok, rec, content[rec["id"].split("-")[0]])
+        assert got[i] == pytest.approx(want, abs=1e-5)
+
+
 def test_tokenizer_mismatch_of_a_pair(loaded):
     tok, _ = loaded
     assert S.tokenizer_mismatch(tok, make_tokenizer(), ["BRCA1 causes gout."], chat=True) == []
@@ -346,7 +482,52 @@ def test_bad_records_are_reported_and_the_rest_scored(tiny, tmp_path, capsys):
     manifest = json.loads((tmp_path / "s.jsonl.manifest.json").read_text())
     assert [(s["id"], s["line"]) for s in manifest["skipped"]] == [("no-out", 2), ("no-instr", 4), ("empty", 5),
                                                                     ("r0", 6), ("long", 7)]
-    assert manifest["counts"] == {"records": 8, "scored": 3, "unusable": 5, "negatives_left_out": 0, "non_finite": 0}
+    assert manifest["counts"] == {"records": 8, "scored": 3, "unusable": 5, "unscorable_content": 0,
+                                  "negatives_left_out": 0, "non_finite": 0}
+
+
+def test_content_scope_command(tiny, loaded, tmp_path, capsys):
+    tok, model = loaded
+    rows, content = task_records()
+    negatives = [r for r in make_records(12, seed=4) if r["output"] == "[]"]
+    bad = [rows[0] | {"id": "not-json", "output": rows[0]["output"][:-1]},
+           {k: v for k, v in rows[1].items() if k != "task"} | {"id": "no-task"}]
+    data = write_jsonl(tmp_path / "in.jsonl", rows + negatives + bad)
+    out = tmp_path / "s.jsonl"
+    args = ["--model", str(tiny), "--input", str(data), "--output", str(out), "--tokens", "content"]
+    assert ifd_main(args) == 0
+    captured = capsys.readouterr()
+    assert f"{len(negatives)} negatives ([]) have no content tokens; not scored" in captured.err
+    assert "(record not-json): output is not JSON" in captured.err
+    assert "(record no-task): no 'task' field" in captured.err
+    assert "(record r" not in captured.err  # the negatives are one line, not one each
+    assert f"{len(negatives) + 2} without content tokens" in captured.out
+    lines = read_lines(out)
+    assert [r["id"] for r in lines] == [r["id"] for r in rows]
+    for line, rec in zip(lines, rows):
+        want_cond, want_uncond = reference_content(model, tok, rec, content[rec["id"]])
+        assert line["loss_cond"] == pytest.approx(want_cond, abs=1e-5)
+        assert line["ifd"] == pytest.approx(math.exp(want_cond - want_uncond), abs=1e-4)
+        assert (line["tokens"], line["variant"]) == ("content", "ppl_ratio")
+        assert 0 < line["n_content_tokens"] < line["n_response_tokens"]
+    manifest = json.loads((tmp_path / "s.jsonl.manifest.json").read_text())
+    assert manifest["tokens"] == "content" and manifest["config"]["tokens"] == "content"
+    assert manifest["counts"] == {"records": len(rows) + len(negatives) + 2, "scored": len(rows), "unusable": 0,
+                                  "unscorable_content": len(negatives) + 2, "negatives_left_out": 0,
+                                  "non_finite": 0}
+    assert set(manifest["unscorable_content"]) == {r["id"] for r in negatives} | {"not-json", "no-task"}
+    assert {s["reason"] for s in manifest["skipped"] if s["id"] in {r["id"] for r in negatives}} == {
+        S.NO_CONTENT_NEGATIVE}
+    # partial scores of a killed run over the whole answer are not mixed in
+    from curation.io import sha256_file
+
+    settings = {"input_sha256": sha256_file(data), "model": str(tiny), "prompt_format": "plain", "max_length": 1024,
+                "variant": "ppl_ratio", "tokens": "answer", "dtype": "auto", "positives_only": False,
+                "batch_size": 64, "max_batch_tokens": 2048, "chunk_size": 256, "reuse_prefix": True}
+    (tmp_path / "s2.jsonl.partial-0").write_text(out.read_text().splitlines()[0] + "\n")
+    (tmp_path / "s2.jsonl.partial.json").write_text(json.dumps(settings))
+    assert ifd_main([*args[:5], str(tmp_path / "s2.jsonl"), "--tokens", "content"]) == 2
+    assert "a killed run with other settings (tokens)" in capsys.readouterr().err
 
 
 def test_response_cut_by_max_length_is_excluded(tiny, loaded, tmp_path, capsys):
@@ -396,12 +577,16 @@ def test_strong_model_with_another_tokenizer_warns(tiny, tmp_path, capsys):
 # --- curate run ----------------------------------------------------------------------------------------------------
 
 
-def test_curate_run_scores_positives_and_filters(tiny, tmp_path):
+@pytest.mark.parametrize("tokens", ["answer", "content"])
+def test_curate_run_scores_positives_and_filters(tiny, tmp_path, tokens):
     rows = make_records(40, seed=3)
     data = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "filtered.jsonl"
-    assert run_main(["--model", str(tiny), "--input", str(data), "--output", str(out), "--ratio", "0.5"]) == 0
-    scores = {r["id"]: r["ifd"] for r in read_lines(tmp_path / "filtered.ifd.jsonl")}
+    assert run_main(["--model", str(tiny), "--input", str(data), "--output", str(out), "--ratio", "0.5",
+                     "--tokens", tokens]) == 0
+    lines = read_lines(tmp_path / "filtered.ifd.jsonl")
+    assert {r["tokens"] for r in lines} == {tokens}
+    scores = {r["id"]: r["ifd"] for r in lines}
     positives = [r for r in rows if r["output"] != "[]"]
     negatives = [r for r in rows if r["output"] == "[]"]
     assert set(scores) == {r["id"] for r in positives}  # negatives are not scored
@@ -411,7 +596,7 @@ def test_curate_run_scores_positives_and_filters(tiny, tmp_path):
     assert {r["id"] for r in kept} == want
     assert kept == [r for r in rows if r["id"] in want]  # unchanged, input order
     manifest = json.loads((tmp_path / "filtered.jsonl.manifest.json").read_text())
-    assert manifest["model"] == str(tiny) and manifest["variant"] == "ppl_ratio"
+    assert manifest["model"] == str(tiny) and manifest["variant"] == "ppl_ratio" and manifest["tokens"] == tokens
     assert manifest["counts"]["toy"]["negative"] == {"kept": len(negatives), "dropped": 0}
     assert (tmp_path / "filtered.jsonl.ifd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -425,6 +610,8 @@ def test_run_config_covers_both_commands():
     names = {f.name for f in fields(RunConfig)}
     assert {f.name for f in fields(IFDConfig)} - {"positives_only"} <= names
     assert {f.name for f in fields(FilterConfig)} <= names
+    cfg = RunConfig(model="m", input="in.jsonl", output="out.jsonl", tokens="content")
+    assert cfg.ifd_config().tokens == cfg.filter_config().tokens == "content"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("curate_*.yaml")), ids=lambda p: p.name)

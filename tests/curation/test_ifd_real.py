@@ -4,9 +4,11 @@ or ``~/.cache/offline-models/NAME``); tests skip when they are absent."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,38 @@ def test_homologous_pair_shares_a_tokenizer():
     smol = AutoTokenizer.from_pretrained(offline_model("smollm2-135m"))
     reasons = S.tokenizer_mismatch(smol, strong, samples, chat=True)
     assert any("vocabularies differ" in r for r in reasons) and any("chat templates render" in r for r in reasons)
+
+
+def test_smollm2_content_scope_matches_per_sample(smollm2, tmp_path):
+    """On SmolLM2 the content tokens of an NCBI-disease answer spell its mentions exactly (no quote merged into a
+    mention), and the command's content losses equal a per-record computation over those tokens."""
+    folder, tok, model = smollm2
+    records = [r for r in ncbi_records(30) if r["output"] != "[]"][:8]
+    data = tmp_path / "ncbi.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "scores.jsonl"
+    assert ifd_main(["--model", str(folder), "--input", str(data), "--output", str(out), "--tokens", "content"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    for rec, row in zip(records, rows):
+        names = [e["name"] for e in json.loads(rec["output"])]
+        response = tok(rec["output"], add_special_tokens=False)["input_ids"]
+        # independent of the JSON walker and the offset mapping: a regex for the names, decoded token lengths
+        spans = [m.span(1) for m in re.finditer(r'"name": "((?:[^"\\]|\\.)*)"', rec["output"])]
+        ends = list(itertools.accumulate(len(tok.decode(t)) for t in response))
+        assert ends[-1] == len(rec["output"]) and len(spans) == len(names)
+        mask = [any(a < e and b > s for s, e in spans) for a, b in zip([0, *ends[:-1]], ends)]
+        ex = S.encode_records(tok, [rec], tokens="content")[0]
+        assert "".join(tok.decode(response[j]) for j in ex.response_content) == "".join(names)
+        assert [j for j, m in enumerate(mask) if m] == list(ex.response_content)
+        prompt = tok(f"{rec['instruction']}\n{rec['input']}\n")["input_ids"]
+        ids = torch.tensor(prompt + response)
+        with torch.no_grad():
+            nll = F.cross_entropy(model(ids[None]).logits[0, len(prompt) - 1 : -1], ids[len(prompt) :],
+                                  reduction="none")
+            nll_alone = F.cross_entropy(model(ids[None, len(prompt) :]).logits[0, :-1], ids[len(prompt) + 1 :],
+                                        reduction="none")  # SmolLM2 adds no BOS: the response alone is its ids
+        keep = torch.tensor(mask)
+        assert row["loss_cond"] == pytest.approx(nll[keep].mean().item(), abs=1e-4)
+        assert row["loss_uncond"] == pytest.approx(nll_alone[keep[1:]].mean().item(), abs=1e-4)
+        assert row["n_content_tokens"] == int(keep.sum()) and row["tokens"] == "content"
