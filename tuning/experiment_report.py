@@ -196,17 +196,28 @@ def format_report(cfg: Any, rows: Sequence[dict[str, Any]], means: Sequence[dict
     return "\n".join(lines) + "\n"
 
 
-def plot_f1_vs_ratio(rows: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]], path: Path) -> bool:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
     from curation.io import atomic_write
 
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
+def plot_f1_vs_ratio(rows: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]], path: Path) -> bool:
     ratio_arms = sorted({m["arm"] for m in means if m["ratio"] is not None and m["arm"] != "lora-ifd-auto"})
     if not ratio_arms:
         return False
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, arm in enumerate(ratio_arms):
         pts = sorted((m["ratio"], 100 * m["mean"], 100 * (m["sd"] or 0)) for m in means if m["arm"] == arm)
@@ -221,9 +232,7 @@ def plot_f1_vs_ratio(rows: Sequence[dict[str, Any]], means: Sequence[dict[str, A
     ax.set_xlabel("rho (share of positives kept)")
     ax.set_ylabel("strict F1 (seed mean ± sd)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return True
 
@@ -233,13 +242,7 @@ def plot_train_loss(rows: Sequence[dict[str, Any]], path: Path, ratio: float, se
               and r["ratio"] in (ratio, None)}
     if not curves:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from curation.io import atomic_write
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for arm, points in curves.items():
         ax.plot(*zip(*points), label=arm, linewidth=1)
@@ -247,9 +250,7 @@ def plot_train_loss(rows: Sequence[dict[str, Any]], path: Path, ratio: float, se
     ax.set_ylabel("training loss (completion tokens)")
     ax.set_title(f"rho {ratio:g}, seed {seed}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return True
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import offline_model
+from tests.tuning.conftest import build_tiny_llama
 from tests.tuning.test_train import Interrupt, write_records
 from tuning import quantization
 from tuning.generation import load_model
@@ -26,33 +26,14 @@ bnb = pytest.importorskip("bitsandbytes", reason="pip install 'bioselect[quantiz
 LAYERS_PER_BLOCK = 7  # q, k, v, o, gate, up, down
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A tiny random Llama, 64 wide: bitsandbytes' CPU inference kernel packs 4-bit weights in blocks of 64 inputs
     (a 32-wide model trains in 4 bits but fails to generate)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = offline_model("smollm2-135m")
-    if folder is None:
-        pytest.skip("SmolLM2 tokenizer not found under ~/.cache/offline-models (make models)")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny-llama-64")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-64"), hidden_size=64, intermediate_size=128)
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
