@@ -66,6 +66,7 @@ class FilterConfig:
         if self.negative_order not in NEGATIVE_ORDERS:
             raise InputError("--negative-order", f"must be one of {', '.join(NEGATIVE_ORDERS)}, "
                                                  f"not {self.negative_order!r}")
+        _check_negative_order(self.negative_order, self.tokens)
         if not 0 <= self.ratio <= 1:
             raise InputError("--ratio", f"must be between 0 and 1, got {self.ratio}")
         if self.count is not None and self.count < 0:
@@ -77,6 +78,12 @@ class FilterConfig:
         out = Path(self.output)
         return Files(reads=[self.input, self.scores, self.scores + ".manifest.json"],
                      writes=[out, out.with_name(out.name + ".manifest.json"), out.with_name(out.name + ".ifd.png")])
+
+
+def _check_negative_order(negative_order: str, tokens: str | None) -> None:
+    if negative_order == "ifd" and tokens == "content":
+        raise InputError("--negative-order", "ifd ranks negatives by their IFD, and under --tokens content a negative "
+                                             "([]) has no content token to score")
 
 
 def share(ratio: float, n: int) -> int:
@@ -237,6 +244,7 @@ def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     tokens = scopes.pop() if scopes else cfg.tokens or "answer"
     if cfg.tokens is not None and tokens != cfg.tokens:
         raise InputError(cfg.scores, f"scores are over the {tokens} tokens, not --tokens {cfg.tokens}")
+    _check_negative_order(cfg.negative_order, tokens)
     fate = select(rows, scores, cfg.ratio, cfg.count, cfg.max_ifd, cfg.keep_high_ifd, cfg.negative_ratio, cfg.seed,
                   cfg.order, cfg.negative_order)
     positive_ids = [str(row["id"]) for row, f in zip(rows, fate) if f not in ("invalid", "duplicate_id")

@@ -145,6 +145,10 @@ def test_token_scope_is_named_and_checked(files, tmp_path, capsys):
     assert main([*args, "--tokens", "content"]) == 0
     assert json.loads((tmp_path / "kept.jsonl.manifest.json").read_text())["tokens"] == "content"
     assert main([*args, "--tokens", "answer"]) == 2
+    # negatives have no content tokens, so no content IFD to rank them by
+    assert main([*args, "--negative-order", "ifd", "--negative-ratio", "0.5"]) == 2
+    assert "under --tokens content a negative ([]) has no content token" in capsys.readouterr().err
+    assert main([*args, "--tokens", "content", "--negative-order", "ifd"]) == 2
 
 
 @pytest.mark.parametrize("option", [["--ratio", "1.5"], ["--count", "-1"], ["--negative-ratio", "2"]])
