@@ -145,6 +145,9 @@ class ExperimentConfig:
             raise InputError("--negative_ratio", f"must be in [0, 1], got {self.negative_ratio}")
         if self.negative_order not in ("random", "ifd"):
             raise InputError("--negative_order", f"must be random or ifd, not {self.negative_order!r}")
+        if self.negative_order == "ifd" and "lora-ifd-content" in self.arms:
+            raise InputError("--negative_order", "ifd cannot rank the lora-ifd-content arm's negatives: an empty "
+                                                 "answer has no content tokens; use random")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError("--seeds", f"expected distinct seeds >= 0, got {self.seeds}")
         if self.ladder_seeds is not None and not set(self.ladder_seeds) <= set(self.seeds):

@@ -209,12 +209,14 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--ratios", "1.5", "expected distinct shares in (0, 1]"), ("--ratios", "0", "expected distinct shares"),
     ("--seeds", "-1", "expected distinct seeds"), ("--epochs", "0.5", "must be at least 1"),
     ("--arms", "lora-ifd-other", "needs a scoring model of another family"),
-    ("--arms", "lora-ifd-auto", "picks rho on a dev corpus"), ("--ladder_seeds", "5", "must be among --seeds"),
+    ("--arms", "lora-ifd-auto", "picks rho on a dev corpus"),
+    ("--negative_order", "ifd --arms lora-ifd-content", "empty answer has no content tokens"),
+    ("--ladder_seeds", "5", "must be among --seeds"),
     ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
     argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
             option: value}
-    assert E.main([x for kv in argv.items() for x in kv]) == 2
+    assert E.main([w for k, v in argv.items() for w in (k, *v.split(" "))]) == 2  # a value may hold two options
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
