@@ -447,7 +447,10 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_what_a_kill_leaves(tmp_path):
     cmd = [PYTHON, "-m", "curation.cli", "curate", "ifd", "--model", str(model), "--input", str(data),
            "--output", str(out), "--chunk-size", "4", "--batch-size", "2"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT's default action in the child: a shell ignores SIGINT in what it starts in the background (`make test &`)
+    # and the ignore is inherited, so the command would never see the interruption this test sends
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline and not (part.exists() and part.stat().st_size):
