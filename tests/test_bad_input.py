@@ -159,6 +159,10 @@ ROWS: list[Row] = [
         "--output {w}/instr.jsonl", "{w}/instr.jsonl"),
     Row("filter ratio above 1", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
         "--output {w}/f.jsonl --ratio 2", "--ratio"),
+    Row("filter unknown order", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/f.jsonl --order middle", "--order"),
+    Row("filter unknown negative order", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
+        "--output {w}/f.jsonl --negative-order longest", "--negative-order"),
     Row("filter malformed scores", "curate filter --input {w}/instr.jsonl --scores {w}/bad.jsonl "
         "--output {w}/f.jsonl", "{w}/bad.jsonl:2"),
     Row("filter onto a full disk", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
@@ -277,6 +281,17 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/x", "{w}/nope.tsv"),
     Row("experiment unknown arm", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-xx", "--arms"),
+    Row("experiment rho above 1", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --ratios 0.5 1.5", "--ratios"),
+    Row("experiment no seeds", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --seeds -1", "--seeds"),
+    Row("experiment epochs below 1", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --epochs 0.5", "--epochs"),
+    Row("experiment other scorer missing", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-ifd-other", "--other_scorer_model"),
+    Row("experiment dev corpus into its output", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --dev {w}/corpus.tsv --arms lora-ifd-auto --output_dir {w}/corpus.tsv",
+        "{w}/corpus.tsv"),
 ]
 
 
