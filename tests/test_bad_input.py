@@ -147,6 +147,8 @@ ROWS: list[Row] = [
         "--batch-size 0", "--batch-size"),
     Row("ifd unknown prompt format", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/s.jsonl --prompt-format xml", "--prompt-format"),
+    Row("ifd unknown token scope", "curate ifd --model {w}/model_corrupt --input {w}/instr.jsonl "
+        "--output {w}/s.jsonl --tokens words", "--tokens"),
     Row("ifd unknown config key", "curate ifd --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
     Row("ifd missing input", "curate ifd --model {w}/model_no_tokenizer --input {w}/nope.jsonl --output {w}/s.jsonl",
         "{w}/nope.jsonl"),
@@ -168,6 +170,10 @@ ROWS: list[Row] = [
     Row("filter onto a full disk", "curate filter --input {w}/instr.jsonl --scores {w}/scores.jsonl "
         "--output {w}/mnt/f.jsonl", "{w}/mnt/f.jsonl", fs="full"),
     # --- curate run
+    Row("run unknown order", "curate run --model {w}/model_corrupt --input {w}/instr.jsonl --output {w}/f.jsonl "
+        "--order middle", "--order"),
+    Row("filter content scope with negatives by ifd", "curate filter --input {w}/instr.jsonl --scores "
+        "{w}/scores.jsonl --output {w}/f.jsonl --tokens content --negative-order ifd", "--negative-order"),
     Row("run missing config", "curate run --config {w}/nope.yaml", "{w}/nope.yaml"),
     Row("run malformed config", "curate run --config {w}/malformed.yaml", "{w}/malformed.yaml"),
     Row("run unknown config key", "curate run --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
