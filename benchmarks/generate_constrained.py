@@ -7,7 +7,7 @@ of answers that parse and validate in each mode.
 Both modes run batch by batch, interleaved (the mode that goes first alternates between batches) after one untimed
 warm-up batch, so a machine whose speed drifts (other jobs, clocks) affects both alike. A mode's time is everything
 generation needs: for the constrained mode it includes building the grammars, the llguidance tokenizer and matchers,
-and masking the logits; that share is printed too. ``valid`` is :func:`tuning.scoring.parse_output`'s ``ok`` under
+and masking the logits; that share is printed too. ``valid`` is :func:`curation.scoring.parse_output`'s ``ok`` under
 the records' label sets.
 
 The last line gives two ratios. Tokens/s counts answer tokens, so it also moves with answer lengths: a batch decodes

@@ -4,7 +4,7 @@
     bioselect data convert ../shared/data/ner/NCBI-disease/test.tsv --task ner --output runs/ncbi_test.jsonl
     bioselect evaluate --gold GOLD --pred PRED --output runs/eval.json
 
-Every command is also a module (``python -m curation.data stats ...``, ``python -m tuning.evaluate ...``), so
+Every command is also a module (``python -m curation.data stats ...``, ``python -m curation.evaluate ...``), so
 ``accelerate launch -m MODULE`` works. The table below maps subcommands to modules; modules are imported only
 when their command runs, so this file imports nothing from the other packages at load time.
 """
@@ -23,7 +23,7 @@ from typing import Any
 # subcommand words -> module with a ``main(argv) -> int``
 COMMANDS: dict[tuple[str, ...], str] = {
     ("data",): "curation.data",
-    ("evaluate",): "tuning.evaluate",
+    ("evaluate",): "curation.evaluate",
     ("curate", "ifd"): "curation.ifd",
     ("curate", "filter"): "curation.filter",
     ("curate", "run"): "curation.pipeline",

@@ -1,5 +1,5 @@
 """Evaluators for the dataset-combination search (:mod:`curation.combos`): train on one mix of NER corpora, return the
-target's strict micro F1 on its dev set (the project scorer, :mod:`tuning.scoring`).
+target's strict micro F1 on its dev set (the project scorer, :mod:`curation.scoring`).
 
     corpora = find_corpora(["NCBI-disease", "BC5CDR", "linnaeus"], "../shared/data/ner")
     evaluate = EncoderEvaluator(corpora, "NCBI-disease", "~/.cache/offline-models/minilm-l6", max_train=300,
@@ -23,7 +23,7 @@ provenance) and its dev predictions into ``work_dir/<mix>/``.
   the head's other labels are masked out (:class:`TargetLabelsOnly`). Cheap enough for a CPU.
 * :class:`LoraEvaluator`: the LoRA generator of the tuning stage: converts each capped sample to instruction JSONL
   (:func:`curation.convert.convert_corpus`), runs ``bioselect tune train --mix even --max-steps N``, generates the
-  dev answers with ``bioselect tune generate`` and scores them with :func:`tuning.evaluate.score_files`. Expensive.
+  dev answers with ``bioselect tune generate`` and scores them with :func:`curation.evaluate.score_files`. Expensive.
 """
 
 from __future__ import annotations
@@ -405,8 +405,8 @@ class LoraEvaluator:
 
     def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
         from curation.cli import EXIT_INTERRUPTED, parse_config
+        from curation.evaluate import EvaluateConfig, score_files
         from tuning import generate, train
-        from tuning.evaluate import EvaluateConfig, score_files
 
         start = time.perf_counter()
         mix = frozenset(mix)

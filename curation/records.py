@@ -11,7 +11,7 @@ A *discontinuous* span (brat ``T1 Drug 0 4;15 24``, a BioC annotation with sever
 several offsets) is one :class:`Span` whose ``fragments`` are its pieces in text order; ``start`` is the first
 fragment's start and ``end`` the last one's end. Its surface is the fragments joined by one space (what brat writes
 in the ``.ann`` line), in files it is ``[start, end, label, [[a, b], [c, d]]]`` (a continuous span stays
-``[start, end, label]``), and the scorer matches it by its fragments (``tuning.scoring``).
+``[start, end, label]``), and the scorer matches it by its fragments (``curation.scoring``).
 
     >>> r = Record(id="s1", text="BRCA1 causes breast cancer", spans=[Span(13, 26, "Disease")])
     >>> r.spans[0].surface(r.text)

@@ -1,1 +1,1 @@
-"""Encoder baselines (token MTL, SRU-NER, clinical QA) scored by :mod:`tuning.scoring`."""
+"""Encoder baselines (token MTL, SRU-NER, clinical QA) scored by :mod:`curation.scoring`."""

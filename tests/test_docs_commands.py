@@ -64,7 +64,7 @@ CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 PROGRAMS = {"bioselect", "python", "python3", "accelerate", "make"}
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 SEPARATORS = {"|", "||", "&&", ";"}
-RUN_FOR_REAL = {"curation.data", "tuning.evaluate", "tuning.compare"}
+RUN_FOR_REAL = {"curation.data", "curation.evaluate", "tuning.compare"}
 OUTPUT_DESTS = {"output", "json", "output_dir"}
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*(=[A-Z][A-Z0-9_]*)?(\.[a-z]+)?(\.\.\.)?")
 

@@ -4,7 +4,7 @@
         --pred zero-shot=runs/demo/pred_zero_shot.jsonl lora-full=runs/demo/pred_lora_full.jsonl \\
                biobert=runs/demo/biobert_spans.jsonl --output runs/demo/comparison.json
 
-Each ``NAME=PATH`` after ``--pred`` is scored by :func:`tuning.evaluate.score_files` (the unified scorer: strict
+Each ``NAME=PATH`` after ``--pred`` is scored by :func:`curation.evaluate.score_files` (the unified scorer: strict
 span, relaxed overlap and string matching, bootstrap intervals), so generated entity lists (``{"id", "output"}``
 JSONL) and encoder baselines' span files or IOB files sit in one table. Writes OUT.json (every model's full result
 plus provenance), OUT.md (the table) and OUT.png (strict micro F1 with its interval per model), and prints the
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
+from curation.evaluate import EvaluateConfig, read_gold, score_files, warn_missing
 from curation.io import Files, InputError, atomic_write, provenance, together, write_json
-from tuning.evaluate import EvaluateConfig, read_gold, score_files, warn_missing
 
 
 @dataclass

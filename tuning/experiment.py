@@ -257,7 +257,7 @@ def _scoring_steps(cfg: ExperimentConfig, folder: Path, eval_on: str, adapter: s
         Step("generate", "tuning.generate", (
             "--model", cfg.model, *(("--adapter", adapter) if adapter else ()), "--input", eval_on, "--output", pred,
             "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens)), pred),
-        Step("evaluate", "tuning.evaluate", (
+        Step("evaluate", "curation.evaluate", (
             "--gold", eval_on, "--pred", pred, "--output", metrics, "--bootstrap", str(cfg.bootstrap), "--seed", "0",
             "--name", name), metrics),
     ]

@@ -9,7 +9,7 @@ finished; the runs still missing are listed. Files:
 * ``report.md``: the same as tables, the seed mean and sd per (arm, rho), and the **paired** comparisons that answer
   the study's questions (``lora-ifd - lora-random``: does the IFD ranking matter beyond the class balance?
   ``lora-ifd - lora-full``: BioSelectTune's claim; ...): the difference of strict F1 per seed and over the seeds in
-  common, with a paired bootstrap interval (:func:`tuning.scoring.paired_bootstrap`: the same test sentences
+  common, with a paired bootstrap interval (:func:`curation.scoring.paired_bootstrap`: the same test sentences
   resampled for both sides);
 * ``report.json``: everything above as data; ``f1_vs_ratio.png``: strict F1 against rho per ratio arm (seed mean
   and each seed), ``lora-full`` and ``zero-shot`` as lines; ``train_loss.png``: the training loss of each arm at
@@ -71,7 +71,7 @@ def _training(folder: Path) -> dict[str, Any]:
 
 def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, list[list[int]]], list[str]]:
     """Rows of the finished runs, each run's per-record strict counts (for pairing), and the missing runs' keys."""
-    from tuning.evaluate import EvaluateConfig, read_gold, score_files
+    from curation.evaluate import EvaluateConfig, read_gold, score_files
 
     rows, counts, missing = [], {}, []
     gold = None
@@ -127,7 +127,7 @@ def comparisons(rows: Sequence[dict[str, Any]], counts: dict[str, list[list[int]
     Runs without a rho (``lora-full``, ``zero-shot``, ``lora-ifd-auto``) pair with every rho of the other side;
     ``zero-shot`` (one greedy run) pairs with every seed.
     """
-    from tuning.scoring import paired_bootstrap
+    from curation.scoring import paired_bootstrap
 
     def cells(arm: str) -> dict[tuple, str]:
         return {(None if arm == "lora-ifd-auto" else r["ratio"], r["seed"]): r["run"] for r in rows if r["arm"] == arm}

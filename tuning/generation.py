@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from curation.io import InputError
+from curation.scoring import names_to_spans, parse_output
 from tuning.constrained import GrammarLogitsProcessor, close_truncated, ll_tokenizer
-from tuning.scoring import names_to_spans, parse_output
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # config fields an adapter's base must share with the model it is loaded onto
@@ -71,7 +71,7 @@ class GenerationStats:
 def prediction_row(record: dict[str, Any], gen: Generated, labels: Sequence[str] | None) -> dict[str, Any]:
     """A prediction line: the answer, its parse/schema ``status`` and its names placed in the input as ``spans``.
 
-    ``spans`` come only from the generated names (:func:`tuning.scoring.names_to_spans`: the k-th listing of a
+    ``spans`` come only from the generated names (:func:`curation.scoring.names_to_spans`: the k-th listing of a
     (type, name) is the k-th occurrence); names that cannot be placed are left out and counted in ``unplaced``.
 
     >>> row = prediction_row({"id": "s1", "input": "cancer and cancer"}, Generated(

@@ -4,7 +4,7 @@ One encoder shared by four heads (hard parameter sharing): token NER (BIO), toke
 (outside / single-token entity / multi-token entity), sentence binary classification (any entity) and sentence
 mention-count classification (0, 1, 2, 3+); the single-task baseline keeps the NER head alone. Losses are combined
 with fixed weights or Kendall et al.'s homoscedastic uncertainty weighting (:mod:`.losses`). Predictions are
-span files scored by :mod:`tuning.scoring`, like the generators'.
+span files scored by :mod:`curation.scoring`, like the generators'.
 
     bioselect mtl train --corpus ../shared/data/ner/PK-relations --model ~/.cache/offline-models/minilm-l6 \\
         --variant uw_sym --fraction 0.25 --output runs/mtl/pk_uw_sym

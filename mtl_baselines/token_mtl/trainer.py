@@ -33,12 +33,12 @@ import torch
 
 from curation.io import provenance, write_json, write_jsonl
 from curation.records import Record
+from curation.scoring import prediction_from_spans, score
 from mtl_baselines.token_mtl.analysis import mean_by_key, pairwise_cosine
 from mtl_baselines.token_mtl.data import Splits, batch_indices, check_fraction, collate, encode
 from mtl_baselines.token_mtl.labels import bio_labels, label_types, tags_to_spans
 from mtl_baselines.token_mtl.losses import MTLLoss, parse_variant
 from mtl_baselines.token_mtl.model import TokenMTL, build_model
-from tuning.scoring import prediction_from_spans, score
 
 if TYPE_CHECKING:
     from mtl_baselines.token_mtl.train import TrainArgs

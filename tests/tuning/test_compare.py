@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from curation.evaluate import main as evaluate_main
 from tests.helpers import ASSETS
 from tuning.compare import main as compare_main
-from tuning.evaluate import main as evaluate_main
 
 GOLD = ASSETS / "scoring" / "gold.tsv"
 PREDS = {"gen": ASSETS / "scoring" / "pred.jsonl", "iob": ASSETS / "scoring" / "pred.tsv",

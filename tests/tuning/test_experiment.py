@@ -66,7 +66,7 @@ def fake_call(calls: list[str], good: tuple[str, ...] = ("lora-ifd",), fail: str
         argv = list(step.argv)
         path = Path(step.done)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if step.module in ("curation.data", "tuning.evaluate", "curation.filter"):
+        if step.module in ("curation.data", "curation.evaluate", "curation.filter"):
             return importlib.import_module(step.module).main(argv)
         source = Path(argv[argv.index("--input") + 1]) if "--input" in argv else None
         rows = [json.loads(line) for line in source.read_text().splitlines()] if source else []

@@ -17,6 +17,7 @@ import prompts
 from curation.convert import convert_corpus
 from curation.io import write_jsonl
 from curation.readers.iob import read_iob
+from curation.scoring import parse_output
 from tests.helpers import ASSETS, offline_model
 from tuning import constrained as constrained_module
 from tuning import generation as generation_module
@@ -39,7 +40,6 @@ from tuning.generation import (
     load_tokenizer,
     prediction_row,
 )
-from tuning.scoring import parse_output
 
 SMOL = offline_model("smollm2-135m")
 needs_tokenizer = pytest.mark.skipif(
@@ -359,7 +359,7 @@ def test_cli_constrained_writes_valid_predictions_in_input_order(tmp_path, capsy
     assert manifest["batch_size"] == 2 and manifest["max_new_tokens"] == 24 and manifest["labels"] == ["Disease"]
     assert str(input_file) in manifest["inputs"]
     # the scorer reads the predictions as they are
-    from tuning.evaluate import main as evaluate
+    from curation.evaluate import main as evaluate
 
     assert evaluate(["--gold", str(ASSETS / "tiny_ncbi.tsv"), "--pred", str(out), "--output",
                      str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0

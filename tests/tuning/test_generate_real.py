@@ -11,9 +11,9 @@ import pytest
 from curation.convert import convert_corpus
 from curation.io import write_jsonl
 from curation.readers.iob import read_iob
+from curation.scoring import parse_output
 from tests.helpers import offline_model, real_file
 from tuning.generate import main
-from tuning.scoring import parse_output
 
 pytestmark = pytest.mark.real
 

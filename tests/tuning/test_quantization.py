@@ -168,8 +168,8 @@ def test_8bit_training_runs_on_the_cpu(tiny, tmp_path):
 
 def test_generate_on_a_4bit_base_with_the_adapter_gives_schema_valid_answers(tiny, tmp_path, capsys):
     pytest.importorskip("llguidance", reason="pip install 'bioselect[constrained]'")
+    from curation.scoring import parse_output
     from tuning.generate import main as generate_main
-    from tuning.scoring import parse_output
 
     data = write_records(tmp_path / "train.jsonl", 6)
     adapter = tmp_path / "adapter"

@@ -12,9 +12,9 @@ import torch
 from curation.cli import parse_config
 from curation.convert import convert_corpus
 from curation.readers import read_corpus
+from curation.scoring import parse_output
 from tests.helpers import offline_model, real_file
 from tests.tuning.test_train import Interrupt
-from tuning.scoring import parse_output
 from tuning.train import TrainConfig, train
 from tuning.train import main as train_main
 

@@ -1,4 +1,4 @@
-"""Score NER predictions against gold with the unified scorer (:mod:`tuning.scoring`).
+"""Score NER predictions against gold with the unified scorer (:mod:`curation.scoring`).
 
     bioselect evaluate --gold ../shared/data/ner/NCBI-disease/test.tsv --pred runs/ncbi_pred.jsonl \\
         --output runs/ncbi_eval.json --name qwen-lora
@@ -8,7 +8,7 @@ PRED is one of (``--format-pred`` overrides detection):
 
 * ``predictions``: JSON lines ``{"id", "output"}`` with the generated JSON text (optional ``"spans"``:
   ``[[start, end, label], ...]`` character offsets into the gold text, used for strict and relaxed scores; without
-  them generated names are placed in the gold text by :func:`tuning.scoring.names_to_spans`). An instruction JSONL
+  them generated names are placed in the gold text by :func:`curation.scoring.names_to_spans`). An instruction JSONL
   (its ``output`` replaced by the model's answer) is read the same way.
 * ``records``: a span file, one :meth:`curation.records.Record.to_dict` per line with the gold ids and texts.
 * ``iob``: an IOB file in the gold file's sentence order with the same tokens.
@@ -31,7 +31,7 @@ from curation.cli import parse_config, run
 from curation.io import Files, InputError, atomic_write, provenance, read_jsonl, together, write_json
 from curation.readers import detect_format, read_corpus
 from curation.records import Corpus, Span, char_span_to_tokens, token_span_to_char
-from tuning.scoring import Prediction, format_markdown, prediction_from_output, prediction_from_spans, score
+from curation.scoring import Prediction, format_markdown, prediction_from_output, prediction_from_spans, score
 
 PRED_FORMATS = ("predictions", "records", "iob")
 
@@ -164,7 +164,7 @@ def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[
 
 def score_files(cfg: EvaluateConfig, gold: Corpus | None = None, per_record: bool = False) -> dict[str, Any]:
     """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it);
-    ``per_record`` adds each record's counts (:func:`tuning.scoring.score`)."""
+    ``per_record`` adds each record's counts (:func:`curation.scoring.score`)."""
     gold = gold if gold is not None else read_gold(cfg)
     datasets = [r.meta.get("dataset") or gold.dataset for r in gold.records]
     gold_labels: dict[str, set[str]] = {d: set() for d in datasets}

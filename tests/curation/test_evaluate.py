@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from curation.cli import main as cli_main
+from curation.evaluate import main
 from curation.readers.iob import read_iob
-from tuning.evaluate import main
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "scoring"
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curation import scoring
 from curation.bio import bio_to_spans
 from curation.records import Record, Span, join_tokens, token_span_to_char
-from tuning import scoring
-from tuning.scoring import (
+from curation.scoring import (
     Prediction,
     bootstrap_ci,
     gold_names,
@@ -419,7 +419,7 @@ def test_strict_scores_equal_seqeval(pair):
 
 
 def test_given_spans_fewer_than_names_count_as_unplaced():
-    from tuning.scoring import prediction_from_output, record_counts
+    from curation.scoring import prediction_from_output, record_counts
 
     text = "aspirin and salicylate"
     out = '[{"entity": "Chemical", "name": "aspirin"}, {"entity": "Chemical", "name": "ASA"}]'
