@@ -108,8 +108,9 @@ def read_gold(cfg: EvaluateConfig) -> Corpus:
         if first is None:
             first = r
         elif r.meta["task"] != first.meta["task"]:
+            line = _instruction_lines(cfg.gold)[r.id][0] if corpus.format == "instruction" else r.meta.get("line")
             raise InputError(cfg.gold, f"task {r.meta['task']!r}, but record {first.id!r} is {first.meta['task']!r}; "
-                                       "score one task at a time", record=r.id)
+                                       "score one task at a time", line=line, record=r.id)
     return corpus
 
 

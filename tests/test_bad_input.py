@@ -128,6 +128,28 @@ ROWS: list[Row] = [
     Row("evaluate output onto a folder", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
         "--output {w}/folder.json --allow-missing", "{w}/folder.json: is a folder"),
     Row("evaluate unknown config key", "evaluate --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml:2"),
+    Row("evaluate unknown task", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_gold.jsonl --output {w}/e.json "
+        "--task qa", "--task: must be one of ner, re, ee, tc"),
+    Row("evaluate task other than the gold's", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_gold.jsonl "
+        "--output {w}/e.json --task ner", "--task: is 'ner' but the gold records of {w}/re_gold.jsonl are 're'"),
+    Row("evaluate gold mixing tasks", "evaluate --gold {w}/mixed_tasks.jsonl --pred {w}/re_gold.jsonl "
+        "--output {w}/e.json", "{w}/mixed_tasks.jsonl:2 (record DDI-DrugBank.d1.s0): task 're', but record "
+        "'tiny/0' is 'ner'"),
+    Row("evaluate predictions of another task", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_pred_tc.jsonl "
+        "--output {w}/e.json", "{w}/re_pred_tc.jsonl:1 (record DDI-DrugBank.d1.s0): a 'tc' prediction, but the gold "
+        "records are scored as 're'"),
+    Row("evaluate instruction without a label set", "evaluate --gold {w}/re_nolabels.jsonl --pred "
+        "{w}/re_gold.jsonl --output {w}/e.json", "{w}/re_nolabels.jsonl:2 (record DDI-DrugBank.d1.s1): the "
+        "instruction names no relation types"),
+    Row("evaluate one dataset with two label sets", "evaluate --gold {w}/re_twolabels.jsonl --pred "
+        "{w}/re_gold.jsonl --output {w}/e.json", "{w}/re_twolabels.jsonl:3 (record DDI-MedLine.d9.s0): the "
+        "instruction names advise, effect, but record 'DDI-DrugBank.d1.s0' of the same dataset 'DDI' names DDI, "
+        "advise, effect"),
+    Row("evaluate relations with IOB predictions", "evaluate --gold {w}/re_gold.jsonl --pred {w}/corpus.tsv "
+        "--output {w}/e.json", "{w}/corpus.tsv: IOB predictions hold entities only"),
+    Row("evaluate tc gold with two labels", "evaluate --gold {w}/tc_two_labels.jsonl --pred "
+        "{w}/tc_two_labels.jsonl --output {w}/e.json --task tc", "{w}/tc_two_labels.jsonl (record b): TC scores "
+        "exactly one gold label per record; this record has 2 (ade, no_ade)"),
     # --- curate ifd
     Row("ifd missing model", "curate ifd --model {w}/no_model --input {w}/instr.jsonl --output {w}/s.jsonl",
         "{w}/no_model"),
@@ -371,6 +393,18 @@ def work(tmp_path_factory) -> Path:
     _write(w / "pred_export_unknown.jsonl", json.dumps({"id": rows[0]["id"], "output": "[]", "spans": []}) + "\n"
            + json.dumps({"id": "nope", "output": "[]", "spans": []}) + "\n")
     _write(w / "old_export" / "other.ann", "T1\tGene 0 5\tNaïve\n")
+    re_rows = convert_corpus(read_corpus(ASSETS / "readers" / "ddi"), task="re")  # 3 records, dataset DDI
+    _write(w / "re_gold.jsonl", "".join(json.dumps(r) + "\n" for r in re_rows))
+    _write(w / "mixed_tasks.jsonl", "".join(json.dumps(r) + "\n" for r in [{**rows[0], "id": "tiny/0"}, *re_rows]))
+    _write(w / "re_pred_tc.jsonl", "".join(json.dumps({"id": r["id"], "output": r["output"], "task": "tc"}) + "\n"
+                                           for r in re_rows))
+    _write(w / "re_nolabels.jsonl", "".join(json.dumps({**r, "instruction": "Find the relations."} if i == 1 else r)
+                                            + "\n" for i, r in enumerate(re_rows)))
+    other = re_rows[0]["instruction"].replace("relations: DDI, advise, effect.", "relations: advise, effect.")
+    _write(w / "re_twolabels.jsonl", "".join(json.dumps({**r, "instruction": other} if i == 2 else r) + "\n"
+                                             for i, r in enumerate(re_rows)))
+    _write(w / "tc_two_labels.jsonl", '{"id": "a", "text": "x", "labels": ["ade"]}\n'
+                                      '{"id": "b", "text": "y", "labels": ["ade", "no_ade"]}\n')
     return w
 
 
