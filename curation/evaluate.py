@@ -15,8 +15,9 @@ PRED is one of (``--format-pred`` overrides detection):
 * ``iob``: an IOB file in the gold file's sentence order with the same tokens.
 
 The task is the gold records' ``task`` field (instruction JSONL), else the predictions' ``task`` field, else the
-schema every gold answer fits (instruction JSONL without the field), else NER; ``--task`` forces it (a corpus read by
-its reader scores its relations, events or labels with ``--task re|ee|tc``). Answers are checked against the task's
+schema every gold answer fits (instruction JSONL without the field), else NER; ``--task`` sets it (it must agree
+with the gold's ``task`` field; a corpus read by its reader scores its relations, events or labels with
+``--task re|ee|tc``). Answers are checked against the task's
 schema restricted to a label set per dataset: ``--labels``, else for NER the dataset's gold entity types, for RE, EE
 and TC the list each record's instruction names (one list per dataset) or, for a corpus, the dataset's gold labels.
 RE, EE and TC predictions are ``predictions`` or ``records`` (their relations, events or labels); IOB is NER only.
