@@ -25,6 +25,7 @@ import pytest
 from tests.helpers import REPO
 
 LAYERS = ("prompts", "curation", "tuning", "mtl_baselines")
+OPTIONAL_EXTRAS = ("bitsandbytes", "llguidance", "tensorboard")  # pyproject's quantization, constrained, tensorboard
 
 # Known violations, fixed on another branch (the encoder evaluator of the combination search moves to
 # mtl_baselines, and the baselines' configs move out of train.py). THIS MUST BE EMPTIED WHEN THAT BRANCH LANDS:
@@ -114,6 +115,20 @@ def _imports(tree: ast.AST) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
 
     visit(tree, False)
     return found
+
+
+def module_level_imports(root: Path, packages: Iterable[str], names: Iterable[str]) -> list[str]:
+    """``path:line: name`` for every import of one of the top-level packages ``names`` that runs when a module of
+    ``packages`` is imported (not inside a function)."""
+    names = set(names)
+    out = []
+    for path in module_names(root, packages).values():
+        for node, in_function in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if in_function or getattr(node, "level", 0):
+                continue
+            out += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in imported if n.split(".")[0] in names]
+    return sorted(out)
 
 
 def _layer(module: str, layers: tuple[str, ...]) -> int:
@@ -231,6 +246,13 @@ def test_known_violations_still_exist():
     assert not gone, f"remove from KNOWN_VIOLATIONS_UNTIL_ENGINE_BRANCH (fixed): {gone}"
 
 
+def test_optional_extras_are_imported_inside_functions():
+    """pytest imports every module for its docstring examples (--doctest-modules), and ``bioselect --help`` must work
+    without the extras: an extra is imported by the function that needs it (pyproject's optional-dependencies)."""
+    found = module_level_imports(REPO, LAYERS, OPTIONAL_EXTRAS)
+    assert not found, "module-level imports of optional extras:\n" + "\n".join(found)
+
+
 def test_every_package_module_is_walked():
     modules = module_names(REPO, LAYERS)
     assert {"prompts", "curation.cli", "curation.readers.iob", "tuning.generate",
@@ -287,6 +309,13 @@ def test_checker_finds_a_longer_cycle_and_an_allowlist_removes_it(tmp_path):
     edges = import_edges(tmp_path, ("p",))
     assert import_cycles(edges) == ["p.x -> p.y (p/x.py:1) -> p.z (p/y.py:1) -> p.x (p/z.py:1)"]
     assert import_cycles([e for e in edges if (e.source, e.target) != ("p.z", "p.x")]) == []
+
+
+def test_checker_finds_module_level_imports_of_extras_only(tmp_path):
+    _write(tmp_path, {"p/__init__.py": "import llguidance.torch\n",
+                      "p/a.py": "def f():\n    import bitsandbytes\n", "p/b.py": "from tensorboard import x\n"})
+    assert module_level_imports(tmp_path, ("p",), OPTIONAL_EXTRAS) == ["p/__init__.py:1: llguidance.torch",
+                                                                        "p/b.py:1: tensorboard"]
 
 
 def test_checker_resolves_relative_imports_from_a_package_init(tmp_path):

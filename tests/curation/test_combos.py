@@ -5,7 +5,6 @@ paths."""
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import json
 import math
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from curation import combo_evaluators, combos
+from curation import combos
 from curation.cli import parse_config
 from curation.combo_evaluators import EncoderEvaluator, Evaluator, find_corpora
 from curation.combos import (
@@ -46,11 +45,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def test_doctests():
-    for module in (combos, combo_evaluators):
-        assert doctest.testmod(module).failed == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
