@@ -542,10 +542,15 @@ def test_command_bad_input_is_one_line_and_exit_2(data_root, tiny_model, tmp_pat
     assert not (tmp_path / "run" / "history.jsonl").exists()
 
 
-def test_command_is_registered_or_runs_as_a_module():
+def test_bioselect_curate_combos_dispatches_to_this_command(tmp_path, capsys):
     from curation import cli
 
-    assert cli.COMMANDS.get(("curate", "combos"), "curation.combos_cli") == "curation.combos_cli"
+    assert cli.COMMANDS[("curate", "combos")] == "curation.combos_cli"
+    # the dispatcher reaches this command's own parser and checks: an evaluator that is not in its table is refused
+    argv = ["curate", "combos", "--target", "t", "--datasets", "a", "--model", "m", "--output", str(tmp_path / "r"),
+            "--evaluator", "svm"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == "error: --evaluator: must be one of encoder, lora, not 'svm'\n"
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("combos_*.yaml")), ids=lambda p: p.name)
@@ -557,6 +562,7 @@ def test_recipes_parse_into_the_config(recipe):
     assert cfg.evaluator in recipe.name
 
 
-def test_recipes_are_there():
-    assert {p.name for p in (REPO / "configs").glob("combos_*.yaml")} >= {"combos_ner_encoder.yaml",
-                                                                         "combos_ner_lora.yaml"}
+def test_every_evaluator_has_a_recipe_that_selects_it():
+    chosen = {parse_config(CombosConfig, ["--config", str(p)], prog="test")[0].evaluator
+              for p in (REPO / "configs").glob("combos_*.yaml")}
+    assert chosen == set(EVALUATORS)
