@@ -170,7 +170,12 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class Step:
-    """One command of the study: its name, the module ``main`` and arguments, and the file that proves it done."""
+    """One command of the study: its name, the module ``main`` and arguments, and the file that proves it done.
+
+    A step runs as the command line it records (``module.main(argv)``, :meth:`command` for the user), not as a call
+    of the command's library function: the record is what ran, parsing, file checks, the one-line error and the exit
+    code included, so a user rerunning it from ``experiment.json`` gets the same run.
+    """
 
     name: str
     module: str

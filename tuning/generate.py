@@ -31,6 +31,7 @@ from curation.cli import parse_config, run
 from curation.io import (
     Files,
     InputError,
+    check_files,
     check_model_source,
     provenance,
     read_jsonl,
@@ -137,8 +138,14 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
     return records, label_sets
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
+def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
+    """Generate an answer for every record of ``cfg.input``; write ``cfg.output`` and its manifest together.
+
+    Returns the manifest (provenance, model, adapter, mode, ``counts``, ``tokens_per_second``, ...). Bad input (see
+    the module doc; also an output that is one of the inputs) raises :class:`~curation.io.InputError` before the
+    model is loaded, and nothing is written.
+    """
+    check_files(cfg.files())  # parse_config checks this for the command; a caller may build cfg itself
     records, label_sets = read_records(cfg.input, cfg.labels)
     device = default_device()
     if cfg.constrained:
@@ -168,18 +175,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
               "new_tokens": stats.new_tokens}
+    manifest = provenance(
+        cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
+        labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
+        seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
+        constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device))
     with together():  # the predictions and their manifest land together or not at all
         write_jsonl(cfg.output, rows)
-        write_json(cfg.output + MANIFEST, provenance(
-            cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
-            labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
-            seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
-            constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device)))
-    print(f"{cfg.mode}: {len(rows)} records -> {cfg.output}; ok {counts['ok']}, parse errors "
+        write_json(cfg.output + MANIFEST, manifest)
+    return manifest
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
+    manifest = generate_file(cfg)
+    counts = manifest["counts"]
+    print(f"{cfg.mode}: {counts['records']} records -> {cfg.output}; ok {counts['ok']}, parse errors "
           f"{counts['parse_error']}, schema errors {counts['schema_error']}, cut by --max-new-tokens "
           f"{counts['finished_by_length']}, unplaced names {counts['unplaced_names']}; "
-          f"{stats.tokens_per_second:.1f} tokens/s")
+          f"{manifest['tokens_per_second']:.1f} tokens/s")
     return 0
 
 
