@@ -6,11 +6,13 @@
 Also ``python -m tuning.export ...``. With ``--merge true`` the base model (the one the adapter's
 ``adapter_config.json`` names, or ``--model``) is loaded unquantised in its own dtype (``dtype`` or ``torch_dtype`` of
 its ``config.json``; float32 when it names none), the adapter is applied with peft and merged
-(``merge_and_unload``), and the result is saved as safetensors in that dtype: a model that transformers'
-``AutoModelForCausalLM`` loads alone. Without ``--merge`` the adapter (``adapter_config.json`` and its weights) is
-copied. Either way the tokenizer and chat template the adapter was trained with go beside it, with a model card
-(``README.md``: YAML metadata with the training data's SHA-256, the precision, the command, the evaluation table when
-one is found) and ``manifest.json`` (provenance, and the training manifest ``tune train`` wrote).
+(``merge_and_unload``), and the result is saved as safetensors in that dtype (or ``--dtype``): a model that
+transformers' ``AutoModelForCausalLM`` loads alone. Each merged weight is W + (alpha/r) B A rounded once to that
+dtype; in bfloat16 an update much smaller than the weights mostly rounds away, ``--dtype float32`` keeps it.
+Without ``--merge`` the adapter (``adapter_config.json`` and its weights) is copied. Either way the tokenizer and
+chat template the adapter was trained with go beside it, with a model card (``README.md``: YAML metadata with the
+training data's SHA-256, the precision, the command, the evaluation table when one is found) and ``manifest.json``
+(provenance, and the training manifest ``tune train`` wrote).
 
 A QLoRA adapter (trained on a 4-bit base) is merged into the unquantised base: merging into 4-bit weights would
 quantise the sum again and lose the adapter's update, which is far smaller than one 4-bit step, so ``--merge`` with
@@ -52,6 +54,10 @@ class ExportConfig:
                 "dtype; without it the adapter is exported as it is."})
     model: str | None = field(default=None, metadata={
         "help": "Base model folder; default: the base_model_name_or_path of the adapter's adapter_config.json."})
+    dtype: str = field(default="base", metadata={
+        "help": "dtype of the merged weights: 'base' (the dtype the base's config.json names; float32 when it names "
+                "none), float32, bfloat16 or float16. A small update merged into bfloat16 weights is mostly rounded "
+                "away; float32 keeps it."})
     eval: str | None = field(default=None, metadata={
         "help": "Evaluation to put in the model card: a bioselect evaluate JSON (its tables are rendered) or a "
                 "Markdown file (included as it is); default: an eval.json in or beside the adapter folder whose "
@@ -70,12 +76,17 @@ class ExportConfig:
         for name in ("adapter", "output", "model", "eval"):
             if getattr(self, name):
                 setattr(self, name, os.path.expanduser(getattr(self, name)))
+        if self.dtype not in ("base", *DTYPES):
+            raise InputError("--dtype", f"must be base, {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.dtype != "base" and not self.merge:
+            raise InputError("--dtype", "sets the dtype of merged weights: give --merge true, or drop it (an "
+                                        "adapter is exported as it was saved)")
         option = "--load-in-4bit" if self.load_in_4bit else "--load-in-8bit"
         if (self.load_in_4bit or self.load_in_8bit) and self.merge:
-            raise InputError(option, "a quantised output cannot be merged into: --merge saves the merged weights in "
-                                     "the base's own dtype (merging into quantised weights would quantise the sum "
-                                     "again and lose the adapter's update); drop " + option + " and quantise when "
-                                     "loading (tune generate --load-in-4bit)")
+            raise InputError(option, "a quantised output cannot be merged into: --merge saves the merged weights "
+                                     "unquantised, in the base's dtype or --dtype (merging into quantised weights "
+                                     "would quantise the sum again and lose the adapter's update); drop " + option +
+                                     " and quantise when loading (tune generate --load-in-4bit)")
         if self.load_in_4bit or self.load_in_8bit:
             raise InputError(option, "an adapter is exported as it is, with nothing to quantise; quantise the base "
                                      "when loading it (tune generate --load-in-4bit)")
@@ -160,8 +171,9 @@ def check_inputs(cfg: ExportConfig) -> dict[str, Any]:
     out = Path(cfg.output)
     if out.is_dir() and any(out.iterdir()):
         raise InputError(cfg.output, "exists and is not empty; export into a new or empty folder")
-    return {"base": base, "base_config": base_config, "adapter_config": adapter_config,
-            "dtype": base_dtype(base_config, Path(base) / "config.json"), "training": training_manifest(cfg.adapter),
+    own = base_dtype(base_config, Path(base) / "config.json")
+    return {"base": base, "base_config": base_config, "adapter_config": adapter_config, "base_dtype": own,
+            "dtype": own if cfg.dtype == "base" else cfg.dtype, "training": training_manifest(cfg.adapter),
             "eval": evaluation}
 
 
@@ -227,7 +239,8 @@ def export(cfg: ExportConfig, command: str | None = None) -> dict[str, Any]:
             shutil.copyfile(weights, tmp / weights.name)
             files = ["adapter_config.json", weights.name]
         tokenizer.save_pretrained(tmp)
-        precision = describe_precision(cfg.merge, info["dtype"], (info["training"] or {}).get("quantization"))
+        precision = describe_precision(cfg.merge, info["dtype"], info["base_dtype"],
+                                       (info["training"] or {}).get("quantization"))
         manifest = provenance(
             cfg, [Path(cfg.adapter) / "adapter_config.json", weights, Path(info["base"]) / "config.json",
                   *([info["eval"]["path"]] if info["eval"] else [])],
@@ -252,10 +265,11 @@ def merge(adapter: str, base: str, dtype: str):
         raise InputError(adapter, f"cannot merge: {str(err).splitlines()[0]}") from None
 
 
-def describe_precision(merged: bool, dtype: str, quantization: dict[str, Any] | None) -> str:
-    """One paragraph for the model card: what precision the exported weights have, and why.
+def describe_precision(merged: bool, dtype: str, own_dtype: str, quantization: dict[str, Any] | None) -> str:
+    """One paragraph for the model card: what precision the exported weights have (``dtype``; the base's config
+    names ``own_dtype``), and why.
 
-    >>> text = describe_precision(True, "bfloat16", {"bits": 4, "bnb_4bit_quant_type": "nf4"})
+    >>> text = describe_precision(True, "bfloat16", "bfloat16", {"bits": 4, "bnb_4bit_quant_type": "nf4"})
     >>> print(text[:78]); print(text[79:134])
     The merged weights are bfloat16, the base model's own dtype (its config.json).
     The adapter was trained on a 4-bit (nf4) quantised base
@@ -268,20 +282,20 @@ def describe_precision(merged: bool, dtype: str, quantization: dict[str, Any] | 
     if not merged:
         return (trained_on + "The adapter is exported as it was saved; apply it to the base model in the precision "
                 "it was trained with for the answers it was trained to give.")
-    text = f"The merged weights are {dtype}, the base model's own dtype (its config.json). "
+    text = (f"The merged weights are {dtype}, the base model's own dtype (its config.json). " if dtype == own_dtype
+            else f"The merged weights are {dtype} (--dtype); the base model's own dtype is {own_dtype}. ")
     if quantization:
         text += (trained_on + "It was merged into the unquantised base, not into quantised weights: adding the "
                  "low-rank update to 4-bit weights and quantising the sum again would round most of the update away "
                  "(it is far smaller than one 4-bit step). So this model is the full-precision base plus the "
                  "adapter; its outputs differ from the quantised base plus the adapter that training saw by the "
-                 "quantisation error of the base weights.")
-    else:
-        text += (f"Each merged weight is W + (alpha/r) B A rounded once to {dtype}; "
-                 + ("in float32 the merged model computes what the base plus the adapter compute, to float rounding."
-                    if dtype == "float32" else
-                    "parts of the update smaller than half a step of that dtype round away, so greedy answers can "
-                    "differ from the base plus the adapter in near-ties."))
-    return text
+                 "quantisation error of the base weights. ")
+    text += f"Each merged weight is W + (alpha/r) B A rounded once to {dtype}: "
+    if dtype == "float32":
+        return text + "the merged model computes what the base plus the adapter compute, to float32 rounding."
+    return text + ("the parts of the update smaller than half a step of that dtype round away (an update far smaller "
+                   "than the weights is mostly lost), so answers can differ from the base plus the adapter; "
+                   "`--dtype float32` keeps the update.")
 
 
 def export_command(cfg: ExportConfig) -> str:
@@ -289,6 +303,8 @@ def export_command(cfg: ExportConfig) -> str:
     args = ["bioselect", "tune", "export", "--adapter", cfg.adapter, "--output", cfg.output]
     if cfg.merge:
         args += ["--merge", "true"]
+    if cfg.dtype != "base":
+        args += ["--dtype", cfg.dtype]
     for name in ("model", "eval"):
         if getattr(cfg, name):
             args += [f"--{name}", getattr(cfg, name)]
