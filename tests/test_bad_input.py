@@ -293,6 +293,29 @@ ROWS: list[Row] = [
     Row("generate 8-bit on a model type bitsandbytes cannot quantise", "tune generate --model {w}/model_falcon "
         "--input {w}/instr.jsonl --output {w}/p.jsonl --unconstrained --load-in-8bit",
         "{w}/model_falcon: bitsandbytes cannot quantise model type 'falcon'"),
+    # --- tune export
+    Row("tune export missing adapter", "tune export --adapter {w}/nope --output {w}/x",
+        "{w}/nope: no such adapter folder"),
+    Row("tune export a model folder as the adapter", "tune export --adapter {w}/model_llama --output {w}/x",
+        "{w}/model_llama: not a PEFT adapter folder (no adapter_config.json)"),
+    Row("tune export adapter without weights", "tune export --adapter {w}/adapter_no_weights --output {w}/x",
+        "{w}/adapter_no_weights: adapter folder has no weights"),
+    Row("tune export base model not found", "tune export --adapter {w}/adapter_lost --output {w}/x --merge",
+        "{w}/no_model: no such model folder"),
+    Row("tune export adapter that does not fit its base", "tune export --adapter {w}/adapter_wide --output {w}/x",
+        "{w}/adapter_wide: adapter does not fit the model {w}/model_llama"),
+    Row("tune export into a folder that is not empty", "tune export --adapter {w}/adapter_ok --output {w}/old_export",
+        "{w}/old_export: exists and is not empty"),
+    Row("tune export onto the adapter", "tune export --adapter {w}/adapter_ok --output {w}/adapter_ok",
+        "{w}/adapter_ok: is an input of this command"),
+    Row("tune export into the adapter", "tune export --adapter {w}/adapter_ok --output {w}/adapter_ok/merged",
+        "{w}/adapter_ok/merged: is inside {w}/adapter_ok"),
+    Row("tune export into the base model", "tune export --adapter {w}/adapter_ok --output {w}/model_llama/merged "
+        "--merge", "{w}/model_llama/merged: is inside {w}/model_llama"),
+    Row("tune export merged into 4 bits", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
+        "--load-in-4bit", "--load-in-4bit: a quantised output cannot be merged into"),
+    Row("tune export evaluation that is not one", "tune export --adapter {w}/adapter_ok --output {w}/x "
+        "--eval {w}/instr.jsonl", "{w}/instr.jsonl: invalid JSON"),
     # --- tune evaluate
     Row("tune evaluate onto its predictions", "tune evaluate --gold {w}/scoring/gold.tsv --pred a={w}/pred.json "
         "--output {w}/pred.json", "{w}/pred.json"),
@@ -374,6 +397,24 @@ def work(tmp_path_factory) -> Path:
                                                            "num_hidden_layers": 1, "num_attention_heads": 4,
                                                            "vocab_size": 128}) + "\n")
     (w / "model_falcon" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    # a tiny Llama (intact weights framing) and LoRA adapters for it: one that fits, one made for a wider model,
+    # one without weights, one whose base is gone
+    _write(w / "model_llama" / "config.json", json.dumps({
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}) + "\n")
+    (w / "model_llama" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    for name, width, base in (("adapter_ok", 32, "model_llama"), ("adapter_wide", 64, "model_llama"),
+                              ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model")):
+        _write(w / name / "adapter_config.json", json.dumps({
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(w / base), "r": 4,
+            "lora_alpha": 8, "target_modules": ["q_proj"]}) + "\n")
+        if name != "adapter_no_weights":
+            import torch
+            from safetensors.torch import save_file
+
+            key = "base_model.model.model.layers.0.self_attn.q_proj"
+            save_file({f"{key}.lora_A.weight": torch.zeros(4, width), f"{key}.lora_B.weight": torch.zeros(32, 4)},
+                      w / name / "adapter_model.safetensors")
     for name in ("a", "b"):  # two corpus folders under one data root
         (w / "corpora" / name).mkdir(parents=True)
         for split in ("train", "dev", "test"):
