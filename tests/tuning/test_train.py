@@ -49,8 +49,8 @@ def write_records(path: Path, n: int, dataset: str = "toy") -> Path:
 
 def config(model: Path, train_files, out: Path, **overrides) -> TrainConfig:
     files = [str(p) for p in (train_files if isinstance(train_files, list) else [train_files])]
-    base = dict(model=str(model), train_files=files, output_dir=str(out), max_steps=2, batch_size=2, max_length=256,
-                lora_r=4, lora_alpha=8, logging_steps=1, save_steps=100, report_to="none")
+    base = dict(model=str(model), train_files=files, output_dir=str(out), max_steps=2, per_device_train_batch_size=2,
+                max_length=256, lora_r=4, lora_alpha=8, logging_steps=1, save_steps=100)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -180,7 +180,8 @@ def test_even_mix_trains_a_fixed_number_of_steps_and_writes_the_output_folder(ti
     a = write_records(tmp_path / "a.jsonl", 2, dataset="A")
     b = write_records(tmp_path / "b.jsonl", 30, dataset="B")
     out = tmp_path / "out"
-    cfg = config(tiny_model, [a, b], out, mix="even", max_steps=3, grad_accum=2, report_to="tensorboard")
+    cfg = config(tiny_model, [a, b], out, mix="even", max_steps=3, gradient_accumulation_steps=2,
+                 report_to="tensorboard")
     manifest = train(cfg)
 
     pool = 3 * 2 * 2  # steps x batch x accumulation x 1 process
@@ -223,7 +224,7 @@ def test_resume_from_the_last_checkpoint_reaches_the_same_step_count(tiny_model,
     assert (out / "checkpoint-2").is_dir() and not (out / "manifest.json").exists()
 
     args = ["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(out), "--max-steps", "4",
-            "--save-steps", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--report-to", "none"]
+            "--save-steps", "2", "--per-device-train-batch-size", "2", "--lora-r", "4", "--lora-alpha", "8"]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["global_step"] == 4
@@ -294,7 +295,7 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
     recipe = tmp_path / "run.yaml"
     recipe.write_text(yaml.safe_dump({
         "model": str(tiny_model), "train_files": [str(a), str(b)], "output_dir": str(out), "mix": "even",
-        "max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8, "report_to": "none"}))
+        "max_steps": 2, "per_device_train_batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8}))
     # `accelerate launch --cpu` starts one process unless MPI is set up; the torchrun launcher behind --multi_gpu
     # starts two, and ACCELERATE_USE_CPU makes each a CPU (gloo) DDP rank
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
