@@ -276,6 +276,13 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
                                     "token that ends an answer with --eos-token")
     if cfg.eos_token not in tokenizer.get_vocab():
         raise InputError("--eos-token", f"{cfg.eos_token!r} is not in the tokenizer's vocabulary")
+    cut = {}
+    for path in [*cfg.train_files, *([cfg.eval_file] if cfg.eval_file else [])]:
+        n, total = sft_data.check_lengths(path, tokenizer, cfg.max_length)
+        if n:
+            cut[path] = n
+            print(f"warning: {path}: {n} of {total} examples are longer than max_length ({cfg.max_length} tokens); "
+                  "their answers are cut at the end", file=sys.stderr)
     resume = sft_model.resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
     args = _trainer_args(cfg)
 
@@ -283,7 +290,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     if cfg.mix == "even":
         per_row = 1
         if cfg.packing:
-            lengths = [len(tokenizer(_render(tokenizer, r), add_special_tokens=False)["input_ids"])
+            lengths = [len(tokenizer(sft_data.render_example(tokenizer, r), add_special_tokens=False)["input_ids"])
                        for r in records[:: max(1, len(records) // 256)]]
             per_row = sft_data.examples_per_row(lengths, cfg.max_length)
         n = sft_data.pool_size(cfg.max_steps, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
@@ -314,6 +321,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
             "trained_pool": len(train_records),
             "trained_pool_per_dataset": sft_data.draw_counts(train_records),
             "eval_records": len(eval_records) if eval_records else 0,
+            "cut_to_max_length": cut,
         },
         "resume_from": resume,
     }
@@ -370,14 +378,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     for tracker in trainer.accelerator.trackers:
         tracker.finish()
     return manifest
-
-
-def _render(tokenizer, record: dict[str, Any]) -> str:
-    from tuning.chat import prompt_completion
-
-    pc = prompt_completion(record)
-    return tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=False,
-                                         **pc["chat_template_kwargs"])
 
 
 def _write_outputs(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
