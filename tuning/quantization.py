@@ -79,13 +79,7 @@ def check_options(load_in_4bit: bool, load_in_8bit: bool, quant_type: str, compu
 
 def require_bitsandbytes(option: str) -> None:
     """Import bitsandbytes, or raise :class:`InputError` saying how to install it."""
-    import logging
-
-    # on CPUs with AVX512-BF16, importing bitsandbytes 0.50 tries the optional `kernels` package (a kernel fetched
-    # from the Hugging Face Hub) and logs a warning to stderr when it is absent; bitsandbytes then uses its own
-    # kernel. The warning would be a second line beside a command's one-line error.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    try:
+    try:  # its CPU-kernel warning is silenced in tuning/__init__.py
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise InputError(option, f"needs bitsandbytes, which is not installed: {INSTALL}") from None
