@@ -122,8 +122,9 @@ class TrainConfig(QuantizationArguments, SFTConfig):
                 setattr(self, new, getattr(self, old))
                 setattr(self, old, None)
         # the trl / transformers options set to other than their default, as given (train_config.yaml keeps them)
+        declared = set(_declared())
         self._given = {f.name: getattr(self, f.name) for f in fields(self)
-                       if f.init and f.name not in _declared() and _set(getattr(self, f.name), _default(f))}
+                       if f.init and f.name not in declared and _set(getattr(self, f.name), _default(f))}
         if not self.model:
             raise InputError("--model", "is required (a causal LM folder or hub id)")
         if not self.output_dir:
@@ -188,7 +189,7 @@ class TrainConfig(QuantizationArguments, SFTConfig):
         resolved (the detected ``eos_token`` and ``bf16`` included), and every other trl / transformers option that
         was set, as given."""
         # gradient_checkpointing is declared only to turn trl's default off; activation_checkpointing is the option
-        own = [f.name for f in fields(self) if f.name in _declared() - {*RENAMED, "gradient_checkpointing"}]
+        own = [n for n in _declared() if n not in {*RENAMED, "gradient_checkpointing"}]
         resolved = {name: _plain(getattr(self, name)) for name in [*own, "activation_checkpointing"]}
         return {**resolved, **{k: _plain(v) for k, v in self._given.items() if k not in resolved}}
 
@@ -198,9 +199,9 @@ class TrainConfig(QuantizationArguments, SFTConfig):
         return {**self.to_dict(), "eos_token": self.eos_token}
 
 
-def _declared() -> set[str]:
-    """The options :class:`TrainConfig` and its bitsandbytes mixin declare (not inherited from trl)."""
-    return set(vars(TrainConfig)["__annotations__"]) | set(vars(QuantizationArguments)["__annotations__"])
+def _declared() -> list[str]:
+    """The options :class:`TrainConfig` and its bitsandbytes mixin declare (not inherited from trl), in order."""
+    return [*vars(TrainConfig)["__annotations__"], *vars(QuantizationArguments)["__annotations__"]]
 
 
 def _default(f: Field) -> Any:
