@@ -5,16 +5,18 @@
         --output-dir runs/tune/smollm2 --max-steps 150
     accelerate launch --config_file configs/accelerate/ddp.yaml -m tuning.train --config configs/tune_qwen2.5_0.5b.yaml
 
-Also ``python -m tuning.train ...``. trl's ``SFTTrainer`` trains a peft LoRA adapter on prompt-completion examples
-(:mod:`tuning.sft_data`) rendered with the model's chat template; the loss covers the completion only, which ends
-with the template's end-of-turn token (trained on, and set as the tokenizer's EOS). ``--packing`` packs examples
-into rows of ``max_length`` tokens with position ids restarting at every example, so no example attends to another.
-OUTPUT_DIR receives the adapter and tokenizer, ``train_config.yaml`` (the resolved config), ``manifest.json``
-(input hashes, base model, chat template, versions, git commit, losses), ``checkpoint-*`` folders and TensorBoard
-logs under ``runs/``; a run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA)
-or ``--load-in-8bit`` loads the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad
-input (an empty dataset, a record without output, a model without chat template or weights, a quantised load
-without bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
+Also ``python -m tuning.train ...``. The options are trl's ``SFTConfig`` (every trl and ``TrainingArguments`` option
+under its own name: ``--learning_rate``, ``--optim``, ``--max_grad_norm``, ...) plus the project's. trl's
+``SFTTrainer`` trains a peft LoRA adapter on prompt-completion examples (:mod:`tuning.sft_data`) rendered with the
+model's chat template; the loss covers the completion only, which ends with the template's end-of-turn token (trained
+on, and set as the tokenizer's EOS). ``--packing`` packs examples into rows of ``max_length`` tokens with position ids
+restarting at every example, so no example attends to another. OUTPUT_DIR receives the adapter and tokenizer,
+``train_config.yaml`` (the resolved config), ``manifest.json`` (input hashes, base model, chat template, versions, git
+commit, losses), ``checkpoint-*`` folders and, with ``--report_to tensorboard``, TensorBoard logs under ``runs/``; a
+run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA) or ``--load-in-8bit`` loads
+the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad input (an empty dataset, a record
+without output, a prompt that fills ``max_length``, a model without chat template or weights, a quantised load without
+bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
 """
 
 from __future__ import annotations
