@@ -270,6 +270,12 @@ ROWS: list[Row] = [
         "--output-dir {w}/t", "{w}/model_truncated/model.safetensors"),
     Row("tune train zero steps", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --max-steps 0", "--max-steps"),
+    Row("tune train unknown trl optimizer", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --optim adamw_nope", "--optim: invalid choice: 'adamw_nope'"),
+    Row("tune train unknown logging integration", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --report-to nope", "--report-to: unknown integration 'nope'"),
+    Row("tune train zero batch", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --per-device-train-batch-size 0", "--per-device-train-batch-size: must be >= 1"),
     Row("tune train 4-bit and 8-bit together", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --load-in-4bit --load-in-8bit", "--load-in-8bit: give --load-in-4bit or --load-in-8bit"),
     Row("tune train unknown 4-bit type", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "

@@ -90,8 +90,8 @@ class LoraEvaluator:
         """The ``bioselect tune train`` arguments for a mix."""
         files = [str(self.data_file(d)) for d in sorted(mix)]
         return ["--model", self.model, "--train-files", ",".join(files), "--output-dir", str(output_dir),
-                "--mix", "even", "--max-steps", str(self.steps), "--batch-size", str(self.batch_size),
-                "--lr", str(self.lr), "--max-length", str(self.max_length), "--seed", str(self.seed),
+                "--mix", "even", "--max-steps", str(self.steps), "--per-device-train-batch-size", str(self.batch_size),
+                "--learning-rate", str(self.lr), "--max-length", str(self.max_length), "--seed", str(self.seed),
                 "--report-to", "none", "--resume-from-checkpoint", "no", "--save-steps", str(self.steps),
                 "--save-total-limit", "1", *self.train_args]
 

@@ -60,7 +60,7 @@ REQUIRED = ("id", "instruction", "input")
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(quantization.QuantizationArguments):
     model: str = field(metadata={"help": "Base model: a local folder or a hub id."})
     input: str = field(metadata={"help": "Instruction JSONL (bioselect data convert) with id, instruction, input."})
     output: str = field(metadata={"help": "Predictions JSONL to write; the manifest goes beside it."})
@@ -83,13 +83,6 @@ class GenerateConfig:
         default=32, metadata={"help": "Longest constrained name, in pieces (word runs and punctuation characters)."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
-    load_in_4bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_4bit"]})
-    load_in_8bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_8bit"]})
-    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": quantization.HELP["bnb_4bit_quant_type"]})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
-        "help": quantization.HELP["bnb_4bit_use_double_quant"]})
-    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={
-        "help": quantization.HELP["bnb_4bit_compute_dtype"]})
 
     def __post_init__(self):
         for name in ("model", "adapter", "input", "output"):  # recipes name ~/.cache/offline-models/...
@@ -103,8 +96,7 @@ class GenerateConfig:
                 raise InputError(f"--{name}", "must be >= 1")
         if self.dtype not in DTYPES:
             raise InputError("--dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        quantization.check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
-                                   self.bnb_4bit_compute_dtype)
+        self.check_quantization()
 
     def files(self) -> Files:
         return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST])
@@ -154,11 +146,9 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
         except ImportError as err:
             raise InputError("--constrained", str(err)) from None
     check_model_source(cfg.model)
-    compute_dtype = cfg.bnb_4bit_compute_dtype or str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
-    bnb = quantization.bnb_config(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_quant_type,
-                                  cfg.bnb_4bit_use_double_quant, compute_dtype)
+    bnb = cfg.bnb_config(str(resolve_dtype(cfg.dtype, device)).removeprefix("torch."))
     if bnb is not None:
-        quantization.check_quantizable(cfg.model, "--load-in-4bit" if cfg.load_in_4bit else "--load-in-8bit")
+        quantization.check_quantizable(cfg.model, cfg.quantization_option)
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)

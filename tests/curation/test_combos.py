@@ -418,7 +418,7 @@ def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers
                        dev_size=8, constrained=False)
     f1 = ev(frozenset({"Target", "Aux-A"}))
     cfg = calls["train"]
-    assert cfg.mix == "even" and cfg.max_steps == 7 and cfg.batch_size == 2 and cfg.report_to == "none"
+    assert cfg.mix == "even" and cfg.max_steps == 7 and cfg.per_device_train_batch_size == 2 and cfg.report_to == []
     assert sorted(Path(p).name for p in cfg.train_files) == ["Aux-A.train.jsonl", "Target.train.jsonl"]
     assert [len(Path(p).read_text().splitlines()) for p in sorted(cfg.train_files)] == [6, 6]
     gen = calls["generate"][0]

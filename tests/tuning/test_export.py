@@ -32,7 +32,8 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 def train_adapter(model: Path, data: Path, out: Path, *extra: str) -> Path:
     # a large learning rate, so that three steps move the adapter's B away from zero and the merge changes outputs
     assert train_main(["--model", str(model), "--train-files", str(data), "--output-dir", str(out), "--max-steps",
-                       "3", "--batch-size", "2", "--max-length", "128", "--lr", "0.05", "--warmup-steps", "0",
+                       "3", "--per-device-train-batch-size", "2", "--max-length", "128", "--learning-rate", "0.05",
+                       "--warmup-steps", "0",
                        "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--report-to", "none",
                        *extra]) == 0
     return out

@@ -32,8 +32,8 @@ def test_smollm2_adapter_merged_gives_the_same_greedy_answers(tmp_path, capsys):
     train_file.write_text("".join(json.dumps(r) + "\n" for r in records))
     adapter = tmp_path / "adapter"
     train(TrainConfig(model=str(model_dir), train_files=[str(train_file)], output_dir=str(adapter), max_steps=2,
-                      batch_size=4, max_length=256, lr=1e-3, warmup_steps=0, lora_r=8, lora_alpha=16,
-                      lora_dropout=0.0, save_steps=100, report_to="none"))
+                      per_device_train_batch_size=4, max_length=256, learning_rate=1e-3, warmup_steps=0, lora_r=8,
+                      lora_alpha=16, lora_dropout=0.0, save_steps=100, report_to="none"))
     out = tmp_path / "merged"
     assert main(["--adapter", str(adapter), "--output", str(out), "--merge", "true", "--dtype", "float32"]) == 0
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
