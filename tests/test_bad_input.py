@@ -283,6 +283,18 @@ ROWS: list[Row] = [
     Row("tune train 4-bit on a model type bitsandbytes cannot quantise", "tune train --model {w}/model_falcon "
         "--train-files {w}/instr.jsonl --output-dir {w}/t --load-in-4bit",
         "{w}/model_falcon: bitsandbytes cannot quantise model type 'falcon'"),
+    Row("tune train generation eval without an eval file", "tune train --model {w}/model_corrupt "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-generate true",
+        "--eval-generate: needs --eval-file"),
+    Row("tune train generation eval of relation records", "tune train --model {w}/model_llama "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/re_gold.jsonl --eval-generate true",
+        "{w}/re_gold.jsonl:1 (record DDI-DrugBank.d1.s0): --eval-generate generates NER answers only"),
+    Row("tune train best model by a metric never logged", "tune train --model {w}/model_corrupt "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/instr.jsonl --eval-steps 1 "
+        "--metric-for-best-model eval_bleu", "--metric-for-best-model: 'eval_bleu' is never logged"),
+    Row("tune train best model by strict F1 without generation", "tune train --model {w}/model_corrupt "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/instr.jsonl --eval-steps 1 "
+        "--metric-for-best-model strict_f1", "--metric-for-best-model: 'strict_f1' is logged only with"),
     # --- tune generate
     Row("generate onto its input", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/instr.jsonl", "{w}/instr.jsonl"),

@@ -1,0 +1,248 @@
+"""Generation-based evaluation while training: strict F1 of generated answers on a sample of the dev records.
+
+    bioselect tune train --config configs/tune_smollm2_135m_cpu.yaml --eval_file runs/ncbi_dev.jsonl \\
+        --eval_generate true --eval_steps 50 --save_steps 50 --metric_for_best_model strict_f1 \\
+        --load_best_model_at_end true
+
+Every evaluation (``eval_on_start``, every ``eval_steps``, the end of training) generates an answer for each record
+of a seeded sample of ``eval_file`` (at most ``eval_generate_max_records``) with the model being trained, as
+``bioselect tune generate`` does: the prompt is :func:`tuning.chat.render_prompt` in the training tokenizer's chat
+template, decoding is greedy and, when llguidance is installed and ``eval_constrained`` is on, constrained by the
+record's grammar (:mod:`tuning.constrained`). The answers are scored as ``bioselect evaluate`` scores a
+``tune generate`` predictions file against the sampled records: strict precision, recall and F1, the parse-error
+and schema-error rates (each dataset's answers checked against the entity types its sampled gold records hold). They
+are logged beside the loss as ``eval_strict_precision``, ``eval_strict_recall``, ``eval_strict_f1``,
+``eval_parse_error_rate`` and ``eval_schema_error_rate``, so ``metric_for_best_model: strict_f1`` with
+``load_best_model_at_end: true`` keeps and loads the checkpoint of the best strict F1.
+
+Where it hooks in, and why not a ``TrainerCallback``: the Trainer (transformers 5.24) computes an evaluation's
+metrics in ``evaluation_loop``; ``evaluate`` then logs that one dict (``log`` appends it to ``log_history`` and the
+trackers send it on), passes it to the callbacks' ``on_evaluate`` and returns it to ``_determine_best_metric``,
+which looks up ``metric_for_best_model`` (with ``eval_`` put in front when missing) in it. A callback's
+``on_evaluate`` runs after the log: its numbers could reach best-model selection only by changing the dict in place,
+and would reach ``log_history`` and the trackers only as a second log entry written through a handle on the
+trainer, after callbacks listed before it had seen the metrics without them. ``compute_metrics``, the Trainer's own
+metric hook, would make ``evaluation_loop`` keep every eval example's logits. :class:`GenerationEvalTrainer`
+therefore adds the generation metrics to ``evaluation_loop``'s metrics (one override of trl's ``SFTTrainer``): they
+are logged in the same entry as ``eval_loss``, seen by every ``on_evaluate`` callback (early stopping included) and
+by best-model selection.
+
+Under ``accelerate launch`` each process generates the records ``rank, rank + world_size, ...`` of the sample with
+its own copy of the model; the per-record ``[tp, fp, fn]`` counts and statuses are gathered to every process
+(``torch.distributed.all_gather_object``) and summed in record order, so every process logs and compares the
+number one process would compute. FSDP shards the weights across processes, which would then have to generate in
+lockstep: it is refused with ``eval_generate``.
+
+Generation is for NER records; an eval file of another task is refused (exit code 2) before the model loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trl import SFTTrainer
+
+from curation.io import InputError
+from curation.records import Record, Span
+from curation.scoring import prediction_from_output, record_counts, summarize
+from tuning import generation
+from tuning.chat import render_prompt
+from tuning.constrained import answer_grammars, require_llguidance
+
+GENERATED_TASKS = ("ner",)  # the tasks tuning.generation can answer
+METRICS = ("strict_precision", "strict_recall", "strict_f1", "parse_error_rate", "schema_error_rate")
+MAX_MENTION_PIECES = 32  # tune generate's default
+
+
+def sample_indices(n: int, k: int, seed: int) -> list[int]:
+    """The indices of a seeded sample of ``min(k, n)`` of ``n`` records, in file order.
+
+    >>> sample_indices(10, 4, seed=0)
+    [3, 6, 7, 9]
+    >>> sample_indices(3, 64, seed=0)
+    [0, 1, 2]
+    """
+    return sorted(random.Random(seed).sample(range(n), min(k, n)))
+
+
+def record_result(gold: Record, output: str, spans: Sequence[Sequence[Any]], labels: Sequence[str] | None
+                  ) -> tuple[dict[str, list[int]], str]:
+    """One generated answer scored against its gold record as ``bioselect evaluate`` scores a prediction line
+    ``{"output", "spans"}``: the strict ``{type: [tp, fp, fn]}`` counts and the answer's status under ``labels``.
+
+    >>> gold = Record(id="s1", text="BRCA1 in breast cancer", spans=[Span(9, 22, "Disease")])
+    >>> record_result(gold, '[{"entity": "Disease", "name": "breast cancer"}]', [[9, 22, "Disease"]], ["Disease"])
+    ({'Disease': [1, 0, 0]}, 'ok')
+    >>> record_result(gold, '[{"entity": "Gene", "name": "BRCA1"}]', [[0, 5, "Gene"]], ["Disease"])
+    ({'Disease': [0, 0, 1]}, 'schema_error')
+    """
+    pred = prediction_from_output(gold.text, output, labels, [Span.from_list(s) for s in spans])
+    return record_counts(gold.spans, pred, gold.text, "strict"), pred.status
+
+
+def generation_metrics(results: Sequence[tuple[dict[str, list[int]], str]]) -> dict[str, float]:
+    """Per-record ``(counts, status)`` -> the logged metrics (:data:`METRICS`): micro strict P/R/F1
+    (:func:`curation.scoring.summarize`) and the shares of answers that are not JSON or not schema-valid.
+
+    >>> generation_metrics([({"Disease": [1, 0, 1]}, "ok"), ({"Disease": [0, 1, 0]}, "ok"), ({}, "parse_error")])
+    {'strict_precision': 0.5, 'strict_recall': 0.5, 'strict_f1': 0.5, 'parse_error_rate': 0.3333333333333333, \
+'schema_error_rate': 0.0}
+    """
+    micro = summarize([counts for counts, _ in results])["micro"]
+    statuses = Counter(status for _, status in results)
+    n = len(results)
+    return {"strict_precision": micro["precision"], "strict_recall": micro["recall"], "strict_f1": micro["f1"],
+            "parse_error_rate": statuses["parse_error"] / n if n else 0.0,
+            "schema_error_rate": statuses["schema_error"] / n if n else 0.0}
+
+
+@dataclass
+class EvalSample:
+    """The sampled dev records: instruction records (prompts), gold records (scoring), each record's entity types
+    as its instruction names them (the grammar) and as ``bioselect evaluate`` checks them (its dataset's gold types
+    in the sample; None: any)."""
+
+    records: list[dict[str, Any]]
+    gold: list[Record]
+    prompt_labels: list[list[str]]
+    score_labels: list[list[str] | None]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.gold]
+
+
+def prepare_sample(path: str, records: Sequence[dict[str, Any]], max_records: int, seed: int) -> EvalSample:
+    """Sample ``path``'s records (``records``: the same file read by :func:`tuning.sft_data.load_records`) and
+    check that each can be generated and scored; a record of another task than NER, an instruction that names no
+    entity types or an NER answer without ``spans`` is an :class:`~curation.io.InputError`."""
+    from curation.io import read_jsonl
+    from curation.readers import read_corpus
+
+    for n, obj in read_jsonl(path):
+        task = obj.get("task") or "ner"
+        if task not in GENERATED_TASKS:
+            raise InputError(path, f"--eval-generate generates NER answers only; this record's task is {task!r} "
+                                   "(evaluate it by its loss: --eval-generate false)", line=n,
+                             record=str(obj.get("id", "")) or None)
+    corpus = read_corpus(path, format="instruction")
+    idx = sample_indices(len(corpus.records), max_records, seed)
+    gold = [corpus.records[i] for i in idx]
+    chosen = [records[i] for i in idx]
+    prompt_labels = []
+    for i, rec in zip(idx, chosen, strict=True):
+        labels = generation.instruction_labels(rec["instruction"])
+        if not labels:
+            raise InputError(path, "the instruction does not name its entity types in the shipped template's words "
+                                   "(prompts/templates/ner.txt); --eval-generate needs them for the answer's schema",
+                             line=i + 1, record=str(rec.get("id", "")) or None)
+        prompt_labels.append(labels)
+    for i, r in zip(idx, gold, strict=True):
+        if not r.meta.get("has_spans", True) and str(r.meta.get("output", "[]")).strip() != "[]":
+            raise InputError(path, "the record has entities but no 'spans'; scoring needs their offsets", line=i + 1,
+                             record=r.id)
+    # bioselect evaluate's label sets: each dataset's gold types (in the sample it scores)
+    datasets = [r.meta.get("dataset") or corpus.dataset for r in gold]
+    types: dict[str, set[str]] = {d: set() for d in datasets}
+    for d, r in zip(datasets, gold, strict=True):
+        types[d].update(s.label for s in r.spans)
+    score_labels = [sorted(types[d]) or None for d in datasets]
+    return EvalSample(chosen, gold, prompt_labels, score_labels)
+
+
+class GenerationEvaluator:
+    """Generates answers for an :class:`EvalSample` with a model in training and scores them (:data:`METRICS`).
+
+    ``tokenizer`` renders the prompts (the training tokenizer, so they equal ``tune generate``'s); ``constrained``
+    decodes with each record's grammar (llguidance must be installed). ``batch_size`` and ``max_new_tokens`` are
+    ``tune generate``'s.
+    """
+
+    def __init__(self, sample: EvalSample, tokenizer, constrained: bool = True, batch_size: int = 8,
+                 max_new_tokens: int = 256):
+        if constrained:
+            require_llguidance()
+        self.sample = sample
+        self.constrained = constrained
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.prompts = [render_prompt(tokenizer, r) for r in sample.records]
+        self.grammars = (answer_grammars(tokenizer, [r["input"] for r in sample.records], sample.prompt_labels,
+                                         MAX_MENTION_PIECES) if constrained else None)
+        self._tokenizer = None
+
+    @property
+    def mode(self) -> str:
+        return "constrained" if self.constrained else "unconstrained"
+
+    def _generation_tokenizer(self, tokenizer):
+        """A left-padding copy of the training tokenizer (the trainer's own keeps its padding side), made once:
+        llguidance's tokenizer view is cached per tokenizer object."""
+        if self._tokenizer is None:
+            self._tokenizer = copy.deepcopy(tokenizer)
+            self._tokenizer.padding_side = "left"
+            if self._tokenizer.pad_token is None:
+                self._tokenizer.pad_token = self._tokenizer.eos_token
+        return self._tokenizer
+
+    def shard_results(self, model, tokenizer, rank: int = 0, world_size: int = 1
+                      ) -> list[tuple[int, dict[str, list[int]], str]]:
+        """Generate and score this process's records (``rank::world_size`` of the sample) in eval mode without
+        gradients, then put the model back in the mode it was in; ``(index, counts, status)`` per record."""
+        mine = list(range(rank, len(self.prompts), world_size))
+        tok = self._generation_tokenizer(tokenizer)
+        was_training = model.training
+        model.eval()
+        try:
+            generated = generation.generate(
+                model, tok, [self.prompts[i] for i in mine],
+                [self.grammars[i] for i in mine] if self.grammars is not None else None,
+                self.batch_size, self.max_new_tokens)
+        finally:
+            model.train(was_training)
+        out = []
+        for i, gen in zip(mine, generated, strict=True):
+            row = generation.prediction_row(self.sample.records[i], gen, self.sample.prompt_labels[i])
+            counts, status = record_result(self.sample.gold[i], row["output"], row["spans"],
+                                           self.sample.score_labels[i])
+            out.append((i, counts, status))
+        return out
+
+    def __call__(self, model, tokenizer, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+        """The metrics of the whole sample, the same on every process (each generates its shard; the per-record
+        results are gathered to all)."""
+        results = self.shard_results(model, tokenizer, rank, world_size)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * world_size
+            dist.all_gather_object(gathered, results)
+            results = [r for part in gathered for r in part]
+        results.sort(key=lambda r: r[0])
+        if [r[0] for r in results] != list(range(len(self.prompts))):
+            raise RuntimeError(f"gathered {len(results)} results for {len(self.prompts)} sampled records")
+        return generation_metrics([(counts, status) for _, counts, status in results])
+
+
+class GenerationEvalTrainer(SFTTrainer):
+    """trl's ``SFTTrainer`` whose evaluations add the generation metrics of ``generation_eval`` (a
+    :class:`GenerationEvaluator`) to the loss-based ones (see the module docstring for why here)."""
+
+    def __init__(self, *args, generation_eval: GenerationEvaluator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_eval = generation_eval
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        if description == "Evaluation":  # not predict()
+            scores = self.generation_eval(self.model, self.processing_class, self.args.process_index,
+                                          self.args.world_size)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+        return output
