@@ -30,6 +30,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from transformers import TrainerCallback
 from transformers.trainer_utils import SchedulerType
 from trl import SFTConfig
 
@@ -295,8 +296,21 @@ def _check_report_to(report_to: None | str | list[str]) -> None:
             raise InputError("--report-to", f"unknown integration {name!r}: one of none, all, "
                                             f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
         if name not in get_available_reporting_integrations():
-            extra = " (pip install 'bioselect[tensorboard]')" if name == "tensorboard" else ""
+            extra = {"tensorboard": " (pip install 'bioselect[tensorboard]')",
+                     "mlflow": " (pip install 'bioselect[tracking]')"}.get(name, "")
             raise InputError("--report-to", f"{name} is not installed{extra}; or pass --report-to none")
+
+
+class EvaluateAtEnd(TrainerCallback):
+    """Evaluate after the last optimizer step inside the training loop (transformers does so only for a step-based
+    eval_strategy whose eval_steps do not divide max_steps): the final metrics then reach the trackers while their run
+    is open (transformers' MLflow callback ends its run in ``on_train_end``; a later log would open a second run)
+    and take part in best-model selection."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+        return control
 
 
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
@@ -363,7 +377,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         model=cfg.model, args=args, train_dataset=sft_data.to_dataset(train_records),
         eval_dataset=sft_data.to_dataset(eval_records) if eval_records else None, processing_class=tokenizer,
         peft_config=sft_model.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules),
-        quantization_config=bnb, callbacks=list(callbacks), **extra,
+        quantization_config=bnb, callbacks=[*callbacks, *([EvaluateAtEnd()] if eval_records else [])], **extra,
     )
     quant = quantization.describe(bnb)
     if quant is not None:  # what bitsandbytes actually replaced, counted on the loaded model
@@ -414,7 +428,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     trainer, info = build_trainer(cfg, callbacks)
     resume = info.pop("resume_from")
     result = trainer.train(resume_from_checkpoint=resume)
-    final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    final_eval = next((h for h in reversed(trainer.state.log_history)
+                       if "eval_loss" in h and h["step"] == trainer.state.global_step), None)
+    if final_eval is None:  # a resumed run that had already finished (no step ran)
+        final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     trainer.save_model(cfg.output_dir)
 
     history = trainer.state.log_history
