@@ -16,7 +16,9 @@ commit, losses), ``checkpoint-*`` folders and, with ``--report_to tensorboard``,
 run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA) or ``--load-in-8bit`` loads
 the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad input (an empty dataset, a record
 without output, a prompt that fills ``max_length``, a model without chat template or weights, a quantised load without
-bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
+bitsandbytes or of a model it cannot quantise) exits with code 2 before any training. ``--eval-generate true``
+also generates answers for a sample of ``eval_file`` at every evaluation and logs their strict F1
+(:mod:`tuning.eval_generate`), which ``--metric-for-best-model strict_f1`` selects the best checkpoint by.
 """
 
 from __future__ import annotations
