@@ -33,7 +33,7 @@ from pathlib import Path
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError, run_lock
-from mtl_baselines.token_mtl.train import TrainArgs, _floats
+from mtl_baselines.token_mtl.config import TrainArgs, _floats
 
 
 @dataclass
@@ -123,8 +123,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(StudyConfig, argv, prog="bioselect mtl study", description=__doc__.split("\n\n")[0])
     from curation.io import atomic_write, provenance, write_json, write_jsonl
     from curation.sample import sampling_order
-    from mtl_baselines.token_mtl.data import check_fraction, check_splits, load_splits
-    from mtl_baselines.token_mtl.model import load_tokenizer
+    from mtl_baselines.common import load_splits, load_tokenizer
+    from mtl_baselines.token_mtl.data import check_fraction, check_splits
     from mtl_baselines.token_mtl.report import RUN_COLUMNS, overview_markdown, write_csv, write_report
     from mtl_baselines.token_mtl.trainer import run_one, run_settings
 
