@@ -26,7 +26,8 @@ from typing import Any
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError
-from mtl_baselines.clinical_qa.train import VARIANTS, TrainArgs, format_scores, say
+from mtl_baselines.clinical_qa.config import VARIANTS, TrainArgs
+from mtl_baselines.clinical_qa.train import format_scores, say
 
 METRICS = (("exact_match", "EM"), ("f1", "F1"), ("accuracy", "cat. acc."), ("weighted_f1", "cat. wF1"))
 

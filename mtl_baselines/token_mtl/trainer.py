@@ -15,8 +15,9 @@ Training runs on :func:`mtl_baselines.engine.fit` (devices, precision, accumulat
 checkpoints and resume): AdamW with linear warm-up and decay on the model (no weight decay on biases and LayerNorm
 weights), the log-variances in their own parameter group (no weight decay, constant learning rate ``log_var_lr``),
 gradient norm clipped to 1 on the model, length-grouped batches (:func:`mtl_baselines.common.batch_indices`).
-``epochs`` passes over the sample, more when ``min_steps`` needs them (counted in optimizer steps). Dev F1 (strict, micro, the foundation scorer) is measured
-``dev_evals`` times at evenly spaced steps (the last at the end) and the best checkpoint is the one scored on test.
+``epochs`` passes over the sample, more when ``min_steps`` needs them (counted in optimizer steps). Dev F1 (strict,
+micro, the foundation scorer) is measured ``dev_evals`` times at evenly spaced steps (the last at the end) and the
+best checkpoint is the one scored on test.
 """
 
 from __future__ import annotations

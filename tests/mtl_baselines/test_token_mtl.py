@@ -20,7 +20,7 @@ from curation.io import InputError
 from curation.records import Record, Span, join_tokens
 from mtl_baselines import common, engine
 from mtl_baselines.common import check_tokenizer, load_splits, load_tokenizer
-from mtl_baselines.token_mtl import analysis, data, labels, losses, trainer
+from mtl_baselines.token_mtl import analysis, data, labels, losses
 from mtl_baselines.token_mtl.config import TrainConfig
 from mtl_baselines.token_mtl.data import check_fraction, check_splits, encode
 from mtl_baselines.token_mtl.labels import (
