@@ -162,7 +162,7 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _accelerator(engine: EngineArgs, out_dir: Path):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if engine.report_to == "tensorboard":
         try:
@@ -175,7 +175,9 @@ def _accelerator(engine: EngineArgs, out_dir: Path):
         raise InputError("--device", "cuda was asked for but torch sees no GPU")
     return Accelerator(cpu=cpu, mixed_precision=engine.mixed_precision,
                        log_with=None if engine.report_to == "none" else engine.report_to,
-                       project_dir=str(out_dir))
+                       project_dir=str(out_dir),
+                       # encoders carry parameters a baseline never uses (BERT's pooler): DDP must not wait for them
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch.Tensor, dict[str, Any]]],
@@ -191,8 +193,9 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
     one without ``evaluate``). ``clip``: the parameters whose gradient norm is clipped (all of ``module``'s when
     None). ``log_lrs``: history column name -> parameter group index (``{"lr": 0}`` by default). ``settings``: what
     a checkpoint must match to be resumed. Returns ``history`` (a row per optimizer step), ``dev_curve``,
-    ``best_step``, ``best_score``, ``best_payload``, ``steps``, ``resumed_from`` (0: a fresh start) and ``main``
-    (whether this process writes outputs)."""
+    ``best_step``, ``best_score``, ``best_payload``, ``steps``, ``resumed_from`` (0: a fresh start),
+    ``examples_per_process`` (training rows each process computed, a list as long as the number of processes) and
+    ``main`` (whether this process writes outputs)."""
     engine = engine or EngineArgs()
     settings = json.loads(json.dumps(dict(settings or {}), default=str))
     log_lrs = dict(log_lrs or {"lr": 0})
@@ -215,7 +218,7 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
     device = acc.device
 
     progress: dict[str, Any] = {"step": 0, "history": [], "dev_curve": [], "best_step": 0, "best_score": None,
-                                "best_payload": None, "settings": settings}
+                                "best_payload": None, "examples_per_process": [0] * world, "settings": settings}
     resumed_from = 0
     if ckpt_root.is_dir():
         if acc.is_main_process:
@@ -229,6 +232,9 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
                               if saved["settings"].get(k) != settings.get(k))
                 raise InputError(latest, f"was written by a run with other settings ({', '.join(diff)}); remove "
                                  f"{ckpt_root} to start afresh")
+            if len(saved["examples_per_process"]) != world:
+                raise InputError(latest, f"was written by {len(saved['examples_per_process'])} processes, not "
+                                 f"{world}; resume with as many")
             acc.load_state(str(latest))
             progress = saved
             resumed_from = saved["step"]
@@ -253,7 +259,12 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
                 if old not in keep:
                     old.unlink(missing_ok=True)
 
+    def examples_per_process() -> list[int]:
+        mine = torch.tensor([progress["examples_per_process"][rank] + trained[0]], device=device)
+        return [int(n) for n in acc.gather(mine).tolist()]
+
     def save_checkpoint(step: int) -> None:
+        progress["examples_per_process"], trained[0] = examples_per_process(), 0
         final = ckpt_root / f"step-{step:08d}"
         tmp = ckpt_root / f".tmp-step-{step:08d}"
         if acc.is_main_process:
@@ -272,6 +283,7 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
 
     step = progress["step"]
     saved_best = [progress["best_step"]]
+    trained = [0]  # examples this process trained on since the last gather
     module.train()
     while step < total:
         micro = plan[step * accum:(step + 1) * accum]
@@ -281,6 +293,7 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
             weight = 1.0 / len(micro)
             if not shard:  # a batch smaller than the number of processes: take part with a zero-weight row
                 shard, weight = list(idx[:1]), 0.0
+            trained[0] += len(shard) if weight else 0
             batch = {k: v.to(device) for k, v in collate(shard).items()}
             with acc.no_sync(wrapped) if j < len(micro) - 1 else nullcontext():
                 loss, extra = wrapped(batch, step)
@@ -316,9 +329,10 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
         progress["step"] = step
         if engine.save_steps and step % engine.save_steps == 0 and step < total:
             save_checkpoint(step)
+    progress["examples_per_process"] = examples_per_process()
     acc.wait_for_everyone()
     if progress["best_score"] is not None and progress["best_step"] != step:
-        module.load_state_dict(torch.load(best_file(progress["best_step"]), map_location=device, weights_only=True))
+        module.load_state_dict(torch.load(best_file(progress["best_step"]), map_location="cpu", weights_only=True))
     if engine.report_to != "none":
         acc.end_training()
     main = acc.is_main_process
@@ -326,4 +340,4 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
         scratch.cleanup()
     return {"history": progress["history"], "dev_curve": progress["dev_curve"], "best_step": progress["best_step"],
             "best_score": progress["best_score"], "best_payload": progress["best_payload"], "steps": step,
-            "resumed_from": resumed_from, "main": main}
+            "resumed_from": resumed_from, "examples_per_process": progress["examples_per_process"], "main": main}

@@ -199,7 +199,8 @@ def fit(model: ClinicalQA, loss_fn: QALoss, train: Sequence[dict[str, Any]], dev
     history = [{"step": r["step"], "epoch": epoch_of[(r["step"] - 1) * accum]} | r for r in state["history"]]
     return {"history": history, "dev_curve": state["dev_curve"], "best_step": state["best_step"],
             "dev_pred": state["best_payload"], "steps": state["steps"], "epochs": max(epoch_of, default=0),
-            "resumed_from": state["resumed_from"], "main": state["main"]}
+            "resumed_from": state["resumed_from"], "examples_per_process": state["examples_per_process"],
+            "main": state["main"]}
 
 
 def encode_splits(cfg: TrainArgs, splits: QASplits, tokenizer: Any) -> dict[str, tuple[list, list, dict]]:
@@ -257,6 +258,7 @@ def run_one(cfg: TrainArgs, splits: QASplits, variant: str, seed: int, out_dir: 
         "class_weights": dict(zip(categories, weights)), "train_category_questions": dict(zip(categories, positives)),
         "n_train_questions": len(train_q), "n_train_windows": len(train_w), "steps": logs["steps"],
         "epochs": logs["epochs"], "best_step": logs["best_step"], "resumed_from": logs["resumed_from"],
+        "examples_per_process": logs["examples_per_process"],
         "dev_curve": logs["dev_curve"],
         "dev": scores["dev"], "test": scores["test"], "encoding": {k: v[2] for k, v in encoded.items()},
         "data": splits.counts, "split": splits.how, "seconds": round(time.perf_counter() - start, 2),

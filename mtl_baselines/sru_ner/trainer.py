@@ -172,7 +172,8 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
     metrics = {"datasets": list(corpora), "types": types, "actions": vocab, "steps": cfg.steps,
                "n_train": dict(zip(corpora, sizes, strict=True)), "crossing_changes": len(prep["notes"]),
                "n_dev": {name: len(keep) for name, keep in dev_keep.items()},
-               "best_step": best_step, "resumed_from": state["resumed_from"], "dev_curve": dev_curve,
+               "best_step": best_step, "resumed_from": state["resumed_from"],
+               "examples_per_process": state["examples_per_process"], "dev_curve": dev_curve,
                "dev": scores["dev"], "test": scores["test"], "seconds": round(time.perf_counter() - start, 2),
                "provenance": provenance(cfg, [p for s in corpora.values() for p in s.sources])}
     if main:

@@ -139,6 +139,7 @@ def fit(model: nn.Module, loss_fn: MTLLoss, train: Sequence[dict[str, Any]], dev
     return {"history": history, "grad_cosine": cosines, "dev_curve": state["dev_curve"],
             "best_step": state["best_step"], "dev_pred": state["best_payload"], "steps": state["steps"],
             "epochs": n_epochs, "resumed_from": state["resumed_from"], "main": state["main"],
+            "examples_per_process": state["examples_per_process"],
             "log_vars": dict(zip(names, loss_fn.log_vars.tolist(), strict=True))}
 
 
@@ -185,7 +186,8 @@ def run_one(cfg: TrainArgs, splits: Splits, types: Sequence[str], variant: str, 
         "corpus": splits.dataset, "variant": variant, "loss": base, "heads": list(heads), "fraction": fraction,
         "seed": seed, "n_train": len(train_records), "train_mentions": sum(len(r.spans) for r in train_records),
         "missing_types": missing, "labels": labels, "steps": log["steps"], "epochs": log["epochs"],
-        "best_step": log["best_step"], "resumed_from": log["resumed_from"], "dev_curve": log["dev_curve"],
+        "best_step": log["best_step"], "resumed_from": log["resumed_from"],
+        "examples_per_process": log["examples_per_process"], "dev_curve": log["dev_curve"],
         "log_vars_final": log["log_vars"],
         "grad_cosine_mean": mean_by_key([{k: v for k, v in c.items() if k != "step"} for c in log["grad_cosine"]]),
         "eval_words_without_subword": lost, "dev": scores["dev"], "test": scores["test"],
