@@ -19,7 +19,7 @@ import torch
 
 from curation import combo_evaluators, combos
 from curation.cli import parse_config
-from curation.combo_evaluators import EncoderEvaluator, LoraEvaluator, find_corpora
+from curation.combo_evaluators import LoraEvaluator, find_corpora
 from curation.combos import (
     MLPEnsemble,
     all_mixes,
@@ -35,6 +35,7 @@ from curation.combos import (
 from curation.combos_cli import CombosConfig
 from curation.combos_cli import main as combos_main
 from curation.io import InputError
+from mtl_baselines.token_mtl.combo_evaluator import EncoderEvaluator
 from tests.helpers import REPO
 
 
