@@ -11,7 +11,7 @@ probabilities), ``history.jsonl`` (every optimizer step: total and per-task loss
 
 Training: AdamW with linear warm-up and decay (no weight decay on biases and LayerNorm weights; the randomly
 initialised heads may take their own peak rate, ``head_lr``), gradient norm
-clipped to 1, length-grouped shuffled batches of windows (:func:`mtl_baselines.token_mtl.data.batch_indices`);
+clipped to 1, length-grouped shuffled batches of windows (:func:`mtl_baselines.common.batch_indices`);
 ``epochs`` passes, or exactly ``max_steps`` steps when set. Dev is scored ``dev_evals`` times at evenly spaced
 steps (the last at the end) and the best dev checkpoint is scored on test; the dev score is the mean of the
 tasks' headline metrics (span token F1, category weighted F1).
