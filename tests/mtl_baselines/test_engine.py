@@ -321,3 +321,43 @@ def test_kill_9_after_a_checkpoint_resumes_and_ends_like_an_uninterrupted_run(as
     assert (killed / "history.jsonl").read_text() == (whole / "history.jsonl").read_text()
     assert (killed / "pred_test.jsonl").read_text() == (whole / "pred_test.jsonl").read_text()
     assert not (killed / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# layers: baselines import the shared layer, never each other, and no module imports itself back
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``mtl_baselines`` module a file imports, at module level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mtl_baselines"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mtl_baselines")}
+    return found
+
+
+def test_baselines_import_only_the_shared_layer_and_have_no_cycles():
+    root = REPO / "mtl_baselines"
+    graph = {".".join(p.relative_to(REPO).with_suffix("").parts): _imports(p) for p in root.rglob("*.py")}
+    graph = {k.removesuffix(".__init__"): {m for m in v if m in graph or m + ".__init__" in graph}
+             for k, v in graph.items()}
+    for module, deps in graph.items():
+        parts = module.split(".")
+        for dep in deps:
+            dep_parts = dep.split(".")
+            if len(parts) > 2 and len(dep_parts) > 2:
+                assert parts[1] == dep_parts[1], f"{module} imports another baseline: {dep}"
+    for shared in ("mtl_baselines.common", "mtl_baselines.engine"):
+        assert not any(d.count(".") > 1 for d in graph[shared]), f"{shared} imports a baseline"
+
+    def visit(node, stack):
+        assert node not in stack, "import cycle: " + " -> ".join([*stack, node])
+        for dep in graph.get(node, ()):
+            visit(dep, [*stack, node])
+
+    for module in graph:
+        visit(module, [])
