@@ -1,5 +1,6 @@
-"""Configs of the clinical QA commands: :class:`TrainArgs` (shared by ``mtl qa`` and ``mtl qa-study``) and
-:class:`TrainConfig` (``mtl qa``). Model, trainer and commands import them; this module imports none of those.
+"""Configs of the clinical QA commands: :class:`TrainArgs` (shared by ``mtl qa`` and ``mtl qa-study``),
+:class:`TrainConfig` (``mtl qa``) and :class:`StudyConfig` (``mtl qa-study``). Model, trainer and commands import
+them; this module imports none of those.
 
     cfg, _ = parse_config(TrainConfig, ["--config", "configs/qa_train_biored.yaml"])
 """
@@ -176,3 +177,31 @@ def layer_sizes(text: str, option: str) -> tuple[int, ...]:
     if any(s < 1 for s in sizes):
         raise InputError(option, f"layer sizes must be >= 1, got {text!r}")
     return sizes
+
+
+@dataclass
+class StudyConfig(TrainArgs):
+    output: str = field(default="", metadata={"help": "Study folder (resumed when it holds finished runs)."})
+    variants: str = field(default="mtl,qa_only,cls_only", metadata={
+        "help": "Variants, comma-separated: mtl, qa_only, cls_only."})
+    seeds: int = field(default=3, metadata={"help": "Seeds per variant: 0 .. N-1."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.output:
+            raise InputError("--output", "is required")
+        variants = self.variant_list()
+        if not variants or len(set(variants)) != len(variants) or set(variants) - set(VARIANTS):
+            raise InputError("--variants", f"needs distinct names from {', '.join(VARIANTS)}, got {self.variants!r}")
+        if self.seeds < 1:
+            raise InputError("--seeds", "must be >= 1")
+
+    def files(self) -> Files:
+        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
+
+    def variant_list(self) -> list[str]:
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+    def plan(self) -> list[tuple[str, int]]:
+        """Every (variant, seed) in running order: seed by seed, so a cut-short study has every variant."""
+        return [(v, s) for s in range(self.seeds) for v in self.variant_list()]

@@ -22,7 +22,7 @@ from curation.cli import parse_config
 from curation.io import InputError
 from curation.records import Record, Span
 from mtl_baselines.clinical_qa import data, losses, metrics, model, study, trainer
-from mtl_baselines.clinical_qa.config import TrainConfig
+from mtl_baselines.clinical_qa.config import StudyConfig, TrainConfig
 from mtl_baselines.clinical_qa.data import (
     TEMPLATES,
     cap_questions,
@@ -34,7 +34,6 @@ from mtl_baselines.clinical_qa.data import (
 from mtl_baselines.clinical_qa.losses import QALoss, class_weights
 from mtl_baselines.clinical_qa.metrics import category_scores, exact_match, span_scores, token_f1
 from mtl_baselines.clinical_qa.model import ClinicalQA
-from mtl_baselines.clinical_qa.study import StudyConfig
 from mtl_baselines.clinical_qa.study import main as study_main
 from mtl_baselines.clinical_qa.train import main as train_main
 from mtl_baselines.clinical_qa.trainer import predict

@@ -21,7 +21,7 @@ from curation.records import Record, Span, join_tokens
 from mtl_baselines import common, engine
 from mtl_baselines.common import check_tokenizer, load_splits, load_tokenizer
 from mtl_baselines.token_mtl import analysis, data, labels, losses
-from mtl_baselines.token_mtl.config import TrainConfig
+from mtl_baselines.token_mtl.config import StudyConfig, TrainConfig
 from mtl_baselines.token_mtl.data import check_fraction, check_splits, encode
 from mtl_baselines.token_mtl.labels import (
     bio_labels,
@@ -32,7 +32,6 @@ from mtl_baselines.token_mtl.labels import (
 )
 from mtl_baselines.token_mtl.losses import MTLLoss, parse_variant, per_class_token_losses, uncertainty_loss
 from mtl_baselines.token_mtl.model import TokenMTL
-from mtl_baselines.token_mtl.study import StudyConfig
 from mtl_baselines.token_mtl.study import main as study_main
 from mtl_baselines.token_mtl.trainer import param_groups, run_one
 
