@@ -306,7 +306,7 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        mean_loss = torch.stack(losses).mean()
+        mean_loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         if world > 1:
             mean_loss = acc.reduce(mean_loss, reduction="mean")
         row = {"step": step, **lrs, "loss": mean_loss.item()}
