@@ -78,7 +78,7 @@ class EngineArgs:
         "help": "Write a resumable checkpoint into OUTPUT/checkpoints every N optimizer steps; 0: never. Running "
                 "the same command again resumes from the newest one; they are removed when the run finishes."})
     report_to: str = field(default="none", metadata={
-        "help": "Trackers of the per-step losses: none or tensorboard (OUTPUT/tensorboard; extra 'tensorboard')."})
+        "help": "Trackers of the per-step losses: none or tensorboard (OUTPUT/train; extra 'tensorboard')."})
 
     def __post_init__(self):
         for name, allowed in (("device", DEVICES), ("mixed_precision", PRECISIONS), ("report_to", TRACKERS)):
