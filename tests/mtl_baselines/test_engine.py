@@ -20,6 +20,7 @@ from torch import nn
 from curation.io import InputError
 from mtl_baselines import engine
 from mtl_baselines.engine import EngineArgs, linear_warmup_decay
+from tests.helpers import run_group
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tests" / "assets"
@@ -279,9 +280,9 @@ def test_two_processes_write_one_folder_with_the_files_of_one(baseline, assets, 
     done = subprocess.run([sys.executable, *argv, "--output", str(one), "--device", "cpu"], env=_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = subprocess.run([*_accelerate(), "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-                           *argv, "--output", str(two)], env=_env(), cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    # run_group: a hung launch is killed with its ranks, not left behind
+    done = run_group([*_accelerate(), "--multi_gpu", "--num_processes", "2", "--main_process_port", "0", *argv,
+                      "--output", str(two)], timeout=600, env=_env(), cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert not list(tmp_path.glob("two*[!o]")) and not (two / "checkpoints").exists()
