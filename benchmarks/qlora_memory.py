@@ -63,7 +63,8 @@ def child(args: argparse.Namespace) -> dict:
     meter = Meter()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(model=args.model, train_files=[args.train_file], output_dir=str(Path(tmp) / "run"),
-                          max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                          max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+                          max_length=args.max_length,
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, seed=args.seed, logging_steps=1,
                           save_steps=args.steps + 1, report_to="none", resume_from_checkpoint="no",
                           load_in_4bit=args.child == "4bit")

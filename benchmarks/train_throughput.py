@@ -23,7 +23,8 @@ def run_once(model: str, train_file: str, out: Path, packing: bool, steps: int, 
     from tuning.train import TrainConfig, train
 
     cfg = TrainConfig(model=model, train_files=[train_file], output_dir=str(out), max_steps=steps,
-                      batch_size=batch_size, max_length=max_length, packing=packing, seed=seed, logging_steps=1,
+                      per_device_train_batch_size=batch_size, max_length=max_length, packing=packing, seed=seed,
+                      logging_steps=1,
                       save_steps=steps + 1, report_to="none", resume_from_checkpoint="no")
     t = train(cfg)["training"]
     return {"tokens": t["train_tokens"], "seconds": t["train_runtime_s"], "steps": t["global_step"]}

@@ -38,6 +38,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("tune", "generate"): "tuning.generate",
     ("tune", "evaluate"): "tuning.compare",
     ("tune", "experiment"): "tuning.experiment",
+    ("tune", "export"): "tuning.export",
 }
 
 EXIT_INPUT_ERROR = 2

@@ -8,8 +8,10 @@
 Also ``python -m curation.combos_cli ...``. The search is :func:`curation.combos.search` (initial design, MLP
 ensemble over all 2^k mixes, UCB choice, stop when the predicted best was already evaluated or the budget is
 spent; docs/combos.md). The evaluator is a recipe that trains on one mix and returns the target's dev F1
-(:mod:`curation.combo_evaluators`): ``encoder`` (the token classifier of the multi-task baselines, cheap on a CPU)
-or ``lora`` (``bioselect tune train --mix even --max-steps N`` plus generation, the paper's protocol).
+(the protocol :class:`curation.combo_evaluators.Evaluator`): ``encoder`` (the token classifier of the multi-task
+baselines, cheap on a CPU) or ``lora`` (:class:`tuning.combo_evaluator.LoraEvaluator`: ``bioselect tune train --mix
+even --max-steps N`` plus generation, the paper's protocol). ``EVALUATORS`` names each one's class as a string,
+imported only when that evaluator is asked for, so this command depends on neither.
 
 OUTPUT receives ``history.jsonl`` (a header, then one line per evaluation, written as soon as it is known),
 ``evals/<mix>/`` (each evaluation's metrics and dev predictions), ``test.jsonl`` (the test-set scores of the best
@@ -21,21 +23,30 @@ history made for other datasets or other evaluator settings, and bad options exi
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curation.cli import parse_config, run
 from curation.combos import DESIGNS
 from curation.io import Files, InputError
 
-EVALUATOR_NAMES = ("encoder", "lora")
+if TYPE_CHECKING:
+    from curation.combo_evaluators import Evaluator
+
+# evaluator name -> "module:Class", imported when asked for (like the commands of curation/cli.py); each class is
+# built as Class(corpora, target, model, **options) and follows curation.combo_evaluators.Evaluator
+EVALUATORS: dict[str, str] = {
+    "encoder": "mtl_baselines.token_mtl.combo_evaluator:EncoderEvaluator",
+    "lora": "tuning.combo_evaluator:LoraEvaluator",
+}
 
 
 @dataclass
@@ -100,8 +111,8 @@ class CombosConfig:
         self.datasets = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
         if not [d for d in self.datasets if d.lower() != self.target.lower()]:
             raise InputError("--datasets", "name at least one auxiliary dataset besides the target")
-        if self.evaluator not in EVALUATOR_NAMES:
-            raise InputError("--evaluator", f"must be one of {', '.join(EVALUATOR_NAMES)}, not {self.evaluator!r}")
+        if self.evaluator not in EVALUATORS:
+            raise InputError("--evaluator", f"must be one of {', '.join(EVALUATORS)}, not {self.evaluator!r}")
         if self.design not in DESIGNS:
             raise InputError("--design", f"must be one of {', '.join(DESIGNS)}, not {self.design!r}")
         for name in ("budget", "members", "hidden"):
@@ -135,6 +146,15 @@ class CombosConfig:
         if self.evaluator == "encoder":
             return {**opts, "device": self.device, "work_dir": work}
         return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained}
+
+
+def build_evaluator(name: str, corpora: Mapping[str, str | os.PathLike], target: str, model: str,
+                    **options: Any) -> Evaluator:
+    """The evaluator ``name`` (a key of :data:`EVALUATORS`) with its keyword options; its module is imported here."""
+    if name not in EVALUATORS:
+        raise ValueError(f"evaluator must be one of {', '.join(EVALUATORS)}, not {name!r}")
+    module, cls = EVALUATORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(corpora, target, model, **options)
 
 
 def _fmt(x: float | None) -> str:
@@ -211,7 +231,7 @@ def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger)
 
 def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(CombosConfig, argv, prog="bioselect curate combos", description=__doc__.split("\n\n")[0])
-    from curation.combo_evaluators import build_evaluator, find_corpora
+    from curation.combo_evaluators import find_corpora
     from curation.combos import plot_best_so_far, result_from, search_steps
     from curation.io import atomic_write, provenance, write_json
 

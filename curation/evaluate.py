@@ -1,7 +1,8 @@
-"""Score NER predictions against gold with the unified scorer (:mod:`curation.scoring`).
+"""Score NER, RE, EE or TC predictions against gold with the unified scorer (:mod:`curation.scoring`).
 
     bioselect evaluate --gold ../shared/data/ner/NCBI-disease/test.tsv --pred runs/ncbi_pred.jsonl \\
         --output runs/ncbi_eval.json --name qwen-lora
+    bioselect evaluate --gold runs/ddi_test_re.jsonl --pred runs/ddi_pred.jsonl --output runs/ddi_eval.json
 
 GOLD is any corpus file :func:`curation.readers.read_corpus` reads (IOB2 TSV, records JSONL, instruction JSONL, ...).
 PRED is one of (``--format-pred`` overrides detection):
@@ -12,6 +13,14 @@ PRED is one of (``--format-pred`` overrides detection):
   (its ``output`` replaced by the model's answer) is read the same way.
 * ``records``: a span file, one :meth:`curation.records.Record.to_dict` per line with the gold ids and texts.
 * ``iob``: an IOB file in the gold file's sentence order with the same tokens.
+
+The task is the gold records' ``task`` field (instruction JSONL), else the predictions' ``task`` field, else the
+schema every gold answer fits (instruction JSONL without the field), else NER; ``--task`` sets it (it must agree
+with the gold's ``task`` field; a corpus read by its reader scores its relations, events or labels with
+``--task re|ee|tc``). Answers are checked against the task's
+schema restricted to a label set per dataset: ``--labels``, else for NER the dataset's gold entity types, for RE, EE
+and TC the list each record's instruction names (one list per dataset) or, for a corpus, the dataset's gold labels.
+RE, EE and TC predictions are ``predictions`` or ``records`` (their relations, events or labels); IOB is NER only.
 
 Predictions are matched to gold by id; a prediction id absent from the gold file is an error, and so is a gold record
 without a prediction unless ``--allow-missing`` is given: then such records count as empty predictions (reported as
@@ -27,11 +36,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import prompts
 from curation.cli import parse_config, run
 from curation.io import Files, InputError, atomic_write, provenance, read_jsonl, together, write_json
 from curation.readers import detect_format, read_corpus
-from curation.records import Corpus, Span, char_span_to_tokens, token_span_to_char
-from curation.scoring import Prediction, format_markdown, prediction_from_output, prediction_from_spans, score
+from curation.records import Corpus, Record, Span, char_span_to_tokens, token_span_to_char
+from curation.scoring import (
+    Answer,
+    Prediction,
+    answer_from_record,
+    format_markdown,
+    parse_answer,
+    parse_output,
+    prediction_from_output,
+    prediction_from_spans,
+    score,
+    score_answers,
+)
 
 PRED_FORMATS = ("predictions", "records", "iob")
 
@@ -51,12 +72,19 @@ class EvaluateConfig:
     name: str | None = field(default=None, metadata={"help": "Model name for the report; PRED's stem if not given."})
     labels: list[str] | None = field(
         default=None,
-        metadata={"help": "Entity types generated answers may use; each dataset's gold types when not given."})
+        metadata={"help": "Labels generated answers may use: entity types (ner), relation types (re), event types "
+                          "(ee) or classes (tc). When not given: for NER each dataset's gold types; for RE, EE and TC "
+                          "the list each record's instruction names, or a corpus's gold labels."})
     allow_missing: bool = field(default=False, metadata={
         "help": "Score gold records without a prediction as empty answers (reported as 'missing'); else they are an "
                 "error."})
+    task: str | None = field(default=None, metadata={
+        "help": f"Task to score, one of {', '.join(prompts.TASKS)}; detected from the records' task field (or the "
+                "gold answers' schema) when not given, NER for a corpus without one."})
 
     def __post_init__(self):
+        if self.task is not None and self.task not in prompts.TASKS:
+            raise InputError("--task", f"must be one of {', '.join(prompts.TASKS)}, not {self.task!r}")
         if self.scheme not in ("iob1", "iob2"):
             raise InputError("--scheme", f"must be iob1 or iob2, not {self.scheme!r}")
         if self.format_pred is not None and self.format_pred not in PRED_FORMATS:
@@ -71,15 +99,52 @@ class EvaluateConfig:
 
 
 def read_gold(cfg: EvaluateConfig) -> Corpus:
+    """The gold corpus; records of more than one task (instruction JSONL) are refused."""
     fmt = cfg.format_gold or detect_format(cfg.gold)
     corpus = read_corpus(cfg.gold, format=fmt, **({"scheme": cfg.scheme} if fmt == "iob" else {}))
+    first: Record | None = None
     for r in corpus.records:
-        if r.meta.get("task", "ner") not in ("", "ner"):
-            raise InputError(cfg.gold, f"the scorer scores NER; this record's task is {r.meta['task']!r}", record=r.id)
-        if not r.meta.get("has_spans", True) and str(r.meta.get("output", "[]")).strip() != "[]":
-            raise InputError(cfg.gold, "instruction record has entities but no 'spans'; the scorer needs offsets",
-                             record=r.id)
+        if not r.meta.get("task"):
+            continue
+        if first is None:
+            first = r
+        elif r.meta["task"] != first.meta["task"]:
+            line = _instruction_lines(cfg.gold)[r.id][0] if corpus.format == "instruction" else r.meta.get("line")
+            raise InputError(cfg.gold, f"task {r.meta['task']!r}, but record {first.id!r} is {first.meta['task']!r}; "
+                                       "score one task at a time", line=line, record=r.id)
     return corpus
+
+
+def _gold_task(gold: Corpus) -> str | None:
+    return next((r.meta["task"] for r in gold.records if r.meta.get("task")), None)
+
+
+def detect_task(cfg: EvaluateConfig, gold: Corpus, pred_format: str) -> str:
+    """The task to score (module docstring): ``--task``, the gold's ``task`` field, the predictions' ``task`` field,
+    the one schema every gold answer of an instruction file fits, else ``ner``."""
+    gold_task = _gold_task(gold)
+    if cfg.task is not None:
+        if gold_task is not None and gold_task != cfg.task:
+            raise InputError("--task", f"is {cfg.task!r} but the gold records of {cfg.gold} are {gold_task!r}")
+        return cfg.task
+    if gold_task is not None:
+        return gold_task
+    if pred_format == "predictions":
+        _, first = next(read_jsonl(cfg.pred))
+        if first.get("task") in prompts.TASKS:
+            return first["task"]
+    if gold.format == "instruction":
+        def fits(task: str, output: str) -> bool:
+            if task == "ner":
+                return parse_output(output)[1] == "ok"
+            return parse_answer(task, output).status == "ok"
+
+        task = next((t for t in prompts.TASKS if all(fits(t, r.meta["output"]) for r in gold.records)), None)
+        if task is None:
+            raise InputError(cfg.gold, f"the gold answers fit no one task's schema ({', '.join(prompts.TASKS)}); "
+                                       "give --task")
+        return task
+    return "ner"
 
 
 def _pred_format(cfg: EvaluateConfig) -> str:
@@ -100,24 +165,38 @@ def _check_ids(path: str, unknown: list[tuple[int | None, str]]) -> None:
         raise InputError(path, f"{len(unknown)} prediction id(s) not in the gold file, first {rid!r}", line=line)
 
 
+def _prediction_lines(cfg: EvaluateConfig, index: dict[str, int], task: str):
+    """``(line, gold index, object)`` of every ``{"id", "output"}`` prediction, after the checks every task shares;
+    ids absent from the gold are reported once all lines are read."""
+    seen: set[str] = set()
+    unknown: list[tuple[int | None, str]] = []
+    for n, obj in read_jsonl(cfg.pred):
+        if "id" not in obj or "output" not in obj:
+            raise InputError(cfg.pred, "a prediction needs 'id' and 'output'", line=n)
+        rid = str(obj["id"])
+        if rid not in index:
+            unknown.append((n, rid))
+            continue
+        if rid in seen:
+            raise InputError(cfg.pred, f"duplicate id {rid!r}", line=n)
+        seen.add(rid)
+        if not isinstance(obj["output"], str):
+            raise InputError(cfg.pred, "'output' must be the generated text (a string)", line=n, record=rid)
+        if obj.get("task") and obj["task"] != task:
+            raise InputError(cfg.pred, f"a {obj['task']!r} prediction, but the gold records are scored as {task!r}",
+                             line=n, record=rid)
+        yield n, index[rid], obj
+    _check_ids(cfg.pred, unknown)
+
+
 def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[str, list[str] | None],
                       datasets: list[str]) -> list[Prediction]:
     index = {r.id: i for i, r in enumerate(gold.records)}
     preds: list[Prediction | None] = [None] * len(gold.records)
     unknown: list[tuple[int | None, str]] = []
     if fmt == "predictions":
-        for n, obj in read_jsonl(cfg.pred):
-            if "id" not in obj or "output" not in obj:
-                raise InputError(cfg.pred, "a prediction needs 'id' and 'output'", line=n)
-            rid = str(obj["id"])
-            if rid not in index:
-                unknown.append((n, rid))
-                continue
-            i = index[rid]
-            if preds[i] is not None:
-                raise InputError(cfg.pred, f"duplicate id {rid!r}", line=n)
-            if not isinstance(obj["output"], str):
-                raise InputError(cfg.pred, "'output' must be the generated text (a string)", line=n, record=rid)
+        for n, i, obj in _prediction_lines(cfg, index, "ner"):
+            rid = gold.records[i].id
             text = gold.records[i].text
             spans = None
             if "spans" in obj:
@@ -162,24 +241,131 @@ def _read_predictions(cfg: EvaluateConfig, fmt: str, gold: Corpus, labels: dict[
     return [p if p is not None else Prediction(status="missing") for p in preds]
 
 
+_LABEL_WORDS = {"re": "relation types", "ee": "event types", "tc": "classes"}
+
+
+def _instruction_lines(path: str) -> dict[str, tuple[int, str]]:
+    """Record id -> (line, instruction) of an instruction JSONL (its reader keeps neither)."""
+    return {str(obj["id"]): (n, obj["instruction"]) for n, obj in read_jsonl(path)}
+
+
+def task_labels(cfg: EvaluateConfig, gold: Corpus, task: str, datasets: list[str]) -> dict[str, list[str] | None]:
+    """Each dataset's label set for RE, EE or TC answers: ``--labels``; else the list each record's instruction names
+    (records of one dataset must name the same list); else, for a corpus, the dataset's gold labels (None: any)."""
+    if cfg.labels:
+        return {d: list(cfg.labels) for d in datasets}
+    if gold.format == "instruction":
+        lines = _instruction_lines(cfg.gold)
+        labels: dict[str, list[str]] = {}
+        first: dict[str, str] = {}
+        for d, r in zip(datasets, gold.records, strict=True):
+            n, instruction = lines[r.id]
+            found = prompts.instruction_labels(task, instruction)
+            if found is None:
+                raise InputError(cfg.gold, f"the instruction names no {_LABEL_WORDS[task]} (it does not follow "
+                                           f"prompts/templates/{task}.txt); give them with --labels", line=n,
+                                 record=r.id)
+            if d in labels and found != labels[d]:
+                raise InputError(cfg.gold, f"the instruction names {', '.join(found)}, but record {first[d]!r} of "
+                                           f"the same dataset {d!r} names {', '.join(labels[d])}; one label set per "
+                                           "dataset", line=n, record=r.id)
+            labels.setdefault(d, found)
+            first.setdefault(d, r.id)
+        return dict(labels)
+    sets: dict[str, set[str]] = {d: set() for d in datasets}
+    for d, r in zip(datasets, gold.records, strict=True):
+        if task == "re":
+            sets[d].update(x.label for x in r.relations)
+        elif task == "ee":
+            sets[d].update(e.type for e in r.events)
+        else:
+            sets[d].update(r.labels)
+    return {d: sorted(ls) or None for d, ls in sets.items()}
+
+
+def gold_answers(cfg: EvaluateConfig, gold: Corpus, task: str) -> list[Answer]:
+    """The gold RE, EE or TC answers: an instruction file's ``output`` (which must fit the task's schema), or a
+    corpus record's relations, events or label (TC: exactly one per record)."""
+    out = []
+    lines = _instruction_lines(cfg.gold) if gold.format == "instruction" else {}
+    for r in gold.records:
+        if gold.format == "instruction":
+            answer = parse_answer(task, r.meta["output"])
+            if answer.status != "ok":
+                what = "not JSON" if answer.status == "parse_error" else f"not a valid {task} answer"
+                raise InputError(cfg.gold, f"the gold output is {what} (prompts/schemas/{task}.json)",
+                                 line=lines[r.id][0], record=r.id)
+        else:
+            try:
+                answer = answer_from_record(task, r)
+            except ValueError as err:
+                raise InputError(cfg.gold, str(err), line=r.meta.get("line"), record=r.id) from None
+        out.append(answer)
+    return out
+
+
+def _read_answers(cfg: EvaluateConfig, fmt: str, gold: Corpus, task: str, labels: dict[str, list[str] | None],
+                  datasets: list[str]) -> list[Answer]:
+    index = {r.id: i for i, r in enumerate(gold.records)}
+    preds: list[Answer | None] = [None] * len(gold.records)
+    if fmt == "predictions":
+        for _, i, obj in _prediction_lines(cfg, index, task):
+            preds[i] = parse_answer(task, obj["output"], labels[datasets[i]])
+    elif fmt == "records":
+        unknown: list[tuple[int | None, str]] = []
+        for r in read_corpus(cfg.pred, format="records").records:
+            if r.id not in index:
+                unknown.append((None, r.id))
+                continue
+            if r.text != gold.records[index[r.id]].text:
+                raise InputError(cfg.pred, "text differs from the gold record's text", record=r.id)
+            if task == "tc" and len(r.labels) > 1:
+                raise InputError(cfg.pred, f"a TC prediction names one label, not {len(r.labels)}", record=r.id)
+            preds[index[r.id]] = Answer(task, tuple(r.labels)) if task == "tc" else answer_from_record(task, r)
+        _check_ids(cfg.pred, unknown)
+    else:
+        raise InputError(cfg.pred, f"IOB predictions hold entities only; the gold records are scored as {task!r}")
+    return [p if p is not None else Answer(task, status="missing") for p in preds]
+
+
 def score_files(cfg: EvaluateConfig, gold: Corpus | None = None, per_record: bool = False) -> dict[str, Any]:
-    """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it);
-    ``per_record`` adds each record's counts (:func:`curation.scoring.score`)."""
+    """Score ``cfg.pred`` against ``cfg.gold`` (read once and passed in when several predictions share it) for the
+    task :func:`detect_task` finds; ``per_record`` adds each record's counts (:func:`curation.scoring.score`,
+    :func:`curation.scoring.score_answers`)."""
     gold = gold if gold is not None else read_gold(cfg)
+    pred_format = _pred_format(cfg)
+    task = detect_task(cfg, gold, pred_format)
     datasets = [r.meta.get("dataset") or gold.dataset for r in gold.records]
+    if task != "ner":
+        labels = task_labels(cfg, gold, task, datasets)
+        answers = gold_answers(cfg, gold, task)
+        preds = _read_answers(cfg, pred_format, gold, task, labels, datasets)
+        _refuse_missing(cfg, gold, preds)
+        result = score_answers(task, answers, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed,
+                               per_record=per_record)
+        name = cfg.name or Path(cfg.pred).stem
+        return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels,
+                **result}
+    for r in gold.records:
+        if not r.meta.get("has_spans", True) and str(r.meta.get("output", "[]")).strip() != "[]":
+            raise InputError(cfg.gold, "instruction record has entities but no 'spans'; the scorer needs offsets",
+                             record=r.id)
     gold_labels: dict[str, set[str]] = {d: set() for d in datasets}
     for d, r in zip(datasets, gold.records, strict=True):
         gold_labels[d].update(s.label for s in r.spans)
     labels = {d: list(cfg.labels) if cfg.labels else sorted(ls) or None for d, ls in gold_labels.items()}
-    pred_format = _pred_format(cfg)
     preds = _read_predictions(cfg, pred_format, gold, labels, datasets)
+    _refuse_missing(cfg, gold, preds)
+    result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed, per_record=per_record)
+    name = cfg.name or Path(cfg.pred).stem
+    return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels, **result}
+
+
+def _refuse_missing(cfg: EvaluateConfig, gold: Corpus, preds: list[Prediction] | list[Answer]) -> None:
     missing = [r.id for r, p in zip(gold.records, preds, strict=True) if p.status == "missing"]
     if missing and not cfg.allow_missing:
         raise InputError(cfg.pred, f"{len(missing)} of {len(gold.records)} gold records have no prediction (first "
                                    f"{missing[0]!r}); --allow-missing scores them as empty answers")
-    result = score(gold.records, preds, datasets, n_bootstrap=cfg.bootstrap, seed=cfg.seed, per_record=per_record)
-    name = cfg.name or Path(cfg.pred).stem
-    return {"name": name, "gold": cfg.gold, "pred": cfg.pred, "pred_format": pred_format, "labels": labels, **result}
 
 
 def warn_missing(result: dict[str, Any]) -> None:

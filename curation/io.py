@@ -40,12 +40,14 @@ class Files:
     The command runner (:func:`curation.cli.parse_config`) passes them to :func:`check_files` before the command
     reads anything. ``writes`` lists every output file a run may write (a manifest beside an output too),
     ``folders`` the output folders; paths that are ``None`` or empty are ignored, so optional options can be listed
-    as they are.
+    as they are. ``sealed`` lists input folders that no output may be written into (a model or adapter folder: a
+    folder added inside it would be taken as part of it when it is read next).
     """
 
     reads: Sequence[str | os.PathLike | None] = ()
     writes: Sequence[str | os.PathLike | None] = ()
     folders: Sequence[str | os.PathLike | None] = ()
+    sealed: Sequence[str | os.PathLike | None] = ()
 
 
 def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -58,21 +60,28 @@ def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def check_files(files: Files) -> None:
     """Refuse a run that would write over one of its inputs, or whose outputs cannot be where they are declared.
 
-    An output that is an input (the same file or folder after symlinks and hard links), an output file that is an
-    existing folder, an output folder that is an existing file, and an output under a file raise
-    :class:`InputError` naming the output, so a long run does not fail at its end.
+    An output that is an input (the same file or folder after symlinks and hard links), an output inside one of the
+    ``sealed`` folders, an output file that is an existing folder, an output folder that is an existing file, and an
+    output under a file raise :class:`InputError` naming the output, so a long run does not fail at its end.
 
     >>> check_files(Files(reads=["a.tsv"], writes=["b.jsonl", "./a.tsv"]))
     Traceback (most recent call last):
     ...
     curation.io.InputError: ./a.tsv: is an input of this command (a.tsv); write the output elsewhere
+    >>> check_files(Files(folders=["runs/lora/merged"], sealed=["runs/lora"]))
+    Traceback (most recent call last):
+    ...
+    curation.io.InputError: runs/lora/merged: is inside runs/lora, an input of this command; write the output elsewhere
     """
-    reads = [r for r in files.reads if r]
+    reads = [r for r in [*files.reads, *files.sealed] if r]
     for out, is_folder in [*((w, False) for w in files.writes if w), *((f, True) for f in files.folders if f)]:
         for src in reads:
             if _same(out, src):
                 same = "" if str(out) == str(src) else f" ({src})"
                 raise InputError(out, f"is an input of this command{same}; write the output elsewhere")
+        for folder in (f for f in files.sealed if f):
+            if Path(os.path.realpath(out)).is_relative_to(os.path.realpath(folder)):
+                raise InputError(out, f"is inside {folder}, an input of this command; write the output elsewhere")
         path = Path(out)
         if path.is_dir() and not is_folder:
             raise OutputError(out, _OS_ERRORS[errno.EISDIR])
@@ -174,7 +183,10 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers of ``path`` left beside it; return them."""
+    """Delete the temporary files (and folders, :func:`atomic_folder`) that killed writers of ``path`` left beside
+    it; return them."""
+    import shutil
+
     path = Path(path)
     removed = []
     if not path.parent.is_dir():
@@ -183,7 +195,10 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         m = _TMP.fullmatch(tmp.name[len(path.name) + 1:])
         if m and not _alive(int(m.group(1))):
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed.append(tmp)
     return removed
 
@@ -288,6 +303,37 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path`` to fill; when the block succeeds it is renamed to ``path`` (which
+    must not exist, or be an empty folder), else removed. A reader of ``path`` sees the whole folder or none.
+
+    Named like :func:`atomic_write`'s temporary files (``.NAME.PID-XXXXXXXX.tmp``), so the next write of ``path``
+    removes what a killed run left. A folder that cannot be made or renamed raises :class:`OutputError`.
+    """
+    import shutil
+
+    path = Path(path)
+    _make_parent(path)
+    remove_stale_temps(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"))
+    except OSError as err:
+        raise OutputError(path, describe_os_error(err, path)) from None
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; give the folder the mode a plain mkdir would
+        try:
+            os.rename(tmp, path)  # replaces an empty folder; fails on a file or a folder with anything in it
+        except OSError as err:
+            raise OutputError(path, describe_os_error(err, path)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -1,8 +1,12 @@
-"""The unified NER scorer: every model in the project (generators and encoder baselines) is judged by these functions.
+"""The unified scorer: every model in the project (generators and encoder baselines) is judged by these functions, for
+the four task families NER, RE, EE and TC.
 
-Pure functions over plain data, no I/O. A record's predictions are a :class:`Prediction`, built from generated JSON
-text (:func:`prediction_from_output`) or from predicted character spans (:func:`prediction_from_spans`);
-:func:`score` turns gold records plus predictions into every number the project reports.
+Pure functions over plain data, no I/O. For NER a record's predictions are a :class:`Prediction`, built from
+generated JSON text (:func:`prediction_from_output`) or from predicted character spans (:func:`prediction_from_spans`);
+:func:`score` turns gold records plus predictions into every number the project reports. RE, EE and TC answers are an
+:class:`Answer` (:func:`parse_answer` for generated text, :func:`answer_from_record` for a record's relations, events
+or label) and :func:`score_answers` scores them into a report of the same shape (see "Relations, events and classes"
+below).
 
     >>> from curation.records import Record, Span
     >>> gold = [Record(id="s1", text="BRCA1 causes breast cancer", spans=[Span(13, 26, "Disease")])]
@@ -35,6 +39,32 @@ carries the span's fragments.
 Zero division follows seqeval's default (``zero_division="warn"`` acts as 0): precision is 0 when there are no
 predictions, recall is 0 when there is no gold, F1 is 0 when P + R = 0. Macro scores average the per-type P, R and
 F1 over the types that occur in the gold or the predictions (as seqeval and scikit-learn do).
+
+Relations, events and classes (:data:`TASK_MODES`). Answers are compared as *multisets per record*, after
+:func:`normalize_mention` on every mention string (head, tail, trigger, argument); types, relations and roles are
+compared exactly. An item listed twice counts twice only if the gold holds it twice. A failed answer (``parse_error``,
+``schema_error``, ``missing``) predicts nothing. The per-type key, macro average and intervals are those of NER.
+
+* RE (per relation type): ``strict`` matches ``(head, relation, tail)``; ``typed`` also needs ``head_type`` and
+  ``tail_type`` (optional in the schema; an answer without them never matches a typed gold item). Direction counts:
+  ``(a, R, b)`` does not match ``(b, R, a)``, also for symmetric relation types.
+* EE (per event type; ACE-style, Li et al. 2013): ``trigger_identification`` matches the trigger string alone (the
+  event type is ignored, so this mode has one per-type key, ``"*"``, and its macro equals its micro);
+  ``trigger_classification`` matches ``(event type, trigger)``; ``argument_identification`` matches ``(event type,
+  trigger, mention)`` for every mention of every role (the role is ignored); ``argument_classification`` matches
+  ``(event type, trigger, role, mention)``. An argument therefore counts only under an event with the right type and
+  trigger string. A gold event without a trigger (possible from a corpus, never from the converter) has the trigger
+  ``""``, which no answer can match.
+* TC (per label): the ``label`` mode counts a correct answer as a true positive of the gold label and a wrong one as a
+  false positive of the predicted label and a false negative of the gold label; a failed answer is a false negative
+  only. Micro P = R = F1 = accuracy when every answer is valid. Macro F1 averages over the labels in the gold or the
+  valid answers, as ``sklearn.metrics.f1_score(y_true, y_pred, labels=..., average="macro")`` with those labels
+  does (``tests/curation/test_scoring_tasks.py`` pins it). The TC schema allows one label per answer, and a gold record
+  must have exactly one (:func:`answer_from_record` refuses others, as ``bioselect data convert --task tc`` does):
+  a multi-label gold would make the per-label counts depend on which gold label a single answer is set against.
+* A record-level rate, with a bootstrap interval: RE and EE report ``exact_match``, the share of records whose whole
+  normalised answer (typed triples; events with their sorted ``(role, mention)`` pairs) equals the gold as a multiset
+  (a failed answer never matches, even when the gold is empty); TC reports ``accuracy``, the same computation.
 """
 
 from __future__ import annotations
@@ -412,11 +442,16 @@ def summarize(per_record: Sequence[dict[str, list[int]]], n_bootstrap: int = 0, 
     return {"micro": micro, "macro": macro, "per_type": per_type}
 
 
-def _status_counts(preds: Sequence[Prediction]) -> dict[str, Any]:
-    n = len(preds)
-    counts = Counter(p.status for p in preds)
+def _status_block(statuses: Sequence[str]) -> dict[str, Any]:
+    n = len(statuses)
+    counts = Counter(statuses)
     out: dict[str, Any] = {s: counts.get(s, 0) for s in STATUSES}
     out |= {f"{s}_rate": (counts.get(s, 0) / n if n else 0.0) for s in STATUSES if s != "ok"}
+    return out
+
+
+def _status_counts(preds: Sequence[Prediction]) -> dict[str, Any]:
+    out = _status_block([p.status for p in preds])
     out["unplaced_names"] = sum(len(p.unplaced) for p in preds)
     return out
 
@@ -458,6 +493,231 @@ def score(gold: Sequence[Record], pred: Sequence[Prediction], datasets: Sequence
     return result
 
 
+# --- relations, events and classes -------------------------------------------------------------------------------
+
+TASK_MODES: dict[str, tuple[str, ...]] = {
+    "ner": MODES,
+    "re": ("strict", "typed"),
+    "ee": ("trigger_identification", "trigger_classification", "argument_identification", "argument_classification"),
+    "tc": ("label",),
+}
+RATES = {"re": "exact_match", "ee": "exact_match", "tc": "accuracy"}  # the record-level rate each task reports
+ANY_TYPE = "*"  # the one per-type key of a mode that ignores types (EE trigger identification)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One record's RE, EE or TC answer, normalised (mentions through :func:`normalize_mention`).
+
+    ``items`` are, for ``re``, ``(head, head_type, relation, tail, tail_type)`` tuples (types ``None`` when the answer
+    leaves them out); for ``ee``, ``(event type, trigger, ((role, mention), ...))`` with the pairs sorted; for ``tc``,
+    ``(label,)`` or ``()``. ``status`` is one of :data:`STATUSES`; a failed answer has no items.
+    """
+
+    task: str
+    items: tuple = ()
+    status: str = "ok"
+
+
+@cache
+def _task_validator(task: str, labels: tuple[str, ...] | None):
+    from jsonschema import Draft202012Validator
+
+    from prompts import schema
+
+    return Draft202012Validator(schema(task, list(labels) if labels else None))
+
+
+def answer_items(task: str, obj: Any) -> tuple:
+    """The normalised items of a schema-valid RE, EE or TC answer object (:class:`Answer`).
+
+    >>> answer_items("ee", [{"event": "ADE", "trigger": " caused", "arguments": {"Drug": ["aspirin"],
+    ...                                                                          "AE": ["rash"]}}])
+    (('ADE', 'caused', (('AE', 'rash'), ('Drug', 'aspirin'))),)
+    """
+    if task == "re":
+        return tuple((normalize_mention(r["head"]), r.get("head_type"), r["relation"], normalize_mention(r["tail"]),
+                      r.get("tail_type")) for r in obj)
+    if task == "ee":
+        return tuple((e["event"], normalize_mention(e["trigger"]),
+                      tuple(sorted((role, normalize_mention(m)) for role, ms in e["arguments"].items() for m in ms)))
+                     for e in obj)
+    if task == "tc":
+        return (obj["label"],)
+    raise ValueError(f"unknown task {task!r}; one of {', '.join(RATES)} (NER answers: parse_output)")
+
+
+def parse_answer(task: str, output: str, labels: Sequence[str] | None = None) -> Answer:
+    """Parse a generated RE, EE or TC answer against ``prompts.schema(task, labels)`` (as :func:`parse_output` does
+    for NER: ``parse_error`` when not JSON, ``schema_error`` when it fails the schema, no repair).
+
+    >>> parse_answer("re", '[{"head": "aspirin", "relation": "ADE", "tail": "rash"}]', ["ADE"]).items
+    (('aspirin', None, 'ADE', 'rash', None),)
+    >>> parse_answer("tc", '{"label": "maybe"}', ["ade", "no_ade"]).status
+    'schema_error'
+    """
+    try:
+        obj = json.loads(output)
+    except (json.JSONDecodeError, TypeError):
+        return Answer(task, status="parse_error")
+    if not _task_validator(task, tuple(labels) if labels else None).is_valid(obj):
+        return Answer(task, status="schema_error")
+    return Answer(task, answer_items(task, obj))
+
+
+def answer_from_record(task: str, record: Record) -> Answer:
+    """A record's relations (``re``), events (``ee``) or label (``tc``) as an :class:`Answer`, the same items
+    :func:`parse_answer` gives for the record's converted answer (``curation.convert``). ``ValueError`` for a TC
+    record without exactly one label.
+
+    >>> from curation.records import Relation
+    >>> r = Record(id="s1", text="aspirin  caused rash", spans=[Span(0, 7, "Drug"), Span(16, 20, "AE")],
+    ...            relations=[Relation(0, 1, "ADE")])
+    >>> answer_from_record("re", r).items
+    (('aspirin', 'Drug', 'ADE', 'rash', 'AE'),)
+    """
+    def mention(i: int | None) -> str:
+        return "" if i is None else normalize_mention(record.spans[i].surface(record.text))
+
+    if task == "re":
+        items = tuple((mention(r.head), record.spans[r.head].label, r.label, mention(r.tail),
+                       record.spans[r.tail].label) for r in record.relations)
+    elif task == "ee":
+        items = tuple((e.type, mention(e.trigger), tuple(sorted((role, mention(i)) for role, i in e.arguments)))
+                      for e in record.events)
+    elif task == "tc":
+        if len(record.labels) != 1:
+            raise ValueError(f"TC scores exactly one gold label per record; this record has {len(record.labels)}"
+                             + (f" ({', '.join(record.labels)})" if record.labels else ""))
+        items = (record.labels[0],)
+    else:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(RATES)}")
+    return Answer(task, items)
+
+
+def _keyed(task: str, mode: str, items: tuple) -> list[tuple[str, tuple]]:
+    """``(per-type key, match key)`` for every countable unit of an answer under a mode."""
+    if task == "re":
+        if mode == "strict":
+            return [(rel, (h, rel, t)) for h, _, rel, t, _ in items]
+        return [(item[2], item) for item in items]
+    if task == "ee":
+        if mode == "trigger_identification":
+            return [(ANY_TYPE, (trigger,)) for _, trigger, _ in items]
+        if mode == "trigger_classification":
+            return [(etype, (etype, trigger)) for etype, trigger, _ in items]
+        if mode == "argument_identification":
+            return [(etype, (etype, trigger, m)) for etype, trigger, args in items for _, m in args]
+        return [(etype, (etype, trigger, role, m)) for etype, trigger, args in items for role, m in args]
+    return [(label, (label,)) for label in items]
+
+
+def answer_counts(gold: Answer, pred: Answer, mode: str) -> dict[str, list[int]]:
+    """One record's ``{type: [tp, fp, fn]}`` for an RE, EE or TC answer under one of its :data:`TASK_MODES`.
+
+    >>> g = Answer("re", (("aspirin", "Drug", "ADE", "rash", "AE"), ("aspirin", "Drug", "ADE", "fever", "AE")))
+    >>> p = Answer("re", (("aspirin", None, "ADE", "rash", None), ("rash", None, "ADE", "aspirin", None)))
+    >>> answer_counts(g, p, "strict"), answer_counts(g, p, "typed")
+    ({'ADE': [1, 1, 1]}, {'ADE': [0, 2, 2]})
+    >>> answer_counts(Answer("tc", ("ade",)), Answer("tc", ("no_ade",)), "label")
+    {'ade': [0, 0, 1], 'no_ade': [0, 1, 0]}
+    """
+    task = gold.task
+    if mode not in TASK_MODES.get(task, ()) or task == "ner":
+        raise ValueError(f"unknown {task} mode {mode!r}")
+    g, p = Counter(_keyed(task, mode, gold.items)), Counter(_keyed(task, mode, pred.items))
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (label, _), n in g.items():
+        counts[label][2] += n
+    for (label, _), n in p.items():
+        counts[label][1] += n
+    for key in g.keys() & p.keys():
+        tp = min(g[key], p[key])
+        counts[key[0]][0] += tp
+        counts[key[0]][1] -= tp
+        counts[key[0]][2] -= tp
+    return dict(counts)
+
+
+def answer_exact(gold: Answer, pred: Answer) -> bool:
+    """Whether a valid answer equals the gold as a multiset of its items (a failed answer never does).
+
+    >>> answer_exact(Answer("re", ()), Answer("re", status="parse_error")), answer_exact(Answer("re"), Answer("re"))
+    (False, True)
+    """
+    return pred.status == "ok" and Counter(gold.items) == Counter(pred.items)
+
+
+def rate_summary(correct: Sequence[bool], n_bootstrap: int = 0, seed: int = 0,
+                 level: float = 0.95) -> dict[str, Any]:
+    """The share of records that are right, with a percentile bootstrap interval over records (``None`` when there
+    are no records or no resamples; resamples drawn with ``numpy.random.default_rng(seed)``).
+
+    >>> r = rate_summary([True, False, True, True], n_bootstrap=200)
+    >>> r["value"], r["correct"], r["records"], r["ci"][0] <= 0.75 <= r["ci"][1]
+    (0.75, 3, 4, True)
+    """
+    x = np.asarray(correct, dtype=np.float64)
+    n = len(x)
+    out: dict[str, Any] = {"value": float(x.mean()) if n else 0.0, "correct": int(x.sum()), "records": n, "ci": None}
+    if n == 0 or n_bootstrap <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_bootstrap)
+    chunk = max(1, 4_000_000 // n)
+    for lo in range(0, n_bootstrap, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_bootstrap - lo), n))
+        means[lo : lo + len(idx)] = x[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    out["ci"] = [float(v) for v in np.quantile(means, [alpha, 1 - alpha])]
+    return out
+
+
+def score_answers(task: str, gold: Sequence[Answer], pred: Sequence[Answer], datasets: Sequence[str] | None = None,
+                  n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
+                  per_record: bool = False) -> dict[str, Any]:
+    """Score RE, EE or TC answers (aligned with ``gold``) in every mode of the task, overall and per dataset.
+
+    The report has the shape of :func:`score`'s: ``task``, ``records``, ``outputs`` (status counts and rates), one
+    :func:`summarize` block per mode of :data:`TASK_MODES` (micro with bootstrap ``ci``, macro, per type), the task's
+    rate (:data:`RATES`, :func:`rate_summary`), ``per_dataset`` and ``bootstrap``; ``per_record`` adds each mode's
+    :func:`micro_counts` in gold order.
+
+    >>> g = [Answer("tc", ("ade",)), Answer("tc", ("no_ade",))]
+    >>> r = score_answers("tc", g, [Answer("tc", ("ade",)), Answer("tc", ("ade",))], n_bootstrap=0)
+    >>> r["accuracy"]["value"], r["label"]["macro"]["f1"]
+    (0.5, 0.3333333333333333)
+    """
+    if task not in RATES:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(RATES)} (NER: score)")
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold records but {len(pred)} predictions")
+    names = list(datasets) if datasets is not None else [""] * len(gold)
+    modes = TASK_MODES[task]
+    counts = {mode: [answer_counts(g, p, mode) for g, p in zip(gold, pred, strict=True)] for mode in modes}
+    correct = [answer_exact(g, p) for g, p in zip(gold, pred, strict=True)]
+
+    def block(idx: list[int]) -> dict[str, Any]:
+        out: dict[str, Any] = {"records": len(idx), "outputs": _status_block([pred[i].status for i in idx])}
+        for mode in modes:
+            out[mode] = summarize([counts[mode][i] for i in idx], n_bootstrap, seed, level)
+        out[RATES[task]] = rate_summary([correct[i] for i in idx], n_bootstrap, seed, level)
+        return out
+
+    result: dict[str, Any] = {"task": task, **block(list(range(len(gold))))}
+    by_dataset: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        by_dataset[name].append(i)
+    if len(by_dataset) == 1:
+        result["per_dataset"] = {names[0]: {k: v for k, v in result.items() if k != "task"}}
+    else:
+        result["per_dataset"] = {name: block(idx) for name, idx in sorted(by_dataset.items())}
+    result["bootstrap"] = {"resamples": n_bootstrap, "seed": seed, "level": level}
+    if per_record:
+        result["per_record"] = {mode: micro_counts(counts[mode]) for mode in modes}
+    return result
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -468,13 +728,16 @@ def _with_ci(micro: dict[str, Any], key: str) -> str:
 
 
 def format_markdown(result: dict[str, Any], title: str = "") -> str:
-    """A :func:`score` result as Markdown: a mode x P/R/F1 table (with intervals), per-type and per-dataset tables.
+    """A :func:`score` or :func:`score_answers` result as Markdown: a mode x P/R/F1 table (with intervals), the
+    task's rate (RE, EE, TC), per-type and per-dataset tables.
 
     >>> from curation.records import Record, Span
     >>> r = Record(id="s1", text="BRCA1", spans=[Span(0, 5, "Gene")])
     >>> print(format_markdown(score([r], [prediction_from_spans(r.text, r.spans)], n_bootstrap=0)).splitlines()[4])
     | strict | 100.00 | 100.00 | 100.00 | 100.00 | 1 | 0 | 0 |
     """
+    if result.get("task", "ner") != "ner":
+        return _format_task_markdown(result, title)
     o = result["outputs"]
     n = result["records"]
     lines = [f"## Evaluation{': ' + title if title else ''}", ""]
@@ -507,5 +770,52 @@ def format_markdown(result: dict[str, Any], title: str = "") -> str:
         for name, d in per_dataset.items():
             lines.append(f"| {name or '-'} | {d['records']} | {_with_ci(d['strict']['micro'], 'f1')} | "
                          f"{_with_ci(d['relaxed']['micro'], 'f1')} | {_with_ci(d['string']['micro'], 'f1')} | "
+                         f"{d['outputs']['parse_error']} | {d['outputs']['schema_error']} |")
+    return "\n".join(lines) + "\n"
+
+
+_TYPE_HEADER = {"re": "relation", "ee": "event type", "tc": "label"}
+_RATE_TITLE = {"exact_match": "Exact match", "accuracy": "Accuracy"}
+
+
+def _format_task_markdown(result: dict[str, Any], title: str) -> str:
+    task = result["task"]
+    modes, rate = TASK_MODES[task], RATES[task]
+    o, n = result["outputs"], result["records"]
+    lines = [f"## Evaluation{': ' + title if title else ''}", "", f"Task: {task}.", "",
+             "| mode | precision | recall | F1 | macro F1 | TP | FP | FN |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode in modes:
+        m = result[mode]["micro"]
+        lines.append(f"| {mode} | {_with_ci(m, 'precision')} | {_with_ci(m, 'recall')} | {_with_ci(m, 'f1')} | "
+                     f"{_pct(result[mode]['macro']['f1'])} | {m['tp']} | {m['fp']} | {m['fn']} |")
+    r = result[rate]
+    ci = f" ({_pct(r['ci'][0])}–{_pct(r['ci'][1])})" if r.get("ci") else ""
+    lines += ["", f"{_RATE_TITLE[rate]}: {_pct(r['value'])}{ci}, {r['correct']} of {r['records']} records.",
+              f"{n} records; parse failures {o['parse_error']} ({o['parse_error_rate']:.1%}), schema violations "
+              f"{o['schema_error']} ({o['schema_error_rate']:.1%}), missing predictions {o['missing']} "
+              f"({o['missing_rate']:.1%})."]
+    if result[modes[0]]["micro"].get("ci"):
+        b = result["bootstrap"]
+        lines.append(f"Intervals: {b['level']:.0%} percentile bootstrap over records ({b['resamples']} resamples, "
+                     f"seed {b['seed']}). Scores in %.")
+    typed = [m for m in modes if m != "trigger_identification"]  # the one mode without per-type counts
+    first, rest = typed[0], typed[1:]
+    header = [_TYPE_HEADER[task], "support", f"{first} P", f"{first} R", f"{first} F1", *(f"{m} F1" for m in rest)]
+    lines += ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    labels = sorted(set().union(*(result[m]["per_type"] for m in typed)))
+    for label in labels:
+        t = result[first]["per_type"].get(label, {"support": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0})
+        others = "".join(f" {_pct(result[m]['per_type'].get(label, {'f1': 0.0})['f1'])} |" for m in rest)
+        lines.append(f"| {label} | {t['support']} | {_pct(t['precision'])} | {_pct(t['recall'])} | "
+                     f"{_pct(t['f1'])} |{others}")
+    per_dataset = result.get("per_dataset", {})
+    if len(per_dataset) > 1:
+        lines += ["", "| dataset | records | " + "".join(f"{m} F1 | " for m in modes)
+                  + f"{rate.replace('_', ' ')} | parse failures | schema violations |",
+                  "|---|---:|" + "---:|" * (len(modes) + 3)]
+        for name, d in per_dataset.items():
+            cells = "".join(f" {_with_ci(d[m]['micro'], 'f1')} |" for m in modes)
+            lines.append(f"| {name or '-'} | {d['records']} |{cells} {_pct(d[rate]['value'])} | "
                          f"{d['outputs']['parse_error']} | {d['outputs']['schema_error']} |")
     return "\n".join(lines) + "\n"

@@ -41,6 +41,28 @@ def instruction(task: str, labels: list[str], dataset: str = "") -> str:
     return template(task).format(labels=", ".join(labels), description=TC_DESCRIPTIONS.get(dataset, ""))
 
 
+def instruction_labels(task: str, instruction: str) -> list[str] | None:
+    """The label list an instruction names in the ``{labels}`` slot of the task's template, or None when no line of
+    the instruction holds that slot's lead-in (the clause before ``{labels}``) and its ending.
+
+    >>> instruction_labels("re", instruction("re", ["ADE", "DOSE"]))
+    ['ADE', 'DOSE']
+    >>> instruction_labels("tc", "Classify the text into exactly one of these labels: ade, no_ade.")
+    ['ade', 'no_ade']
+    >>> instruction_labels("ee", "Find the events.") is None
+    True
+    """
+    line = next(x for x in template(task).splitlines() if "{labels}" in x)
+    before, after = line.split("{labels}", 1)
+    lead = before.rsplit(". ", 1)[-1]  # the clause that introduces the list, without the sentences before it
+    for text in instruction.splitlines():
+        i = text.find(lead)
+        if i >= 0 and text.endswith(after):
+            labels = [x.strip() for x in text[i + len(lead) : len(text) - len(after)].split(",")]
+            return labels if all(labels) else None
+    return None
+
+
 @cache
 def _schema(task: str) -> dict:
     if task not in TASKS:

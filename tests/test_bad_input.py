@@ -128,6 +128,28 @@ ROWS: list[Row] = [
     Row("evaluate output onto a folder", "evaluate --gold {w}/scoring/gold.tsv --pred {w}/pred.json "
         "--output {w}/folder.json --allow-missing", "{w}/folder.json: is a folder"),
     Row("evaluate unknown config key", "evaluate --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml:2"),
+    Row("evaluate unknown task", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_gold.jsonl --output {w}/e.json "
+        "--task qa", "--task: must be one of ner, re, ee, tc"),
+    Row("evaluate task other than the gold's", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_gold.jsonl "
+        "--output {w}/e.json --task ner", "--task: is 'ner' but the gold records of {w}/re_gold.jsonl are 're'"),
+    Row("evaluate gold mixing tasks", "evaluate --gold {w}/mixed_tasks.jsonl --pred {w}/re_gold.jsonl "
+        "--output {w}/e.json", "{w}/mixed_tasks.jsonl:2 (record DDI-DrugBank.d1.s0): task 're', but record "
+        "'tiny/0' is 'ner'"),
+    Row("evaluate predictions of another task", "evaluate --gold {w}/re_gold.jsonl --pred {w}/re_pred_tc.jsonl "
+        "--output {w}/e.json", "{w}/re_pred_tc.jsonl:1 (record DDI-DrugBank.d1.s0): a 'tc' prediction, but the gold "
+        "records are scored as 're'"),
+    Row("evaluate instruction without a label set", "evaluate --gold {w}/re_nolabels.jsonl --pred "
+        "{w}/re_gold.jsonl --output {w}/e.json", "{w}/re_nolabels.jsonl:2 (record DDI-DrugBank.d1.s1): the "
+        "instruction names no relation types"),
+    Row("evaluate one dataset with two label sets", "evaluate --gold {w}/re_twolabels.jsonl --pred "
+        "{w}/re_gold.jsonl --output {w}/e.json", "{w}/re_twolabels.jsonl:3 (record DDI-MedLine.d9.s0): the "
+        "instruction names advise, effect, but record 'DDI-DrugBank.d1.s0' of the same dataset 'DDI' names DDI, "
+        "advise, effect"),
+    Row("evaluate relations with IOB predictions", "evaluate --gold {w}/re_gold.jsonl --pred {w}/corpus.tsv "
+        "--output {w}/e.json", "{w}/corpus.tsv: IOB predictions hold entities only"),
+    Row("evaluate tc gold with two labels", "evaluate --gold {w}/tc_two_labels.jsonl --pred "
+        "{w}/tc_two_labels.jsonl --output {w}/e.json --task tc", "{w}/tc_two_labels.jsonl (record b): TC scores "
+        "exactly one gold label per record; this record has 2 (ade, no_ade)"),
     # --- curate ifd
     Row("ifd missing model", "curate ifd --model {w}/no_model --input {w}/instr.jsonl --output {w}/s.jsonl",
         "{w}/no_model"),
@@ -248,6 +270,12 @@ ROWS: list[Row] = [
         "--output-dir {w}/t", "{w}/model_truncated/model.safetensors"),
     Row("tune train zero steps", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --max-steps 0", "--max-steps"),
+    Row("tune train unknown trl optimizer", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --optim adamw_nope", "--optim: invalid choice: 'adamw_nope'"),
+    Row("tune train unknown logging integration", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --report-to nope", "--report-to: unknown integration 'nope'"),
+    Row("tune train zero batch", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
+        "--output-dir {w}/t --per-device-train-batch-size 0", "--per-device-train-batch-size: must be >= 1"),
     Row("tune train 4-bit and 8-bit together", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
         "--output-dir {w}/t --load-in-4bit --load-in-8bit", "--load-in-8bit: give --load-in-4bit or --load-in-8bit"),
     Row("tune train unknown 4-bit type", "tune train --model {w}/model_corrupt --train-files {w}/instr.jsonl "
@@ -271,6 +299,29 @@ ROWS: list[Row] = [
     Row("generate 8-bit on a model type bitsandbytes cannot quantise", "tune generate --model {w}/model_falcon "
         "--input {w}/instr.jsonl --output {w}/p.jsonl --unconstrained --load-in-8bit",
         "{w}/model_falcon: bitsandbytes cannot quantise model type 'falcon'"),
+    # --- tune export
+    Row("tune export missing adapter", "tune export --adapter {w}/nope --output {w}/x",
+        "{w}/nope: no such adapter folder"),
+    Row("tune export a model folder as the adapter", "tune export --adapter {w}/model_llama --output {w}/x",
+        "{w}/model_llama: not a PEFT adapter folder (no adapter_config.json)"),
+    Row("tune export adapter without weights", "tune export --adapter {w}/adapter_no_weights --output {w}/x",
+        "{w}/adapter_no_weights: adapter folder has no weights"),
+    Row("tune export base model not found", "tune export --adapter {w}/adapter_lost --output {w}/x --merge",
+        "{w}/no_model: no such model folder"),
+    Row("tune export adapter that does not fit its base", "tune export --adapter {w}/adapter_wide --output {w}/x",
+        "{w}/adapter_wide: adapter does not fit the model {w}/model_llama"),
+    Row("tune export into a folder that is not empty", "tune export --adapter {w}/adapter_ok --output {w}/old_export",
+        "{w}/old_export: exists and is not empty"),
+    Row("tune export onto the adapter", "tune export --adapter {w}/adapter_ok --output {w}/adapter_ok",
+        "{w}/adapter_ok: is an input of this command"),
+    Row("tune export into the adapter", "tune export --adapter {w}/adapter_ok --output {w}/adapter_ok/merged",
+        "{w}/adapter_ok/merged: is inside {w}/adapter_ok"),
+    Row("tune export into the base model", "tune export --adapter {w}/adapter_ok --output {w}/model_llama/merged "
+        "--merge", "{w}/model_llama/merged: is inside {w}/model_llama"),
+    Row("tune export merged into 4 bits", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
+        "--load-in-4bit", "--load-in-4bit: a quantised output cannot be merged into"),
+    Row("tune export evaluation that is not one", "tune export --adapter {w}/adapter_ok --output {w}/x "
+        "--eval {w}/instr.jsonl", "{w}/instr.jsonl: invalid JSON"),
     # --- tune evaluate
     Row("tune evaluate onto its predictions", "tune evaluate --gold {w}/scoring/gold.tsv --pred a={w}/pred.json "
         "--output {w}/pred.json", "{w}/pred.json"),
@@ -352,6 +403,24 @@ def work(tmp_path_factory) -> Path:
                                                            "num_hidden_layers": 1, "num_attention_heads": 4,
                                                            "vocab_size": 128}) + "\n")
     (w / "model_falcon" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    # a tiny Llama (intact weights framing) and LoRA adapters for it: one that fits, one made for a wider model,
+    # one without weights, one whose base is gone
+    _write(w / "model_llama" / "config.json", json.dumps({
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}) + "\n")
+    (w / "model_llama" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    for name, width, base in (("adapter_ok", 32, "model_llama"), ("adapter_wide", 64, "model_llama"),
+                              ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model")):
+        _write(w / name / "adapter_config.json", json.dumps({
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(w / base), "r": 4,
+            "lora_alpha": 8, "target_modules": ["q_proj"]}) + "\n")
+        if name != "adapter_no_weights":
+            import torch
+            from safetensors.torch import save_file
+
+            key = "base_model.model.model.layers.0.self_attn.q_proj"
+            save_file({f"{key}.lora_A.weight": torch.zeros(4, width), f"{key}.lora_B.weight": torch.zeros(32, 4)},
+                      w / name / "adapter_model.safetensors")
     for name in ("a", "b"):  # two corpus folders under one data root
         (w / "corpora" / name).mkdir(parents=True)
         for split in ("train", "dev", "test"):
@@ -371,6 +440,18 @@ def work(tmp_path_factory) -> Path:
     _write(w / "pred_export_unknown.jsonl", json.dumps({"id": rows[0]["id"], "output": "[]", "spans": []}) + "\n"
            + json.dumps({"id": "nope", "output": "[]", "spans": []}) + "\n")
     _write(w / "old_export" / "other.ann", "T1\tGene 0 5\tNaïve\n")
+    re_rows = convert_corpus(read_corpus(ASSETS / "readers" / "ddi"), task="re")  # 3 records, dataset DDI
+    _write(w / "re_gold.jsonl", "".join(json.dumps(r) + "\n" for r in re_rows))
+    _write(w / "mixed_tasks.jsonl", "".join(json.dumps(r) + "\n" for r in [{**rows[0], "id": "tiny/0"}, *re_rows]))
+    _write(w / "re_pred_tc.jsonl", "".join(json.dumps({"id": r["id"], "output": r["output"], "task": "tc"}) + "\n"
+                                           for r in re_rows))
+    _write(w / "re_nolabels.jsonl", "".join(json.dumps({**r, "instruction": "Find the relations."} if i == 1 else r)
+                                            + "\n" for i, r in enumerate(re_rows)))
+    other = re_rows[0]["instruction"].replace("relations: DDI, advise, effect.", "relations: advise, effect.")
+    _write(w / "re_twolabels.jsonl", "".join(json.dumps({**r, "instruction": other} if i == 2 else r) + "\n"
+                                             for i, r in enumerate(re_rows)))
+    _write(w / "tc_two_labels.jsonl", '{"id": "a", "text": "x", "labels": ["ade"]}\n'
+                                      '{"id": "b", "text": "y", "labels": ["ade", "no_ade"]}\n')
     return w
 
 

@@ -5,12 +5,15 @@ a help string is formatted by argparse and prints the option's dict, or raises).
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 
 import pytest
 
 from curation import cli
 from curation.cli import COMMANDS
 from curation.data import SUBCOMMANDS
+from tests.helpers import REPO
 
 WORDS = [list(words) for words in COMMANDS if words != ("data",)] + [["data", sub] for sub in SUBCOMMANDS]
 
@@ -24,7 +27,9 @@ def help_text(words: list[str], capsys) -> str:
 
 
 def check_rendered(text: str) -> None:
-    for internal in ("{'", "option_strings", "<argparse.", "%(", "% "):
+    # a literal "%" formats argparse's own dict of the option into the text (its "option_strings" key); a plain "{'"
+    # or "% " can be the help's own words (trl: "{'num_cycles': 1}", "~20%% slower" printed as "~20% slower")
+    for internal in ("option_strings", "<argparse.", "%("):
         assert internal not in text, f"argparse internals in the help text ({internal!r}):\n{text}"
 
 
@@ -60,3 +65,21 @@ def test_the_check_sees_a_literal_percent():
     parser.add_argument("--a", help="about 20-30% slower")
     with pytest.raises(AssertionError, match="argparse internals"):
         check_rendered(parser.format_help())
+
+
+def _runnable_modules() -> set[str]:
+    """Modules of the packages that run as ``python -m MODULE`` (an ``if __name__ == "__main__":`` block)."""
+    found = set()
+    for package in ("prompts", "curation", "tuning", "mtl_baselines"):
+        for path in (REPO / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            if any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body):
+                found.add(".".join(path.relative_to(REPO).with_suffix("").parts))
+    return found
+
+
+def test_every_runnable_module_is_a_bioselect_command():
+    """A command module added without its ``COMMANDS`` entry (or an entry whose module is gone) fails here."""
+    assert _runnable_modules() - {"curation.cli"} == set(COMMANDS.values())
+    for module in COMMANDS.values():
+        assert callable(importlib.import_module(module).main), module

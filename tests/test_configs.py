@@ -10,7 +10,7 @@ import yaml
 
 from curation.cli import parse_config
 from tests.helpers import REPO
-from tuning.train import TrainConfig
+from tuning.train import RENAMED, TrainConfig
 
 CONFIGS = REPO / "configs"
 TUNE_RECIPES = sorted(CONFIGS.glob("tune_*.yaml"))
@@ -25,12 +25,14 @@ def test_the_recipes_are_there():
 
 
 @pytest.mark.parametrize("recipe", TUNE_RECIPES, ids=lambda p: p.name)
-def test_tune_recipe_parses_into_train_config(recipe: Path):
+def test_tune_recipe_parses_into_train_config(recipe: Path, capsys):
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# ") and f"--config configs/{recipe.name}" in first
     cfg, _ = parse_config(TrainConfig, ["--config", str(recipe)], prog="test")
+    assert capsys.readouterr().err == ""  # no deprecated option name (tuning.train.RENAMED) and no other warning
     raw = yaml.safe_load(recipe.read_text())
-    assert set(raw) <= {f for f in TrainConfig.__dataclass_fields__}
+    assert set(raw) <= {f for f in TrainConfig.__dataclass_fields__} and not set(raw) & set(RENAMED)
+    assert cfg.recipe()["learning_rate"] == raw.get("learning_rate", 2e-4)
     assert cfg.train_files and cfg.output_dir.startswith("runs/")
     assert cfg.load_in_4bit == ("qlora" in recipe.name)
     from tuning.sft_model import lora_config

@@ -8,7 +8,8 @@ Each ``NAME=PATH`` after ``--pred`` is scored by :func:`curation.evaluate.score_
 span, relaxed overlap and string matching, bootstrap intervals), so generated entity lists (``{"id", "output"}``
 JSONL) and encoder baselines' span files or IOB files sit in one table. Writes OUT.json (every model's full result
 plus provenance), OUT.md (the table) and OUT.png (strict micro F1 with its interval per model), and prints the
-table.
+table. RE, EE and TC gold (``--task`` as for ``bioselect evaluate``) give a table of every mode's F1 and the task's
+rate (exact match, accuracy); the plot shows the headline mode (:data:`HEADLINE`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from typing import Any
 from curation.cli import parse_config, run
 from curation.evaluate import EvaluateConfig, read_gold, score_files, warn_missing
 from curation.io import Files, InputError, atomic_write, provenance, together, write_json
+from curation.scoring import RATES, TASK_MODES
+
+# the mode whose P, R, F1 and interval head the table and the plot, per task
+HEADLINE = {"ner": "strict", "re": "strict", "ee": "argument_classification", "tc": "label"}
 
 
 @dataclass
@@ -32,7 +37,10 @@ class CompareConfig:
     bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for the intervals (0: none)."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
     labels: list[str] | None = field(default=None, metadata={
-        "help": "Entity types generated answers may use; each dataset's gold types when not given."})
+        "help": "Labels generated answers may use (entity, relation or event types, classes); as for `bioselect "
+                "evaluate` when not given."})
+    task: str | None = field(default=None, metadata={
+        "help": "Task to score (ner, re, ee, tc); detected as by `bioselect evaluate` when not given."})
     plot: bool = field(default=True, metadata={"help": "Write OUT.png, strict F1 per model with its interval."})
     allow_missing: bool = field(default=False, metadata={
         "help": "Score gold records without a prediction as empty answers; else they are an error."})
@@ -69,6 +77,9 @@ def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     rows = []
     for r in results:
+        if r.get("task", "ner") != "ner":
+            rows.append(_task_row(r))
+            continue
         strict = r["strict"]["micro"]
         rows.append({
             "model": r["name"], "records": r["records"],
@@ -81,10 +92,49 @@ def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _task_row(r: dict[str, Any]) -> dict[str, Any]:
+    """An RE, EE or TC model's row: the headline mode's P, R, F1 (interval) and macro F1, every mode's F1, the
+    task's rate with its interval, failure rates."""
+    task = r["task"]
+    head, rate = r[HEADLINE[task]], RATES[task]
+    ci = head["micro"].get("ci")
+    return {"model": r["name"], "records": r["records"], "task": task, "mode": HEADLINE[task],
+            "p": head["micro"]["precision"], "r": head["micro"]["recall"], "f1": head["micro"]["f1"],
+            "f1_ci": ci["f1"] if ci else None, "macro_f1": head["macro"]["f1"],
+            **{f"{m}_f1": r[m]["micro"]["f1"] for m in TASK_MODES[task]},
+            rate: r[rate]["value"], f"{rate}_ci": r[rate]["ci"],
+            "parse_error_rate": r["outputs"]["parse_error_rate"],
+            "schema_error_rate": r["outputs"]["schema_error_rate"]}
+
+
+def _format_task_comparison(rows: list[dict[str, Any]], title: str) -> str:
+    def pct(x: float) -> str:
+        return f"{100 * x:.2f}"
+
+    task, mode = rows[0]["task"], rows[0]["mode"]
+    rate = RATES[task]
+    others = [m for m in TASK_MODES[task] if m != mode]
+    lines = [f"## Comparison{': ' + title if title else ''}", "", f"Task: {task}.", "",
+             f"| model | records | {mode} P | {mode} R | {mode} F1 (95% CI) | {mode} macro F1 | "
+             + "".join(f"{m} F1 | " for m in others) + f"{rate.replace('_', ' ')} (95% CI) | parse fail | "
+             "schema viol. |", "|---|" + "---:|" * (8 + len(others))]
+    for r in rows:
+        f1 = pct(r["f1"]) + (f" ({pct(r['f1_ci'][0])}–{pct(r['f1_ci'][1])})" if r["f1_ci"] else "")
+        ci = r[f"{rate}_ci"]
+        value = pct(r[rate]) + (f" ({pct(ci[0])}–{pct(ci[1])})" if ci else "")
+        lines.append(f"| {r['model']} | {r['records']} | {pct(r['p'])} | {pct(r['r'])} | {f1} | "
+                     f"{pct(r['macro_f1'])} | " + "".join(f"{pct(r[f'{m}_f1'])} | " for m in others)
+                     + f"{value} | {r['parse_error_rate']:.1%} | {r['schema_error_rate']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
 def format_comparison(rows: list[dict[str, Any]], title: str = "") -> str:
     """The comparison table in Markdown (scores in %)."""
     def pct(x: float) -> str:
         return f"{100 * x:.2f}"
+
+    if rows and "task" in rows[0]:
+        return _format_task_comparison(rows, title)
 
     lines = [f"## Comparison{': ' + title if title else ''}", "",
              "| model | records | strict P | strict R | strict F1 (95% CI) | relaxed F1 | string F1 | parse fail | "
@@ -99,19 +149,20 @@ def format_comparison(rows: list[dict[str, Any]], title: str = "") -> str:
 
 
 def plot_comparison(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Bar chart of strict micro F1 per model with its bootstrap interval."""
+    """Bar chart of strict micro F1 (RE, EE, TC: the headline mode's) per model with its bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key, mode = ("f1", rows[0]["mode"]) if rows and "task" in rows[0] else ("strict_f1", "strict")
     names = [r["model"] for r in rows]
-    f1 = [100 * r["strict_f1"] for r in rows]
-    err = [[100 * (r["strict_f1"] - r["strict_f1_ci"][0]) if r["strict_f1_ci"] else 0 for r in rows],
-           [100 * (r["strict_f1_ci"][1] - r["strict_f1"]) if r["strict_f1_ci"] else 0 for r in rows]]
+    f1 = [100 * r[key] for r in rows]
+    err = [[100 * (r[key] - r[f"{key}_ci"][0]) if r[f"{key}_ci"] else 0 for r in rows],
+           [100 * (r[f"{key}_ci"][1] - r[key]) if r[f"{key}_ci"] else 0 for r in rows]]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 1.5), 3.5))
     ax.bar(names, f1, yerr=err, capsize=4, color="#4C72B0")
-    ax.set_ylabel("strict micro F1 (%)")
+    ax.set_ylabel(f"{mode} micro F1 (%)")
     ax.set_ylim(0, max(100.0, max(f1, default=0) + 5))
     for i, v in enumerate(f1):
         ax.text(i, v / 2, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white")
@@ -126,7 +177,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(CompareConfig, argv, prog="bioselect tune evaluate",
                           description=__doc__.split("\n\n")[0])
     base = EvaluateConfig(gold=cfg.gold, pred="", output=cfg.output, bootstrap=cfg.bootstrap, seed=cfg.seed,
-                          labels=cfg.labels, allow_missing=cfg.allow_missing)
+                          labels=cfg.labels, allow_missing=cfg.allow_missing, task=cfg.task)
     gold = read_gold(base)
     results = [score_files(replace(base, pred=path, name=name), gold=gold) for name, path in cfg.paths().items()]
     for result in results:

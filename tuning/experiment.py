@@ -170,7 +170,12 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class Step:
-    """One command of the study: its name, the module ``main`` and arguments, and the file that proves it done."""
+    """One command of the study: its name, the module ``main`` and arguments, and the file that proves it done.
+
+    A step runs as the command line it records (``module.main(argv)``, :meth:`command` for the user), not as a call
+    of the command's library function: the record is what ran, parsing, file checks, the one-line error and the exit
+    code included, so a user rerunning it from ``experiment.json`` gets the same run.
+    """
 
     name: str
     module: str
@@ -241,10 +246,11 @@ def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | N
             "--order", order, "--max_ifd", str(cfg.max_ifd), "--negative_ratio", str(cfg.negative_ratio),
             "--negative_order", cfg.negative_order, "--seed", str(seed)), train_file))
     adapter = folder / "adapter"
-    length = ("--max_steps", str(cfg.max_steps)) if cfg.max_steps > 0 else ("--epochs", str(epochs))
+    length = ("--max_steps", str(cfg.max_steps)) if cfg.max_steps > 0 else ("--num_train_epochs", str(epochs))
     steps.append(Step("train", "tuning.train", (
         "--model", cfg.model, "--train_files", train_file, "--output_dir", str(adapter), *length,
-        "--batch_size", str(cfg.batch_size), "--lr", str(cfg.lr), "--warmup_steps", str(cfg.warmup_steps),
+        "--per_device_train_batch_size", str(cfg.batch_size), "--learning_rate", str(cfg.lr),
+        "--warmup_steps", str(cfg.warmup_steps),
         "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
         "--seed", str(seed), "--logging_steps", "1", "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
         "--report_to", "none"), str(adapter / "manifest.json")))

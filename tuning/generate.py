@@ -31,6 +31,7 @@ from curation.cli import parse_config, run
 from curation.io import (
     Files,
     InputError,
+    check_files,
     check_model_source,
     provenance,
     read_jsonl,
@@ -59,7 +60,7 @@ REQUIRED = ("id", "instruction", "input")
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(quantization.QuantizationArguments):
     model: str = field(metadata={"help": "Base model: a local folder or a hub id."})
     input: str = field(metadata={"help": "Instruction JSONL (bioselect data convert) with id, instruction, input."})
     output: str = field(metadata={"help": "Predictions JSONL to write; the manifest goes beside it."})
@@ -82,13 +83,6 @@ class GenerateConfig:
         default=32, metadata={"help": "Longest constrained name, in pieces (word runs and punctuation characters)."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
-    load_in_4bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_4bit"]})
-    load_in_8bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_8bit"]})
-    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": quantization.HELP["bnb_4bit_quant_type"]})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
-        "help": quantization.HELP["bnb_4bit_use_double_quant"]})
-    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={
-        "help": quantization.HELP["bnb_4bit_compute_dtype"]})
 
     def __post_init__(self):
         for name in ("model", "adapter", "input", "output"):  # recipes name ~/.cache/offline-models/...
@@ -102,8 +96,7 @@ class GenerateConfig:
                 raise InputError(f"--{name}", "must be >= 1")
         if self.dtype not in DTYPES:
             raise InputError("--dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        quantization.check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
-                                   self.bnb_4bit_compute_dtype)
+        self.check_quantization()
 
     def files(self) -> Files:
         return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST])
@@ -137,8 +130,14 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
     return records, label_sets
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
+def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
+    """Generate an answer for every record of ``cfg.input``; write ``cfg.output`` and its manifest together.
+
+    Returns the manifest (provenance, model, adapter, mode, ``counts``, ``tokens_per_second``, ...). Bad input (see
+    the module doc; also an output that is one of the inputs) raises :class:`~curation.io.InputError` before the
+    model is loaded, and nothing is written.
+    """
+    check_files(cfg.files())  # parse_config checks this for the command; a caller may build cfg itself
     records, label_sets = read_records(cfg.input, cfg.labels)
     device = default_device()
     if cfg.constrained:
@@ -147,11 +146,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         except ImportError as err:
             raise InputError("--constrained", str(err)) from None
     check_model_source(cfg.model)
-    compute_dtype = cfg.bnb_4bit_compute_dtype or str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
-    bnb = quantization.bnb_config(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_quant_type,
-                                  cfg.bnb_4bit_use_double_quant, compute_dtype)
+    bnb = cfg.bnb_config(str(resolve_dtype(cfg.dtype, device)).removeprefix("torch."))
     if bnb is not None:
-        quantization.check_quantizable(cfg.model, "--load-in-4bit" if cfg.load_in_4bit else "--load-in-8bit")
+        quantization.check_quantizable(cfg.model, cfg.quantization_option)
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)
@@ -168,18 +165,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
               "new_tokens": stats.new_tokens}
+    manifest = provenance(
+        cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
+        labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
+        seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
+        constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device))
     with together():  # the predictions and their manifest land together or not at all
         write_jsonl(cfg.output, rows)
-        write_json(cfg.output + MANIFEST, provenance(
-            cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
-            labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
-            seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
-            constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device)))
-    print(f"{cfg.mode}: {len(rows)} records -> {cfg.output}; ok {counts['ok']}, parse errors "
+        write_json(cfg.output + MANIFEST, manifest)
+    return manifest
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
+    manifest = generate_file(cfg)
+    counts = manifest["counts"]
+    print(f"{cfg.mode}: {counts['records']} records -> {cfg.output}; ok {counts['ok']}, parse errors "
           f"{counts['parse_error']}, schema errors {counts['schema_error']}, cut by --max-new-tokens "
           f"{counts['finished_by_length']}, unplaced names {counts['unplaced_names']}; "
-          f"{stats.tokens_per_second:.1f} tokens/s")
+          f"{manifest['tokens_per_second']:.1f} tokens/s")
     return 0
 
 

@@ -10,11 +10,13 @@
 bitsandbytes (>= 0.50) quantises and runs 4-bit (NF4, FP4) and 8-bit (LLM.int8) linear layers on the CPU as well as
 on CUDA GPUs; it is an optional dependency (the ``quantization`` extra), imported only when a quantised load is asked
 for. The option names are transformers' ``BitsAndBytesConfig`` field names, which trl's ``ModelConfig`` shares for
-``load_in_4bit``, ``load_in_8bit`` and ``bnb_4bit_quant_type``.
+``load_in_4bit``, ``load_in_8bit`` and ``bnb_4bit_quant_type``. Both commands take them from
+:class:`QuantizationArguments`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from curation.io import InputError
@@ -36,6 +38,34 @@ HELP = {
 }
 
 
+@dataclass(kw_only=True)
+class QuantizationArguments:
+    """The bitsandbytes options of ``tune train`` and ``tune generate``, mixed into each command's config
+    (keyword-only, so a config may still declare required fields of its own). A config calls
+    :meth:`check_quantization` from its ``__post_init__``."""
+
+    load_in_4bit: bool = field(default=False, metadata={"help": HELP["load_in_4bit"]})
+    load_in_8bit: bool = field(default=False, metadata={"help": HELP["load_in_8bit"]})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": HELP["bnb_4bit_quant_type"]})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": HELP["bnb_4bit_use_double_quant"]})
+    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={"help": HELP["bnb_4bit_compute_dtype"]})
+
+    def check_quantization(self) -> None:
+        """Refuse contradictory or unknown values (:func:`check_options`)."""
+        check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type, self.bnb_4bit_compute_dtype)
+
+    @property
+    def quantization_option(self) -> str | None:
+        """The option that asks for a quantised load (``--load-in-4bit`` or ``--load-in-8bit``), None without."""
+        return "--load-in-4bit" if self.load_in_4bit else "--load-in-8bit" if self.load_in_8bit else None
+
+    def bnb_config(self, compute_dtype: str):
+        """:func:`bnb_config` for these options; ``compute_dtype`` applies when ``bnb_4bit_compute_dtype`` is not
+        set. None when no quantised load is asked for."""
+        return bnb_config(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
+                          self.bnb_4bit_use_double_quant, self.bnb_4bit_compute_dtype or compute_dtype)
+
+
 def check_options(load_in_4bit: bool, load_in_8bit: bool, quant_type: str, compute_dtype: str | None) -> None:
     """Refuse contradictory or unknown quantisation options (:class:`InputError` naming the option)."""
     if load_in_4bit and load_in_8bit:
@@ -49,13 +79,7 @@ def check_options(load_in_4bit: bool, load_in_8bit: bool, quant_type: str, compu
 
 def require_bitsandbytes(option: str) -> None:
     """Import bitsandbytes, or raise :class:`InputError` saying how to install it."""
-    import logging
-
-    # on CPUs with AVX512-BF16, importing bitsandbytes 0.50 tries the optional `kernels` package (a kernel fetched
-    # from the Hugging Face Hub) and logs a warning to stderr when it is absent; bitsandbytes then uses its own
-    # kernel. The warning would be a second line beside a command's one-line error.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    try:
+    try:  # its CPU-kernel warning is silenced in tuning/__init__.py
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise InputError(option, f"needs bitsandbytes, which is not installed: {INSTALL}") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.io import InputError, read_jsonl
-from tuning.chat import prompt_completion
+from tuning.chat import prompt_completion, render_prompt
 
 MIX_STRATEGIES = ("concat", "even")
 REQUIRED_FIELDS = ("instruction", "input", "output")
@@ -54,6 +54,29 @@ def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
                                  line=line, record=rid)
             records.append({**rec, "dataset": str(rec.get("dataset") or Path(path).stem)})
     return records
+
+
+def render_example(tokenizer, record: dict[str, Any]) -> str:
+    """The whole training example as text: prompt and answer in the model's chat template."""
+    pc = prompt_completion(record)
+    return tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=False,
+                                         **pc["chat_template_kwargs"])
+
+
+def check_lengths(path: str, tokenizer, max_length: int) -> tuple[int, int]:
+    """Refuse a record of ``path`` whose prompt alone takes ``max_length`` tokens or more (:class:`InputError` naming
+    its line and id): trl cuts an example at ``max_length``, so nothing of its answer would be trained, and trl
+    drops such examples silently (a file of them leaves nothing to train on). Return how many examples are longer
+    than ``max_length`` (their answers are cut at the end) and how many records there are."""
+    rows = list(read_jsonl(path))
+    prompts = tokenizer([render_prompt(tokenizer, r) for _, r in rows], add_special_tokens=False)["input_ids"]
+    for (line, rec), ids in zip(rows, prompts):
+        if len(ids) >= max_length:
+            raise InputError(path, f"the prompt is {len(ids)} tokens, max_length is {max_length}: no token of the "
+                                   "answer would be trained (raise --max-length, or drop the record)", line=line,
+                             record=str(rec.get("id", "")) or None)
+    examples = tokenizer([render_example(tokenizer, r) for _, r in rows], add_special_tokens=False)["input_ids"]
+    return sum(len(ids) > max_length for ids in examples), len(rows)
 
 
 def group_by_dataset(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -5,35 +5,52 @@
         --output-dir runs/tune/smollm2 --max-steps 150
     accelerate launch --config_file configs/accelerate/ddp.yaml -m tuning.train --config configs/tune_qwen2.5_0.5b.yaml
 
-Also ``python -m tuning.train ...``. trl's ``SFTTrainer`` trains a peft LoRA adapter on prompt-completion examples
-(:mod:`tuning.sft_data`) rendered with the model's chat template; the loss covers the completion only, which ends
-with the template's end-of-turn token (trained on, and set as the tokenizer's EOS). ``--packing`` packs examples
-into rows of ``max_length`` tokens with position ids restarting at every example, so no example attends to another.
-OUTPUT_DIR receives the adapter and tokenizer, ``train_config.yaml`` (the resolved config), ``manifest.json``
-(input hashes, base model, chat template, versions, git commit, losses), ``checkpoint-*`` folders and TensorBoard
-logs under ``runs/``; a run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA)
-or ``--load-in-8bit`` loads the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad
-input (an empty dataset, a record without output, a model without chat template or weights, a quantised load
-without bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
+Also ``python -m tuning.train ...``. The options are trl's ``SFTConfig`` (every trl and ``TrainingArguments`` option
+under its own name: ``--learning_rate``, ``--optim``, ``--max_grad_norm``, ...) plus the project's. trl's
+``SFTTrainer`` trains a peft LoRA adapter on prompt-completion examples (:mod:`tuning.sft_data`) rendered with the
+model's chat template; the loss covers the completion only, which ends with the template's end-of-turn token (trained
+on, and set as the tokenizer's EOS). ``--packing`` packs examples into rows of ``max_length`` tokens with position ids
+restarting at every example, so no example attends to another. OUTPUT_DIR receives the adapter and tokenizer,
+``train_config.yaml`` (the resolved config), ``manifest.json`` (input hashes, base model, chat template, versions, git
+commit, losses), ``checkpoint-*`` folders and, with ``--report_to tensorboard``, TensorBoard logs under ``runs/``; a
+run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit`` (QLoRA) or ``--load-in-8bit`` loads
+the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad input (an empty dataset, a record
+without output, a prompt that fills ``max_length``, a model without chat template or weights, a quantised load without
+bitsandbytes or of a model it cannot quantise) exits with code 2 before any training.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import copy
 import os
+import re
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
+from enum import Enum
 from typing import Any
+
+from transformers.trainer_utils import SchedulerType
+from trl import SFTConfig
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError, check_model_source
 from tuning import quantization
+from tuning.quantization import QuantizationArguments
 from tuning.sft_data import MIX_STRATEGIES
+
+# the options' names before they became trl's, accepted for one more release with a warning: old -> trl's name
+RENAMED = {"lr": "learning_rate", "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+           "grad_accum": "gradient_accumulation_steps", "lr_scheduler": "lr_scheduler_type"}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(QuantizationArguments, SFTConfig):
+    """trl's ``SFTConfig``, so every trl and ``transformers.TrainingArguments`` option works under its own name
+    (``learning_rate``, ``optim``, ``max_grad_norm``, ``lr_scheduler_type``, ``torch_compile``, ``report_to``, ...),
+    plus the run's base model, data files, LoRA adapter and bitsandbytes options. The options declared below are the
+    project's own and the trl ones whose default differs here; they make up ``train_config.yaml``."""
+
     model: str = field(default="", metadata={
         "help": "Base causal LM: a local folder (e.g. ~/.cache/offline-models/smollm2-135m) or a hub id "
                 "(Qwen/Qwen2.5-0.5B-Instruct, Qwen/Qwen3-8B, meta-llama/Llama-3.1-8B-Instruct); needs a chat "
@@ -43,60 +60,73 @@ class TrainConfig:
                 "or a YAML list."})
     eval_file: str | None = field(default=None, metadata={
         "help": "Instruction JSONL scored (completion loss) before training, every eval_steps and at the end."})
-    output_dir: str = field(default="", metadata={"help": "Run folder: adapter, config, manifest, checkpoints, logs."})
     mix: str = field(default="concat", metadata={
         "help": "How several datasets (the records' 'dataset' field) combine: 'concat' (every record once per epoch) "
                 "or 'even' (each example drawn from a dataset picked with equal probability; needs max_steps)."})
-    max_steps: int = field(default=-1, metadata={
-        "help": "Optimizer steps to train; -1: train for 'epochs' instead."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training data when max_steps is -1."})
-    batch_size: int = field(default=8, metadata={
-        "help": "Examples (packed rows with --packing) per device per forward pass."})
-    grad_accum: int = field(default=1, metadata={"help": "Forward passes accumulated per optimizer step."})
-    lr: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW)."})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "Scheduler name (cosine, linear, constant, ...)."})
-    warmup_steps: float = field(default=0.03, metadata={
-        "help": "Warm-up: a share of the steps when < 1, else a number of steps."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_length: int = field(default=512, metadata={
-        "help": "Tokens per example (longer ones are cut at the end); the row length with --packing."})
-    packing: bool = field(default=False, metadata={
-        "help": "Pack examples into rows of max_length tokens (best-fit decreasing); position ids restart at each "
-                "example so examples do not attend to each other."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "Modules that get adapters: 'all-linear' or comma-separated names (q_proj,k_proj,v_proj,o_proj)."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: " + quantization.HELP["load_in_4bit"]})
-    load_in_8bit: bool = field(default=False, metadata={"help": quantization.HELP["load_in_8bit"]})
-    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": quantization.HELP["bnb_4bit_quant_type"]})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
-        "help": quantization.HELP["bnb_4bit_use_double_quant"]})
-    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={
-        "help": quantization.HELP["bnb_4bit_compute_dtype"]})
-    bf16: bool | None = field(default=None, metadata={
-        "help": "bf16 weights and mixed precision; default: on when a CUDA GPU with bf16 is present."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations in the backward pass (less memory, about 20-30 percent slower)."})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "Attention kernel (sdpa, eager, flash_attention_2, kernels-community/flash-attn2); transformers' "
                 "default when not set."})
-    eos_token: str | None = field(default=None, metadata={
-        "help": "Token that ends a completion; default: the token the chat template closes assistant turns with."})
-    seed: int = field(default=0, metadata={"help": "Seed of the adapter initialisation, the mix and the batches."})
-    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
-    save_steps: int = field(default=100, metadata={"help": "Write a checkpoint every N steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (oldest deleted)."})
-    eval_steps: int | None = field(default=None, metadata={
-        "help": "Score eval_file every N steps (besides before and after training); default: before and after only."})
-    resume_from_checkpoint: str = field(default="auto", metadata={
+
+    # trl / transformers options with the project's defaults
+    output_dir: str | None = field(default=None, metadata={
+        "help": "Run folder (required): adapter, config, manifest, checkpoints, logs."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={
+        "help": "Passes over the training data when max_steps is -1."})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={
+        "help": "Scheduler name (cosine, linear, constant, constant_with_warmup, ...)."})
+    warmup_steps: float = field(default=0.03, metadata={
+        "help": "Warm-up: a share of the steps when < 1, else a number of steps."})
+    max_length: int = field(default=512, metadata={
+        "help": "Tokens per example (prompt and answer); the row length with --packing. A record whose prompt "
+                "alone does not fit is an error."})
+    completion_only_loss: bool | None = field(default=True, metadata={
+        "help": "Loss on the answer tokens only (the prompt's labels are -100)."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "Deprecated alias of activation_checkpointing (transformers).", "nargs": "?", "const": True})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the adapter initialisation, the mix and the batches (and data_seed unless set)."})
+    logging_first_step: bool = field(default=True, metadata={"help": "Log the loss of the first step too."})
+    save_steps: float = field(default=100, metadata={"help": "Write a checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (oldest deleted)."})
+    eval_on_start: bool | None = field(default=None, metadata={
+        "help": "Score eval_file before training; default: on when eval_file is given."})
+    report_to: None | str | list[str] = field(default="none", metadata={
+        "help": "Where the logs go besides the manifest's loss curve: 'none', 'tensorboard' (output_dir/runs/), or "
+                "another transformers integration that is installed."})
+    resume_from_checkpoint: str | None = field(default="auto", metadata={
         "help": "'auto': continue from the newest checkpoint-* in output_dir if there is one; 'no': start afresh; "
                 "or a checkpoint folder."})
-    report_to: str = field(default="tensorboard", metadata={
-        "help": "Where the logs go besides log_history: 'tensorboard' (output_dir/runs/) or 'none'."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 weights and mixed precision; default: on when a CUDA GPU with bf16 is present."})
+    eos_token: str | None = field(default=None, metadata={
+        "help": "Token that ends a completion; default: the token the chat template closes assistant turns with."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={
+        "help": "DDP looks for parameters without a gradient (off: every LoRA weight gets one)."})
+
+    # the old names (RENAMED)
+    lr: float | None = field(default=None, metadata={"help": "Deprecated: use --learning_rate."})
+    epochs: float | None = field(default=None, metadata={"help": "Deprecated: use --num_train_epochs."})
+    batch_size: int | None = field(default=None, metadata={"help": "Deprecated: use --per_device_train_batch_size."})
+    grad_accum: int | None = field(default=None, metadata={"help": "Deprecated: use --gradient_accumulation_steps."})
+    lr_scheduler: str | None = field(default=None, metadata={"help": "Deprecated: use --lr_scheduler_type."})
 
     def __post_init__(self):
+        for old, new in RENAMED.items():
+            if getattr(self, old) is not None:
+                print(f"warning: {old} (--{old}) is now trl's {new} (--{new}); the old name goes in the next "
+                      "release", file=sys.stderr)
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)
+        # the trl / transformers options set to other than their default, as given (train_config.yaml keeps them)
+        declared = set(_declared())
+        self._given = {f.name: getattr(self, f.name) for f in fields(self)
+                       if f.init and f.name not in declared and _set(getattr(self, f.name), _default(f))}
         if not self.model:
             raise InputError("--model", "is required (a causal LM folder or hub id)")
         if not self.output_dir:
@@ -114,59 +144,119 @@ class TrainConfig:
         if self.mix == "even" and self.max_steps < 1:
             raise InputError("--max-steps", "the 'even' mix trains a fixed number of steps: set max_steps >= 1")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise InputError("--max-steps", "must be >= 1, or -1 to train for 'epochs'")
-        if self.max_steps == -1 and self.epochs <= 0:
-            raise InputError("--epochs", "must be > 0")
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha", "logging_steps", "save_steps",
-                     "save_total_limit"):
+            raise InputError("--max-steps", "must be >= 1, or -1 to train for num_train_epochs")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise InputError("--num-train-epochs", "must be > 0")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "max_length", "lora_r", "lora_alpha"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise InputError("--eval-steps", "must be >= 1")
-        if self.lr <= 0 or self.warmup_steps < 0:
-            raise InputError("--lr" if self.lr <= 0 else "--warmup-steps", "must be > 0" if self.lr <= 0 else ">= 0")
+                raise InputError(_flag(name), "must be >= 1")
+        for name in ("logging_steps", "save_steps", "eval_steps", "learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise InputError(_flag(name), "must be > 0")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise InputError("--save-total-limit", "must be >= 1 (or unset: keep every checkpoint)")
+        if self.warmup_steps < 0:
+            raise InputError("--warmup-steps", "must be >= 0")
         if not 0 <= self.lora_dropout < 1:
             raise InputError("--lora-dropout", "must be in [0, 1)")
         if not self.lora_target_modules.strip():
             raise InputError("--lora-target-modules", "must name modules or be 'all-linear'")
-        if self.report_to not in ("tensorboard", "none"):
-            raise InputError("--report-to", f"must be 'tensorboard' or 'none', not {self.report_to!r}")
-        quantization.check_options(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_quant_type,
-                                   self.bnb_4bit_compute_dtype)
-        if self.bf16 is None:
+        if self.eval_on_start is None:
+            self.eval_on_start = bool(self.eval_file)
+        if self.eval_file and self.eval_steps and self.eval_strategy == "no":
+            self.eval_strategy = "steps"
+        if not self.eval_file and (self.eval_on_start or _plain(self.eval_strategy) != "no"):
+            raise InputError("--eval-file", "is needed to evaluate (eval_on_start, eval_strategy)")
+        _check_report_to(self.report_to)
+        self.check_quantization()
+        if self.bf16 is None:  # trl's default is on; here only where a CUDA GPU runs bf16
             import torch
 
-            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            self.bf16 = not self.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         if self.load_in_4bit and self.bnb_4bit_compute_dtype is None:
             self.bnb_4bit_compute_dtype = "bfloat16" if self.bf16 else "float32"
+        if self.data_seed is None:
+            self.data_seed = self.seed
+        try:
+            super().__post_init__()
+        except ValueError as err:  # transformers' own checks (an unknown optim or scheduler, clashing options)
+            raise InputError(_option_in(str(err)), str(err).strip().splitlines()[0]) from None
 
     def files(self) -> Files:
         return Files(reads=[self.model, *self.train_files, self.eval_file], folders=[self.output_dir])
 
-    def sft_config(self, eval_file: bool):
-        """trl's ``SFTConfig`` for this run (completion-only loss, EOS = ``eos_token``)."""
-        from trl import SFTConfig
+    def recipe(self) -> dict[str, Any]:
+        """The options that rerun this config (``train_config.yaml``): every option declared by this class,
+        resolved (the detected ``eos_token`` and ``bf16`` included), and every other trl / transformers option that
+        was set, as given."""
+        # gradient_checkpointing is declared only to turn trl's default off; activation_checkpointing is the option
+        own = [n for n in _declared() if n not in {*RENAMED, "gradient_checkpointing"}]
+        resolved = {name: _plain(getattr(self, name)) for name in [*own, "activation_checkpointing"]}
+        return {**resolved, **{k: _plain(v) for k, v in self._given.items() if k not in resolved}}
 
-        init_kwargs: dict[str, Any] = {"dtype": "bfloat16" if self.bf16 else "float32"}
-        if self.attn_implementation:
-            init_kwargs["attn_implementation"] = self.attn_implementation
-        if self.load_in_4bit or self.load_in_8bit:
-            from accelerate import PartialState
+    def resolved(self) -> dict[str, Any]:
+        """Every option's resolved value (the manifest's ``config``): ``to_dict()``, which masks ``*_token``
+        fields, with the end-of-turn token left readable."""
+        return {**self.to_dict(), "eos_token": self.eos_token}
 
-            # one whole quantised copy per process on its own device (device_map="auto" would split it across GPUs)
-            init_kwargs["device_map"] = {"": PartialState().device}
-        return SFTConfig(
-            output_dir=self.output_dir, max_steps=self.max_steps, num_train_epochs=self.epochs,
-            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.grad_accum, learning_rate=self.lr, lr_scheduler_type=self.lr_scheduler,
-            warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_length=self.max_length,
-            packing=self.packing, packing_strategy="bfd", completion_only_loss=True, eos_token=self.eos_token,
-            bf16=self.bf16, activation_checkpointing=self.gradient_checkpointing, model_init_kwargs=init_kwargs,
-            seed=self.seed, data_seed=self.seed, logging_steps=self.logging_steps, logging_first_step=True,
-            save_strategy="steps", save_steps=self.save_steps, save_total_limit=self.save_total_limit,
-            eval_strategy="steps" if eval_file and self.eval_steps else "no", eval_steps=self.eval_steps,
-            eval_on_start=eval_file, report_to=self.report_to, ddp_find_unused_parameters=False,
-        )
+
+def _declared() -> list[str]:
+    """The options :class:`TrainConfig` and its bitsandbytes mixin declare (not inherited from trl), in order."""
+    return [*vars(TrainConfig)["__annotations__"], *vars(QuantizationArguments)["__annotations__"]]
+
+
+def _default(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _set(value: Any, default: Any) -> bool:
+    """Whether an option holds other than its default. The parser spells some unset options differently (argparse
+    runs a ``str | bool`` option's default "no" through its bool type, and gives ``debug`` None for "")."""
+    unset = (None, False, "", "no")
+    return value != default and not (value in unset and default in unset)
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe option value (an enum's value)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_in(message: str) -> str:
+    """The option a transformers ``ValueError`` is about: the first of TrainConfig's fields it names, or the field
+    whose type it names ("x is not a valid SchedulerType")."""
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", message)
+    types = {f.name: re.findall(r"\w+", str(f.type)) for f in fields(TrainConfig)}
+    named = [w for w in words if w in types] or [n for w in words for n, t in types.items() if w in t and w != "str"]
+    return _flag(named[0]) if named else "arguments"
+
+
+def _check_report_to(report_to: None | str | list[str]) -> None:
+    """Refuse a logging integration transformers does not know or that is not installed (the Trainer would fail
+    after the model loaded)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise InputError("--report-to", f"unknown integration {name!r}: one of none, all, "
+                                            f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            extra = " (pip install 'bioselect[tensorboard]')" if name == "tensorboard" else ""
+            raise InputError("--report-to", f"{name} is not installed{extra}; or pass --report-to none")
 
 
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
@@ -178,13 +268,9 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     check_model_source(cfg.model)
     records = sft_data.load_records(cfg.train_files)
     eval_records = sft_data.load_records([cfg.eval_file]) if cfg.eval_file else None
-    bnb = quantization.bnb_config(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_quant_type,
-                                  cfg.bnb_4bit_use_double_quant, cfg.bnb_4bit_compute_dtype or "float32")
+    bnb = cfg.bnb_config("float32")  # the config set the 4-bit compute dtype
     if bnb is not None:
-        quantization.check_quantizable(cfg.model, "--load-in-4bit" if cfg.load_in_4bit else "--load-in-8bit")
-    if cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise InputError("--report-to", "tensorboard is not installed (pip install 'bioselect[tensorboard]'), or pass "
-                                        "--report-to none")
+        quantization.check_quantizable(cfg.model, cfg.quantization_option)
     tokenizer = sft_model.load_tokenizer(cfg.model)
     end_of_turn = sft_model.end_of_turn_token(tokenizer)
     cfg.eos_token = cfg.eos_token or end_of_turn
@@ -193,17 +279,25 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
                                     "token that ends an answer with --eos-token")
     if cfg.eos_token not in tokenizer.get_vocab():
         raise InputError("--eos-token", f"{cfg.eos_token!r} is not in the tokenizer's vocabulary")
+    cut = {}
+    for path in [*cfg.train_files, *([cfg.eval_file] if cfg.eval_file else [])]:
+        n, total = sft_data.check_lengths(path, tokenizer, cfg.max_length)
+        if n:
+            cut[path] = n
+            print(f"warning: {path}: {n} of {total} examples are longer than max_length ({cfg.max_length} tokens); "
+                  "their answers are cut at the end", file=sys.stderr)
     resume = sft_model.resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    args = cfg.sft_config(eval_file=eval_records is not None)
+    args = _trainer_args(cfg)
 
     train_records = records
     if cfg.mix == "even":
         per_row = 1
         if cfg.packing:
-            lengths = [len(tokenizer(_render(tokenizer, r), add_special_tokens=False)["input_ids"])
+            lengths = [len(tokenizer(sft_data.render_example(tokenizer, r), add_special_tokens=False)["input_ids"])
                        for r in records[:: max(1, len(records) // 256)]]
             per_row = sft_data.examples_per_row(lengths, cfg.max_length)
-        n = sft_data.pool_size(cfg.max_steps, cfg.batch_size * cfg.grad_accum * args.world_size, per_row)
+        n = sft_data.pool_size(cfg.max_steps, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+                               * args.world_size, per_row)
         train_records = sft_data.even_mix(sft_data.group_by_dataset(records), n, cfg.seed)
 
     from trl import SFTTrainer
@@ -230,19 +324,33 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
             "trained_pool": len(train_records),
             "trained_pool_per_dataset": sft_data.draw_counts(train_records),
             "eval_records": len(eval_records) if eval_records else 0,
+            "cut_to_max_length": cut,
         },
         "resume_from": resume,
     }
     return trainer, info
 
 
+def _trainer_args(cfg: TrainConfig) -> TrainConfig:
+    """The config the trainer gets: ``cfg`` with the base model's loading options (dtype from ``bf16``, the
+    attention kernel, one quantised copy per process) added to ``model_init_kwargs``, which win over them."""
+    init_kwargs: dict[str, Any] = {"dtype": "bfloat16" if cfg.bf16 else "float32"}
+    if cfg.attn_implementation:
+        init_kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        # one whole quantised copy per process on its own device (device_map="auto" would split it across GPUs)
+        from accelerate import PartialState
+
+        init_kwargs["device_map"] = {"": PartialState().device}
+    args = copy.copy(cfg)  # a copy: the recorded config keeps what was asked for
+    args.model_init_kwargs = {**init_kwargs, **(cfg.model_init_kwargs or {})}
+    return args
+
+
 def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, then write the adapter, ``train_config.yaml`` and ``manifest.json`` to ``cfg.output_dir``; return the
-    manifest. The distributed process group is destroyed at the end only if this call started it (a caller that
-    set it up, such as ``tune experiment`` under ``accelerate launch``, goes on using it)."""
-    import torch.distributed as dist
-
-    owns_group = not (dist.is_available() and dist.is_initialized())
+    manifest. Under a launcher the distributed process group (started when the config was built) stays up for the
+    caller: ``tune experiment`` goes on using it; ``tune train`` ends it."""
     trainer, info = build_trainer(cfg, callbacks)
     resume = info.pop("resume_from")
     result = trainer.train(resume_from_checkpoint=resume)
@@ -270,20 +378,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     }
     if trainer.is_world_process_zero():
         _write_outputs(cfg, manifest)
-    if owns_group:
-        trainer.end()
-    else:
-        for tracker in trainer.accelerator.trackers:
-            tracker.finish()
+    for tracker in trainer.accelerator.trackers:
+        tracker.finish()
     return manifest
-
-
-def _render(tokenizer, record: dict[str, Any]) -> str:
-    from tuning.chat import prompt_completion
-
-    pc = prompt_completion(record)
-    return tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=False,
-                                         **pc["chat_template_kwargs"])
 
 
 def _write_outputs(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
@@ -293,12 +390,19 @@ def _write_outputs(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
 
     with atomic_write(os.path.join(cfg.output_dir, "train_config.yaml")) as f:
         f.write(f"# resolved config; rerun: bioselect tune train --config {cfg.output_dir}/train_config.yaml\n")
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+        yaml.safe_dump(cfg.recipe(), f, sort_keys=False)
     inputs = [*cfg.train_files, *([cfg.eval_file] if cfg.eval_file else [])]
-    write_json(os.path.join(cfg.output_dir, "manifest.json"), provenance(cfg, inputs, **manifest))
+    write_json(os.path.join(cfg.output_dir, "manifest.json"), provenance(cfg.resolved(), inputs, **manifest))
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
+    started = not _distributed()  # building the config starts the process group under a launcher
     cfg, _ = parse_config(TrainConfig, argv, prog="bioselect tune train", description=__doc__.split("\n\n")[0])
     m = train(cfg)
     from accelerate import PartialState
@@ -311,6 +415,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if t["eval_loss_after"] is not None:
             print(f"eval loss {t['eval_loss_before']} -> {t['eval_loss_after']}")
         print(f"wrote adapter, train_config.yaml and manifest.json to {cfg.output_dir}")
+    if started and _distributed():  # a caller that had started it (tune experiment) goes on using it
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 

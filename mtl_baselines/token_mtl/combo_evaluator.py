@@ -7,9 +7,9 @@ token MTL baseline's single-task classifier trained on one mix of NER corpora, s
     evaluate(frozenset({"NCBI-disease", "BC5CDR"}))        # dev F1 of that mix
 
 The search, the corpora and the mix protocol are :mod:`curation.combo_evaluators` and :mod:`curation.combos`
-(``curation.combo_evaluators.build_evaluator("encoder", ...)`` imports this module when asked for it); this module
-holds what depends on the baseline. **Label space**: entity types are shared *by name* across datasets; types the
-target lacks are trained as their own labels but never predicted on the target (:class:`TargetLabelsOnly`).
+(``bioselect curate combos --evaluator encoder`` imports this module by name from its table ``EVALUATORS``); this
+module holds what depends on the baseline. **Label space**: entity types are shared *by name* across datasets;
+types the target lacks are trained as their own labels but never predicted on the target (:class:`TargetLabelsOnly`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from curation.combo_evaluators import _check_mix, _Corpora, _draw_counts, mix_name, shared_label_types
+from curation.combo_evaluators import Corpora, check_mix, mix_name, shared_label_types
 from curation.io import provenance, write_json, write_jsonl
 from mtl_baselines.common import load_tokenizer, score_records
 from mtl_baselines.engine import EngineArgs, set_seed
@@ -75,7 +75,7 @@ class EncoderEvaluator:
         self.max_length, self.dev_size, self.warmup_ratio = max_length, dev_size, warmup_ratio
         self.weight_decay, self.dropout, self.seed, self.device = weight_decay, dropout, seed, device
         self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.corpora = _Corpora(corpora, target, max_train, dev_size, seed)
+        self.corpora = Corpora(corpora, target, max_train, dev_size, seed)
         self._tokenizer = None
 
     def settings(self) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class EncoderEvaluator:
 
         start = time.perf_counter()
         mix = frozenset(mix)
-        _check_mix(mix, self.corpora)
+        check_mix(mix, self.corpora)
         c = self.corpora
         groups = {d: c.train(d) for d in sorted(mix)}
         types = shared_label_types({d: c.types(d) for d in mix}, mix)
@@ -151,3 +151,11 @@ class EncoderEvaluator:
             write_json(folder / name, {**out, "settings": self.settings(),
                                        "provenance": provenance(None, c.sources(mix))})
         return out
+
+
+def _draw_counts(pool: Sequence[Any], groups: Mapping[str, Sequence[Any]]) -> dict[str, int]:
+    owner = {id(r): d for d, g in groups.items() for r in g}
+    counts = dict.fromkeys(groups, 0)
+    for r in pool:
+        counts[owner[id(r)]] += 1
+    return counts

@@ -19,6 +19,7 @@ from curation.io import (
     Files,
     InputError,
     OutputError,
+    atomic_folder,
     atomic_write,
     check_files,
     describe_os_error,
@@ -120,6 +121,44 @@ class Toy:
 
 def _parse(argv: list[str]):
     return parse_config(Toy, argv, prog="toy", positional={"path": {"help": "Input."}})
+
+
+def test_an_output_inside_a_sealed_folder_is_refused(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    os.symlink(model, tmp_path / "link")
+    for out in (model / "merged", tmp_path / "link" / "merged", model / "a" / "b"):
+        with pytest.raises(InputError, match=f"^{out}: is inside {model}, an input of this command"):
+            check_files(Files(folders=[out], sealed=[model]))
+    with pytest.raises(InputError, match="is an input of this command"):
+        check_files(Files(folders=[model], sealed=[model]))
+    check_files(Files(folders=[tmp_path / "model-merged"], writes=[tmp_path / "x.json"], sealed=[model, None]))
+
+
+def test_atomic_folder_lands_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "export"
+    with atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not out.exists() and tmp.parent == tmp_path and tmp.name.startswith(".export.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"] and (out / "a.txt").read_text() == "a"
+
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "failed") as tmp:
+        (tmp / "a.txt").write_text("a")
+        raise RuntimeError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+    with pytest.raises(OutputError, match=f"^{out}: "), atomic_folder(out) as tmp:  # a folder with files in it
+        (tmp / "b.txt").write_text("b")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+    # what a killed run left (its process is gone) is removed by the next write of the same folder
+    stale = tmp_path / ".new.999999999-abc.tmp"
+    stale.mkdir()
+    (stale / "model.safetensors").write_text("half")
+    (tmp_path / "new").mkdir()  # an empty folder is replaced
+    with atomic_folder(tmp_path / "new") as tmp:
+        (tmp / "c.txt").write_text("c")
+    assert not stale.exists() and (tmp_path / "new" / "c.txt").is_file()
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -88,7 +88,7 @@ def fake_call(calls: list[str], good: tuple[str, ...] = ("lora-ifd",), fail: str
     return call
 
 
-def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus):
+def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
     cfg = make_config(tmp_path, corpus, seeds=[0, 1], ratios=[0.5, 0.25], ladder_seeds=[1])
     shared = E.shared_steps(cfg)
     assert [s.name for s in shared] == ["convert train", "convert test", "sample train", "sample test", "score main"]
@@ -104,14 +104,14 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus):
 
     assert arg(select, "--input") == shared[2].done and arg(select, "--scores") == shared[-1].done
     assert (arg(select, "--order"), arg(select, "--ratio"), arg(select, "--seed")) == ("random", "0.25", "1")
-    assert arg(train, "--train_files") == select.done and arg(train, "--epochs") == "3.0"
+    assert arg(train, "--train_files") == select.done and arg(train, "--num_train_epochs") == "3.0"
     assert "--max_steps" not in train.argv  # epochs: a smaller curated set takes fewer steps
     assert arg(generate, "--adapter") == str(Path(train.done).parent) and arg(generate, "--input") == shared[3].done
     assert arg(evaluate, "--pred") == generate.done
     full_train = runs["lora-full/seed-0"].steps[0]
     assert full_train.name == "train" and arg(full_train, "--train_files") == shared[2].done
     equal = E.plan(replace(cfg, max_steps=7))[2].steps[1]
-    assert arg(equal, "--max_steps") == "7" and "--epochs" not in equal.argv
+    assert arg(equal, "--max_steps") == "7" and "--num_train_epochs" not in equal.argv
     by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
     assert "--positives_only" not in by_ifd.argv
     content = replace(cfg, arms=["lora-ifd", "lora-ifd-content"], ladder_seeds=None, seeds=[0], ratios=[0.5])
@@ -119,6 +119,17 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus):
     assert arg(scoring["score content"], "--tokens") == "content" and "--tokens" not in scoring["score main"].argv
     content_select = next(r for r in E.plan(content) if r.arm == "lora-ifd-content").steps[0]
     assert arg(content_select, "--scores") == scoring["score content"].done
+
+    # every train step's options are tune train's current ones (no deprecated name, nothing unknown)
+    from curation.cli import parse_config
+    from tuning.train import TrainConfig
+
+    capsys.readouterr()
+    for study in (cfg, replace(cfg, max_steps=7)):
+        for step in (s for r in E.plan(study) for s in r.steps if s.module == "tuning.train"):
+            trained, _ = parse_config(TrainConfig, list(step.argv), prog="t")
+            assert trained.per_device_train_batch_size == study.batch_size and trained.learning_rate == study.lr
+    assert capsys.readouterr().err == ""
 
 
 def test_resume_runs_only_what_is_missing_and_reports(tmp_path, corpus, capsys):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import prompts
 from curation.convert import convert_corpus
-from curation.io import write_jsonl
+from curation.io import InputError, write_jsonl
 from curation.readers.iob import read_iob
 from curation.scoring import parse_output
 from tests.helpers import ASSETS, offline_model
@@ -31,7 +31,7 @@ from tuning.constrained import (
     require_llguidance,
     untokenizable,
 )
-from tuning.generate import main
+from tuning.generate import GenerateConfig, generate_file, main
 from tuning.generation import (
     GenerationStats,
     adapter_mismatch,
@@ -374,6 +374,26 @@ def test_cli_unconstrained_reports_failures(tmp_path, capsys, model_dir, input_f
     assert all(r["status"] in ("parse_error", "schema_error") and r["spans"] == [] for r in rows)
     counts = json.loads(Path(f"{out}.manifest.json").read_text())["counts"]
     assert counts["parse_error"] + counts["schema_error"] == len(rows) and counts["ok"] == 0
+
+
+def test_generate_file_is_the_library_call_of_the_command(tmp_path, capsys, model_dir, input_file):
+    out = tmp_path / "pred.jsonl"
+    cfg = GenerateConfig(model=str(model_dir), input=str(input_file), output=str(out), unconstrained=True,
+                         max_new_tokens=6, batch_size=3)
+    manifest = generate_file(cfg)
+    assert capsys.readouterr().out == ""  # printing is the command's business
+    assert manifest == json.loads(Path(f"{out}.manifest.json").read_text())
+    n_records = len(input_file.read_text().splitlines())
+    assert manifest["counts"]["records"] == len(out.read_text().splitlines()) == n_records
+    assert manifest["mode"] == "unconstrained" and manifest["batch_size"] == 3
+    # the command and the function write the same predictions
+    rc, _ = run_cli(["--model", model_dir, "--input", input_file, "--output", tmp_path / "cli.jsonl",
+                     "--unconstrained", "--max-new-tokens", "6", "--batch-size", "3"], capsys)
+    assert rc == 0 and (tmp_path / "cli.jsonl").read_text() == out.read_text()
+    # a config built in Python gets the command's refusal to write over an input
+    with pytest.raises(InputError, match="is an input of this command"):
+        generate_file(GenerateConfig(model=str(model_dir), input=str(input_file), output=str(input_file),
+                                     unconstrained=True))
 
 
 def test_cli_with_adapter(tmp_path, capsys, model_dir, input_file, adapters, ll_tok):

@@ -38,8 +38,8 @@ def tiny(tmp_path_factory) -> Path:
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["--model", str(model), "--train-files", str(data), "--output-dir", str(out), "--max-steps", "3",
-            "--batch-size", "2", "--max-length", "128", "--lora-r", "4", "--lora-alpha", "8", "--logging-steps", "1",
-            "--report-to", "none", *extra]
+            "--per-device-train-batch-size", "2", "--max-length", "128", "--lora-r", "4", "--lora-alpha", "8",
+            "--logging-steps", "1", *extra]
 
 
 def test_doctests():
@@ -109,8 +109,8 @@ def test_4bit_gradients_are_the_same_after_an_evaluation(tiny, tmp_path):
     from tuning.train import TrainConfig, build_trainer
 
     data = write_records(tmp_path / "train.jsonl", 4)
-    cfg = TrainConfig(model=str(tiny), train_files=[str(data)], output_dir=str(tmp_path / "out"), batch_size=4,
-                      lora_r=4, lora_alpha=8, lora_dropout=0.0, report_to="none", load_in_4bit=True)
+    cfg = TrainConfig(model=str(tiny), train_files=[str(data)], output_dir=str(tmp_path / "out"),
+                      per_device_train_batch_size=4, lora_r=4, lora_alpha=8, lora_dropout=0.0, load_in_4bit=True)
     trainer, _ = build_trainer(cfg)
     model = trainer.model
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])

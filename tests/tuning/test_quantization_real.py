@@ -43,8 +43,8 @@ def test_qlora_on_smollm2_trains_resumes_and_generates_valid_answers(tmp_path, c
 
     out = tmp_path / "qlora"
     args = ["--model", str(model), "--train-files", str(train_file), "--output-dir", str(out), "--max-steps", "2",
-            "--save-steps", "1", "--batch-size", "2", "--max-length", "192", "--lr", "5e-4", "--logging-steps", "1",
-            "--report-to", "none", "--load-in-4bit", "true"]
+            "--save-steps", "1", "--per-device-train-batch-size", "2", "--max-length", "192",
+            "--learning-rate", "5e-4", "--logging-steps", "1", "--load-in-4bit", "true"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is as fast and does not starve the other jobs
     try:

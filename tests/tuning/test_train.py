@@ -49,8 +49,8 @@ def write_records(path: Path, n: int, dataset: str = "toy") -> Path:
 
 def config(model: Path, train_files, out: Path, **overrides) -> TrainConfig:
     files = [str(p) for p in (train_files if isinstance(train_files, list) else [train_files])]
-    base = dict(model=str(model), train_files=files, output_dir=str(out), max_steps=2, batch_size=2, max_length=256,
-                lora_r=4, lora_alpha=8, logging_steps=1, save_steps=100, report_to="none")
+    base = dict(model=str(model), train_files=files, output_dir=str(out), max_steps=2, per_device_train_batch_size=2,
+                max_length=256, lora_r=4, lora_alpha=8, logging_steps=1, save_steps=100)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -180,7 +180,8 @@ def test_even_mix_trains_a_fixed_number_of_steps_and_writes_the_output_folder(ti
     a = write_records(tmp_path / "a.jsonl", 2, dataset="A")
     b = write_records(tmp_path / "b.jsonl", 30, dataset="B")
     out = tmp_path / "out"
-    cfg = config(tiny_model, [a, b], out, mix="even", max_steps=3, grad_accum=2, report_to="tensorboard")
+    cfg = config(tiny_model, [a, b], out, mix="even", max_steps=3, gradient_accumulation_steps=2,
+                 report_to="tensorboard")
     manifest = train(cfg)
 
     pool = 3 * 2 * 2  # steps x batch x accumulation x 1 process
@@ -223,7 +224,7 @@ def test_resume_from_the_last_checkpoint_reaches_the_same_step_count(tiny_model,
     assert (out / "checkpoint-2").is_dir() and not (out / "manifest.json").exists()
 
     args = ["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(out), "--max-steps", "4",
-            "--save-steps", "2", "--batch-size", "2", "--lora-r", "4", "--lora-alpha", "8", "--report-to", "none"]
+            "--save-steps", "2", "--per-device-train-batch-size", "2", "--lora-r", "4", "--lora-alpha", "8"]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["global_step"] == 4
@@ -294,7 +295,7 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
     recipe = tmp_path / "run.yaml"
     recipe.write_text(yaml.safe_dump({
         "model": str(tiny_model), "train_files": [str(a), str(b)], "output_dir": str(out), "mix": "even",
-        "max_steps": 2, "batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8, "report_to": "none"}))
+        "max_steps": 2, "per_device_train_batch_size": 2, "max_length": 128, "lora_r": 4, "lora_alpha": 8}))
     # `accelerate launch --cpu` starts one process unless MPI is set up; the torchrun launcher behind --multi_gpu
     # starts two, and ACCELERATE_USE_CPU makes each a CPU (gloo) DDP rank
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -308,3 +309,71 @@ def test_two_cpu_processes_under_accelerate_launch(tiny_model, tmp_path):
     assert manifest["training"]["world_size"] == 2 and manifest["training"]["global_step"] == 2
     assert manifest["data"]["trained_pool"] == 2 * 2 * 2  # steps x batch x processes
     assert proc.stdout.count("wrote adapter") == 1  # the main process reports, once
+
+
+def test_a_prompt_longer_than_max_length_is_refused_where_trl_would_drop_it(tiny_model, tmp_path, capsys,
+                                                                           monkeypatch):
+    from transformers import AutoTokenizer
+
+    data = write_records(tmp_path / "train.jsonl", 5)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    records = sft_data.load_records([str(data)])
+    prompt = [len(tok(render_prompt(tok, r), add_special_tokens=False)["input_ids"]) for r in records]
+    longest = max(range(len(records)), key=prompt.__getitem__)
+    assert prompt.count(prompt[longest]) == 1
+
+    # one token of room for the longest prompt's answer: every example is kept, the long ones cut (by trl, to
+    # max_length tokens), and the run counts them
+    n = prompt[longest] + 1
+    trainer, info = build_trainer(config(tiny_model, data, tmp_path / "a", max_length=n))
+    assert len(trainer.train_dataset) == len(records)
+    cut = sum(len(row["input_ids"]) == n for row in trainer.train_dataset)
+    assert 0 < cut < len(records) and info["data"]["cut_to_max_length"] == {str(data): cut}
+    assert f"{cut} of 5 examples are longer than max_length ({n} tokens)" in capsys.readouterr().err
+
+    # no room: one line naming the record, exit code 2, before any model is loaded
+    args = ["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(tmp_path / "b"),
+            "--max-length", str(prompt[longest])]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert f"train.jsonl:{longest + 1} (record toy/{longest}): the prompt is {prompt[longest]} tokens" in err
+    # the boundary is trl's: without the check, trl drops exactly that record
+    monkeypatch.setattr(sft_data, "check_lengths", lambda path, tokenizer, max_length: (0, len(records)))
+    trainer, _ = build_trainer(config(tiny_model, data, tmp_path / "c", max_length=prompt[longest]))
+    assert len(trainer.train_dataset) == len(records) - 1
+
+
+def test_trl_options_reach_the_trainer_and_the_old_names_warn(tiny_model, tmp_path, capsys):
+    data = write_records(tmp_path / "train.jsonl", 4)
+    args = ["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(tmp_path / "out"),
+            "--optim", "sgd", "--max_grad_norm", "0.25", "--weight_decay", "0.1", "--lr", "0.003", "--batch-size", "3"]
+    cfg, _ = parse_config(TrainConfig, args, prog="t")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: lr (--lr) is now trl's learning_rate (--learning_rate); the old name goes in the next "
+                   "release", "warning: batch_size (--batch_size) is now trl's per_device_train_batch_size "
+                   "(--per_device_train_batch_size); the old name goes in the next release"]
+    assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.lr, cfg.batch_size) == (0.003, 3, None, None)
+    assert cfg.report_to == [] and cfg.bf16 is False  # no tracker unless asked; bf16 only on a CUDA GPU
+    trainer, _ = build_trainer(cfg)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] == 0.003 and trainer.args.max_grad_norm == 0.25
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.1, 0.0}  # biases and norms: no decay
+    assert trainer.args.model_init_kwargs == {"dtype": "float32"} and cfg.model_init_kwargs is None
+    recipe = cfg.recipe()
+    assert recipe["optim"] == "sgd" and recipe["learning_rate"] == 0.003 and "lr" not in recipe
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optim", "nope"], "error: --optim: invalid choice: 'nope'"),
+    (["--lr_scheduler_type", "nope"], "error: --lr-scheduler-type: invalid choice: 'nope'"),
+    (["--report_to", "nope"], "error: --report-to: unknown integration 'nope'"),
+    (["--eval_strategy", "steps"], "error: --eval-file: is needed to evaluate"),
+])
+def test_bad_trl_options_are_one_line(tiny_model, tmp_path, capsys, args, message):
+    data = write_records(tmp_path / "train.jsonl", 4)
+    assert main(["--model", str(tiny_model), "--train-files", str(data), "--output-dir", str(tmp_path / "out"),
+                 *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err

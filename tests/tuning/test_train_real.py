@@ -54,9 +54,9 @@ def test_lora_on_smollm2_lowers_the_completion_loss_and_reloads(tmp_path):
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is as fast and does not starve the other jobs
     try:
         cfg = TrainConfig(model=str(model_dir), train_files=[str(train_file)], eval_file=str(eval_file),
-                          output_dir=str(out), max_steps=2, batch_size=4, max_length=256, lr=1e-3, warmup_steps=0,
-                          lora_r=8, lora_alpha=16, lora_dropout=0.0, logging_steps=1, save_steps=100,
-                          report_to="none")
+                          output_dir=str(out), max_steps=2, per_device_train_batch_size=4, max_length=256,
+                          learning_rate=1e-3, warmup_steps=0, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                          logging_steps=1, save_steps=100)
         manifest = train(cfg)
         t = manifest["training"]
         assert t["global_step"] == 2

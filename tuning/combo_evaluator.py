@@ -1,0 +1,145 @@
+"""The LoRA generator as an evaluator of the dataset-combination search (``bioselect curate combos --evaluator
+lora``): train an adapter on one mix of NER corpora, generate the target's dev answers, return their strict micro F1.
+
+    corpora = find_corpora(["NCBI-disease", "BC5CDR", "linnaeus"], "../shared/data/ner")
+    evaluate = LoraEvaluator(corpora, "NCBI-disease", "~/.cache/offline-models/smollm2-135m", steps=300,
+                             work_dir="runs/combos/ncbi_lora/evals")
+    evaluate(frozenset({"NCBI-disease", "BC5CDR"}))        # dev F1 of that mix
+    evaluate.test_score(frozenset({"NCBI-disease", "BC5CDR"}))  # the same adapter, scored on the test set too
+
+Each capped sample is converted to instruction JSONL (:func:`curation.convert.convert_corpus`), trained on with
+:func:`tuning.train.train` as ``bioselect tune train --mix even --max-steps N`` would, the dev answers generated with
+:func:`tuning.generate.generate_file` as ``bioselect tune generate`` would, and scored with
+:func:`curation.evaluate.score_files`. The corpora, caps, dev subset and mix names are the search's shared ones
+(:mod:`curation.combo_evaluators`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from curation.combo_evaluators import Corpora, check_mix, mix_name, safe_name
+from curation.io import InputError, provenance, write_json, write_jsonl
+
+
+class LoraEvaluator:
+    """Train a LoRA adapter on a mix with ``bioselect tune train --mix even --max-steps steps`` (the paper's
+    protocol: a fixed number of steps, each example from a dataset drawn with equal probability), generate the
+    target's dev answers with ``bioselect tune generate`` and return their strict micro F1 (see the module doc).
+
+    ``work_dir`` receives ``data/`` (each dataset's capped instruction JSONL, the dev subset and the test set) and
+    one folder per mix (``adapter/``, ``pred_dev.jsonl``, ``metrics.json``). ``train_args`` are further
+    ``tune train`` options (``["--lora-r", "8"]``).
+    """
+
+    def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
+                 work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
+                 lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
+                 constrained: bool = True, generate_batch_size: int = 8, seed: int = 0,
+                 train_args: Sequence[str] = ()):
+        self.target, self.model = target, os.path.expanduser(model)
+        self.work_dir = Path(work_dir)
+        self.max_train, self.steps, self.batch_size, self.lr, self.max_length = max_train, steps, batch_size, lr, \
+            max_length
+        self.dev_size, self.max_new_tokens, self.constrained = dev_size, max_new_tokens, constrained
+        self.generate_batch_size, self.seed, self.train_args = generate_batch_size, seed, list(train_args)
+        self.corpora = Corpora(corpora, target, max_train, dev_size, seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {"evaluator": "lora", "model": self.model, "max_train": self.max_train, "steps": self.steps,
+                "batch_size": self.batch_size, "lr": self.lr, "max_length": self.max_length,
+                "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
+                "seed": self.seed, "train_args": self.train_args}
+
+    def check(self) -> None:
+        """Load every corpus, check the model folder (and llguidance when generating constrained)."""
+        from curation.io import check_model_source
+
+        self.corpora.check()
+        check_model_source(self.model)
+        if self.constrained:
+            from tuning.constrained import require_llguidance
+
+            try:
+                require_llguidance()
+            except ImportError as err:
+                raise InputError("--unconstrained", str(err)) from None
+
+    def data_file(self, name: str, split: str = "train") -> Path:
+        """Instruction JSONL of a dataset's capped training sample, or of the target's dev subset / test set
+        (written on first use)."""
+        from curation.convert import convert_corpus
+        from curation.records import Corpus
+
+        path = self.work_dir / "data" / f"{safe_name(name)}.{split}.jsonl"
+        if not path.is_file():
+            c = self.corpora
+            records = c.train(name) if split == "train" else c.eval_records(split)
+            rows = convert_corpus(Corpus(records=list(records), dataset=name), "ner", labels=c.types(name),
+                                  dataset=name)
+            for row in rows:
+                row["id"] = f"{name}/{row['id']}"  # readers number records per file: ids repeat across corpora
+            write_jsonl(path, rows)
+        return path
+
+    def train_argv(self, mix: frozenset, output_dir: str | os.PathLike) -> list[str]:
+        """The ``bioselect tune train`` arguments for a mix."""
+        files = [str(self.data_file(d)) for d in sorted(mix)]
+        return ["--model", self.model, "--train-files", ",".join(files), "--output-dir", str(output_dir),
+                "--mix", "even", "--max-steps", str(self.steps), "--per-device-train-batch-size", str(self.batch_size),
+                "--learning-rate", str(self.lr), "--max-length", str(self.max_length), "--seed", str(self.seed),
+                "--report-to", "none", "--resume-from-checkpoint", "no", "--save-steps", str(self.steps),
+                "--save-total-limit", "1", *self.train_args]
+
+    def generate_argv(self, adapter: str | os.PathLike, split: str, output: str | os.PathLike) -> list[str]:
+        """The ``bioselect tune generate`` arguments for the target's ``split``."""
+        return ["--model", self.model, "--adapter", str(adapter), "--input", str(self.data_file(self.target, split)),
+                "--output", str(output), "--batch-size", str(self.generate_batch_size),
+                "--max-new-tokens", str(self.max_new_tokens),
+                "--constrained" if self.constrained else "--unconstrained"]
+
+    def __call__(self, mix: frozenset) -> float:
+        return self.train_and_score(mix, ("dev",))["dev"]["f1"]
+
+    def test_score(self, mix: frozenset) -> dict[str, Any]:
+        return self.train_and_score(mix, ("dev", "test"))
+
+    def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
+        """Train (unless the mix's adapter is there), generate and score each of ``splits``. The configs are parsed
+        from the command lines that ``metrics.json`` records, so the record reruns exactly what ran; bad input
+        raises :class:`InputError` (the search records it as a failed evaluation)."""
+        from curation.cli import parse_config
+        from curation.evaluate import EvaluateConfig, score_files
+        from tuning import generate, train
+
+        start = time.perf_counter()
+        mix = frozenset(mix)
+        check_mix(mix, self.corpora)
+        folder = self.work_dir / mix_name(mix, self.target)
+        adapter = folder / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            cfg, _ = parse_config(train.TrainConfig, self.train_argv(mix, adapter), prog="bioselect tune train")
+            train.train(cfg)
+        scores, commands = {}, {}
+        for s in splits:
+            pred = folder / f"pred_{s}.jsonl"
+            argv = self.generate_argv(adapter, s, pred)
+            cfg, _ = parse_config(generate.GenerateConfig, argv, prog="bioselect tune generate")
+            generate.generate_file(cfg)
+            commands[s] = ["bioselect", "tune", "generate", *argv]
+            result = score_files(EvaluateConfig(gold=str(self.data_file(self.target, s)), pred=str(pred),
+                                                output=str(folder / f"eval_{s}.json"), bootstrap=0))
+            micro = result["strict"]["micro"]
+            scores[s] = {k: micro[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
+        out = {"mix": sorted(mix), "steps": self.steps, "adapter": str(adapter), **scores,
+               "seconds": round(time.perf_counter() - start, 2)}
+        name = "metrics.json" if tuple(splits) == ("dev",) else "metrics_" + "_".join(splits) + ".json"
+        write_json(folder / name, {**out, "settings": self.settings(),
+                                   "train_command": ["bioselect", "tune", "train", *self.train_argv(mix, adapter)],
+                                   "generate_commands": commands,
+                                   "provenance": provenance(None, [str(self.data_file(d)) for d in sorted(mix)])})
+        return out
