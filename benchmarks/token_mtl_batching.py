@@ -7,7 +7,7 @@
 Both ways train the same four-head ``uw_sym`` model (:class:`~mtl_baselines.token_mtl.model.TokenMTL`, loss
 :class:`~mtl_baselines.token_mtl.losses.MTLLoss`, AdamW, gradient clipping) for ``--steps`` optimizer steps on the
 same seeded shuffle of the corpus's training sentences. The trainer's batching
-(:func:`~mtl_baselines.token_mtl.data.batch_indices`, pools of 50 batches sorted by length) is compared with
+(:func:`~mtl_baselines.common.batch_indices`, pools of 50 batches sorted by length) is compared with
 ``pool=1`` (each batch a plain slice of the shuffle). Reported per way: sentences/s, subword tokens/s and the share
 of padded positions. ``--random-init`` builds the encoder from the model folder's config with random weights (for a
 GPU machine without the weights); without ``--model`` a tiny random BERT and random sentences are used. The last
@@ -27,7 +27,7 @@ def _records(corpus: str | None, n: int):
     from curation.records import Record, Span
 
     if corpus:
-        from mtl_baselines.token_mtl.data import load_splits
+        from mtl_baselines.common import load_splits
 
         return load_splits(corpus).train[:n]
     rng = random.Random(0)
@@ -57,11 +57,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from mtl_baselines.token_mtl.data import batch_indices, collate, encode
+    from mtl_baselines.common import batch_indices
+    from mtl_baselines.token_mtl.data import collate, encode
     from mtl_baselines.token_mtl.labels import bio_labels, label_types
     from mtl_baselines.token_mtl.losses import MTLLoss
     from mtl_baselines.token_mtl.model import TokenMTL
-    from mtl_baselines.token_mtl.trainer import make_optimizer
+    from mtl_baselines.token_mtl.trainer import param_groups
 
     if args.model:
         tok = AutoTokenizer.from_pretrained(args.model)
@@ -92,7 +93,8 @@ def main() -> None:
         model = TokenMTL(make_encoder(), len(labels)).to(device).train()
         loss_fn = MTLLoss("uw_sym", model.heads.keys(), [classes.index(t) for t in label_types(labels)],
                           classes).to(device)
-        opt = make_optimizer(model, loss_fn, 1e-4, 0.01, 1e-2)
+        opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "constant_lr"}
+                                 for g in param_groups(model, loss_fn, 0.01, 1e-2)], lr=1e-4)
         batches = []
         while len(batches) < args.steps + 2:  # two warm-up steps, not timed
             batches += list(batch_indices(lengths, args.batch_size, torch.Generator().manual_seed(len(batches)), pool))

@@ -1,6 +1,7 @@
 """Evaluators for the dataset-combination search (:mod:`curation.combos`): train on one mix of NER corpora, return the
 target's strict micro F1 on its dev set (the project scorer, :mod:`curation.scoring`).
 
+    from mtl_baselines.token_mtl.combo_evaluator import EncoderEvaluator
     corpora = find_corpora(["NCBI-disease", "BC5CDR", "linnaeus"], "../shared/data/ner")
     evaluate = EncoderEvaluator(corpora, "NCBI-disease", "~/.cache/offline-models/minilm-l6", max_train=300,
                                 steps=150, dev_size=400, work_dir="runs/combos/ncbi/evals")
@@ -17,13 +18,13 @@ the same compute and the target-only baseline is the one-dataset case; training 
 evaluation writes ``metrics.json`` (settings, per-dataset counts, scores, provenance) and its dev predictions into
 ``work_dir/<mix>/``.
 
-* :class:`EncoderEvaluator`: the token classifier of the multi-task baselines (``mtl_baselines.token_mtl``,
-  variant ``single``: one linear BIO head on an encoder), trained by that baseline's own
-  :func:`~mtl_baselines.token_mtl.trainer.fit`.
+* :class:`mtl_baselines.token_mtl.combo_evaluator.EncoderEvaluator`: the token classifier of the multi-task
+  baselines (variant ``single``: one linear BIO head on an encoder), trained by that baseline's own
+  :func:`~mtl_baselines.token_mtl.trainer.fit` (in :mod:`mtl_baselines`, beside the model it trains).
   **Label space**: entity types are shared *by name* across datasets (BC5CDR's ``Disease`` is NCBI-disease's
   ``Disease``, as the same word in an instruction is for a generator); types the target lacks (``Chemical``,
   ``GENE``, ``Species``, ...) are trained as their own labels but never predicted on the target: at prediction time
-  the head's other labels are masked out (:class:`TargetLabelsOnly`). Cheap enough for a CPU.
+  the head's other labels are masked out (``TargetLabelsOnly``). Cheap enough for a CPU.
 * :class:`tuning.combo_evaluator.LoraEvaluator`: the LoRA generator of the tuning stage (in :mod:`tuning`, which
   it trains and generates with). Expensive.
 
@@ -34,12 +35,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from curation.io import InputError, provenance, write_json, write_jsonl
+from curation.io import InputError
 
 
 class Evaluator(Protocol):
@@ -142,7 +142,7 @@ class Corpora:
 
     def splits(self, name: str):
         if name not in self._splits:
-            from mtl_baselines.token_mtl.data import load_splits
+            from mtl_baselines.common import load_splits
 
             self._splits[name] = load_splits(self.paths[name])
         return self._splits[name]
@@ -193,150 +193,3 @@ def check_mix(mix: frozenset, corpora: Corpora) -> None:
         raise ValueError(f"mix names unknown dataset(s) {', '.join(unknown)}")
     if corpora.target not in mix:
         raise ValueError(f"a mix must include the target {corpora.target!r}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# encoder
-
-
-def _target_labels_only():
-    import torch
-    from torch import nn
-
-    class TargetLabelsOnly(nn.Module):
-        """Wraps a :class:`~mtl_baselines.token_mtl.model.TokenMTL`; in eval mode the NER logits of labels outside
-        ``keep`` are ``-inf``, so predictions use the target's labels only (training sees every label)."""
-
-        def __init__(self, model: nn.Module, num_labels: int, keep: Sequence[int]):
-            super().__init__()
-            self.model = model
-            blocked = torch.ones(num_labels, dtype=torch.bool)
-            blocked[list(keep)] = False
-            self.register_buffer("blocked", blocked, persistent=False)
-
-        def forward(self, input_ids, attention_mask):
-            out = self.model(input_ids, attention_mask)
-            if not self.training:
-                out["ner"] = out["ner"].masked_fill(self.blocked, float("-inf"))
-            return out
-
-        def shared_parameters(self):
-            return self.model.shared_parameters()
-
-    return TargetLabelsOnly
-
-
-class EncoderEvaluator:
-    """Train the single-task token classifier on a mix, return the target's dev strict F1 (see the module doc).
-
-    ``corpora`` maps dataset names to corpus folders (train/dev(el)/test); ``model`` is the encoder (a local folder
-    or hub id). Training: ``steps`` AdamW steps of ``batch_size`` sentences (linear warm-up over ``warmup_ratio``
-    of them and decay), ``max_length`` subwords per sentence, the final model scored (no checkpoint selection on
-    the dev set the search compares mixes on). Deterministic for a seed on CPU.
-    """
-
-    def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
-                 tokenizer: str | None = None, max_train: int = 300, steps: int = 150, batch_size: int = 16,
-                 lr: float = 1e-4, max_length: int = 128, dev_size: int = 400, warmup_ratio: float = 0.1,
-                 weight_decay: float = 0.01, dropout: float = 0.1, seed: int = 0, device: str = "auto",
-                 work_dir: str | os.PathLike | None = None):
-        self.target, self.model = target, os.path.expanduser(model)
-        self.tokenizer_name = os.path.expanduser(tokenizer) if tokenizer else None
-        self.max_train, self.steps, self.batch_size, self.lr = max_train, steps, batch_size, lr
-        self.max_length, self.dev_size, self.warmup_ratio = max_length, dev_size, warmup_ratio
-        self.weight_decay, self.dropout, self.seed, self.device = weight_decay, dropout, seed, device
-        self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.corpora = Corpora(corpora, target, max_train, dev_size, seed)
-        self._tokenizer = None
-
-    def settings(self) -> dict[str, Any]:
-        """What a score depends on (a resumed search must use the same; see :func:`curation.combos.read_history`)."""
-        return {"evaluator": "encoder", "model": self.model, "tokenizer": self.tokenizer_name,
-                "max_train": self.max_train, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-                "max_length": self.max_length, "dev_size": self.dev_size, "warmup_ratio": self.warmup_ratio,
-                "weight_decay": self.weight_decay, "dropout": self.dropout, "seed": self.seed,
-                "label_space": "shared by type name, target labels only at prediction"}
-
-    def check(self) -> None:
-        """Load every corpus and the tokenizer (bad input raises :class:`InputError` before any training)."""
-        self.corpora.check()
-        self.tokenizer()
-
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from mtl_baselines.token_mtl.model import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.model, self.tokenizer_name)
-        return self._tokenizer
-
-    def __call__(self, mix: frozenset) -> float:
-        return self.train_and_score(mix, ("dev",))["dev"]["f1"]
-
-    def test_score(self, mix: frozenset) -> dict[str, Any]:
-        """Train on ``mix`` exactly as the search did and score the target's dev subset and whole test set."""
-        return self.train_and_score(mix, ("dev", "test"))
-
-    def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
-        import torch
-        from transformers import AutoModel
-
-        from mtl_baselines.token_mtl.data import encode
-        from mtl_baselines.token_mtl.labels import bio_labels, label_types
-        from mtl_baselines.token_mtl.losses import MTLLoss
-        from mtl_baselines.token_mtl.model import TokenMTL
-        from mtl_baselines.token_mtl.trainer import fit, predict, predicted_records, score_records, set_seed
-        from tuning.sft_data import even_mix
-
-        start = time.perf_counter()
-        mix = frozenset(mix)
-        check_mix(mix, self.corpora)
-        c = self.corpora
-        groups = {d: c.train(d) for d in sorted(mix)}
-        types = shared_label_types({d: c.types(d) for d in mix}, mix)
-        labels = bio_labels(types)
-        target_types = set(c.types(self.target))
-        keep = [i for i, lab in enumerate(labels) if lab == "O" or lab[2:] in target_types]
-        pool = even_mix(groups, self.steps * self.batch_size, self.seed)
-        tok = self.tokenizer()
-        train = encode(pool, tok, labels, self.max_length)
-        gold = {s: c.eval_records(s) for s in splits}
-        encoded = {s: encode(gold[s], tok, labels, self.max_length) for s in splits}
-
-        set_seed(self.seed)
-        device = torch.device(self.device if self.device != "auto" else "cuda" if torch.cuda.is_available()
-                              else "cpu")
-        encoder = TokenMTL(AutoModel.from_pretrained(self.model), len(labels), heads=("ner",), dropout=self.dropout)
-        model = _target_labels_only()(encoder, len(labels), keep).to(device)
-        classes = ["O", *types]
-        loss_fn = MTLLoss("single", ("ner",), [classes.index(t) for t in label_types(labels)], classes).to(device)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        # one epoch over a pool of exactly steps x batch_size sentences = exactly `steps` optimizer steps
-        log = fit(model, loss_fn, train, encoded["dev"], gold["dev"], labels, pad_id=pad_id, seed=self.seed,
-                  epochs=1, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                  warmup_ratio=self.warmup_ratio, dev_evals=1)
-        scores, preds = {}, {}
-        for s in splits:
-            ids = log["dev_pred"] if s == "dev" else predict(model, encoded[s], self.batch_size, pad_id)
-            preds[s] = predicted_records(gold[s], ids, labels)
-            scores[s] = score_records(gold[s], preds[s])
-        drawn = _draw_counts(pool, groups)
-        out = {"mix": sorted(mix), "labels": labels, "steps": log["steps"], "train_pool": len(pool),
-               "drawn_per_dataset": drawn, "sample_per_dataset": {d: len(g) for d, g in groups.items()},
-               "eval_sentences": {s: len(gold[s]) for s in splits}, **scores,
-               "seconds": round(time.perf_counter() - start, 2)}
-        if self.work_dir is not None:
-            folder = self.work_dir / mix_name(mix, self.target)
-            for s in splits:
-                write_jsonl(folder / f"pred_{s}.jsonl", (r.to_dict() for r in preds[s]))
-            name = "metrics.json" if splits == ("dev",) else "metrics_" + "_".join(splits) + ".json"
-            write_json(folder / name, {**out, "settings": self.settings(),
-                                       "provenance": provenance(None, c.sources(mix))})
-        return out
-
-
-def _draw_counts(pool: Sequence[Any], groups: Mapping[str, Sequence[Any]]) -> dict[str, int]:
-    owner = {id(r): d for d, g in groups.items() for r in g}
-    counts = dict.fromkeys(groups, 0)
-    for r in pool:
-        counts[owner[id(r)]] += 1
-    return counts

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # evaluator name -> "module:Class", imported when asked for (like the commands of curation/cli.py); each class is
 # built as Class(corpora, target, model, **options) and follows curation.combo_evaluators.Evaluator
 EVALUATORS: dict[str, str] = {
-    "encoder": "curation.combo_evaluators:EncoderEvaluator",
+    "encoder": "mtl_baselines.token_mtl.combo_evaluator:EncoderEvaluator",
     "lora": "tuning.combo_evaluator:LoraEvaluator",
 }
 

@@ -83,7 +83,7 @@ def test_experiment_recipe_parses_into_experiment_config(recipe: Path, monkeypat
 
 @pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("sru_*.yaml")), ids=lambda p: p.name)
 def test_sru_recipe_parses_into_its_config(recipe: Path):
-    from mtl_baselines.sru_ner.train import TrainConfig as SRUConfig
+    from mtl_baselines.sru_ner.config import TrainConfig as SRUConfig
 
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# bioselect mtl sru --config configs/" + recipe.name)

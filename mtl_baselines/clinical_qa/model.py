@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from mtl_baselines.clinical_qa.train import TrainArgs
 
 TASKS = ("qa", "cls")
 VARIANT_TASKS = {"mtl": ("qa", "cls"), "qa_only": ("qa",), "cls_only": ("cls",)}
@@ -145,29 +142,19 @@ class ClinicalQA(nn.Module):
         return out
 
 
-def _sizes(text: str, option: str) -> tuple[int, ...]:
-    from curation.io import InputError
-
-    try:
-        sizes = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(option, f"expected comma-separated layer sizes, got {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise InputError(option, f"layer sizes must be >= 1, got {text!r}")
-    return sizes
-
-
-def build_model(cfg: TrainArgs, variant: str, num_categories: int) -> ClinicalQA:
-    """Builder: the config's encoder (``cfg.model``) with the variant's tasks and the configured heads."""
+def build_model(model: str, variant: str, num_categories: int, shared_layers: int = -1,
+                span_hidden: Sequence[int] = (512, 256), category_hidden: Sequence[int] = (512, 256, 128),
+                dropout: float = 0.1) -> ClinicalQA:
+    """Builder: the encoder ``model`` (local folder or hub id) with the variant's tasks and the given heads
+    (``shared_layers`` -1: half the depth)."""
     from transformers import AutoModel
 
     from curation.io import InputError
 
-    encoder = AutoModel.from_pretrained(cfg.model)
+    encoder = AutoModel.from_pretrained(model)
     try:
         return ClinicalQA(encoder, num_categories, VARIANT_TASKS[variant],
-                          None if cfg.shared_layers < 0 else cfg.shared_layers,
-                          _sizes(cfg.span_hidden, "--span-hidden"), _sizes(cfg.category_hidden, "--category-hidden"),
-                          cfg.dropout)
+                          None if shared_layers < 0 else shared_layers, tuple(span_hidden), tuple(category_hidden),
+                          dropout)
     except ValueError as err:
         raise InputError("--shared-layers" if "shared_layers" in str(err) else "--model", str(err)) from None

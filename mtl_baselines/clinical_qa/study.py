@@ -20,43 +20,15 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
-from curation.io import Files, InputError
-from mtl_baselines.clinical_qa.train import VARIANTS, TrainArgs, format_scores, say
+from curation.io import InputError
+from mtl_baselines.clinical_qa.config import StudyConfig
+from mtl_baselines.clinical_qa.train import format_scores, say
 
 METRICS = (("exact_match", "EM"), ("f1", "F1"), ("accuracy", "cat. acc."), ("weighted_f1", "cat. wF1"))
-
-
-@dataclass
-class StudyConfig(TrainArgs):
-    output: str = field(default="", metadata={"help": "Study folder (resumed when it holds finished runs)."})
-    variants: str = field(default="mtl,qa_only,cls_only", metadata={
-        "help": "Variants, comma-separated: mtl, qa_only, cls_only."})
-    seeds: int = field(default=3, metadata={"help": "Seeds per variant: 0 .. N-1."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.output:
-            raise InputError("--output", "is required")
-        variants = self.variant_list()
-        if not variants or len(set(variants)) != len(variants) or set(variants) - set(VARIANTS):
-            raise InputError("--variants", f"needs distinct names from {', '.join(VARIANTS)}, got {self.variants!r}")
-        if self.seeds < 1:
-            raise InputError("--seeds", "must be >= 1")
-
-    def files(self) -> Files:
-        return Files(reads=[self.corpus, self.model, self.tokenizer], folders=[self.output])
-
-    def variant_list(self) -> list[str]:
-        return [v.strip() for v in self.variants.split(",") if v.strip()]
-
-    def plan(self) -> list[tuple[str, int]]:
-        """Every (variant, seed) in running order: seed by seed, so a cut-short study has every variant."""
-        return [(v, s) for s in range(self.seeds) for v in self.variant_list()]
 
 
 def run_dir(out: Path, variant: str, seed: int) -> Path:

@@ -11,7 +11,7 @@ probabilities), ``history.jsonl`` (every optimizer step: total and per-task loss
 
 Training: AdamW with linear warm-up and decay (no weight decay on biases and LayerNorm weights; the randomly
 initialised heads may take their own peak rate, ``head_lr``), gradient norm
-clipped to 1, length-grouped shuffled batches of windows (:func:`mtl_baselines.token_mtl.data.batch_indices`);
+clipped to 1, length-grouped shuffled batches of windows (:func:`mtl_baselines.common.batch_indices`);
 ``epochs`` passes, or exactly ``max_steps`` steps when set. Dev is scored ``dev_evals`` times at evenly spaced
 steps (the last at the end) and the best dev checkpoint is scored on test; the dev score is the mean of the
 tasks' headline metrics (span token F1, category weighted F1).
@@ -30,21 +30,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from curation.io import provenance, write_json, write_jsonl
 from curation.records import Record
+from mtl_baselines.clinical_qa.config import TrainArgs
 from mtl_baselines.clinical_qa.data import QASplits, collate, encode_windows
 from mtl_baselines.clinical_qa.losses import QALoss, class_weights
 from mtl_baselines.clinical_qa.metrics import category_scores, span_scores
 from mtl_baselines.clinical_qa.model import VARIANT_TASKS, ClinicalQA, build_model
-from mtl_baselines.token_mtl.data import batch_indices
-from mtl_baselines.token_mtl.trainer import linear_warmup_decay, set_seed
-
-if TYPE_CHECKING:
-    from mtl_baselines.clinical_qa.train import TrainArgs
+from mtl_baselines.common import batch_indices
+from mtl_baselines.engine import EngineArgs, engine_args, remove_checkpoints, result_settings, set_seed
+from mtl_baselines.engine import fit as engine_fit
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def gold_answers(record: Record) -> list[str]:
     return list(dict.fromkeys(s.surface(record.text) for s in record.sorted_spans()))
 
 
-def evaluate(questions: Sequence[Record], preds: Sequence[dict[str, Any]], categories: Sequence[str]
+def evaluate_predictions(questions: Sequence[Record], preds: Sequence[dict[str, Any]], categories: Sequence[str]
              ) -> dict[str, Any]:
     """Exact match and token F1 of the spans and/or accuracy and weighted F1 of the categories, plus ``score``
     (the mean of span F1 and category weighted F1, those present) used to pick the dev checkpoint."""
@@ -144,73 +143,64 @@ def evaluate(questions: Sequence[Record], preds: Sequence[dict[str, Any]], categ
     return out
 
 
-def make_optimizer(model: ClinicalQA, lr: float, weight_decay: float, head_lr: float = 0.0) -> torch.optim.AdamW:
-    """AdamW: matrices with weight decay, vectors (biases, LayerNorm weights) without; the heads at ``head_lr``
-    (``lr`` when 0), the encoder at ``lr``."""
+def param_groups(model: ClinicalQA, lr: float, weight_decay: float, head_lr: float = 0.0) -> list[dict[str, Any]]:
+    """AdamW groups: matrices with weight decay, vectors (biases, LayerNorm weights) without; the heads at
+    ``head_lr`` (``lr`` when 0), the encoder at ``lr``."""
     head_ids = {id(p) for p in model.heads.parameters()}
     groups = []
     for is_head, rate in ((False, lr), (True, head_lr or lr)):
         params = [p for p in model.parameters() if p.requires_grad and (id(p) in head_ids) == is_head]
         groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "lr": rate},
                    {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": rate}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return groups
 
 
 def fit(model: ClinicalQA, loss_fn: QALoss, train: Sequence[dict[str, Any]], dev: Sequence[dict[str, Any]],
         dev_questions: Sequence[Record], categories: Sequence[str], *, pad_id: int, seed: int, epochs: int = 1,
         max_steps: int = 0, batch_size: int = 8, lr: float = 5e-5, head_lr: float = 0.0, weight_decay: float = 0.01,
         warmup_ratio: float = 0.1, max_grad_norm: float = 1.0, dev_evals: int = 1, max_answer_length: int = 30,
-        threshold: float = 0.5, log_every: int = 0) -> dict[str, Any]:
-    """Train ``model`` (restored to its best dev checkpoint on return); return the logs (see the module doc)."""
+        threshold: float = 0.5, log_every: int = 0, engine: EngineArgs | None = None,
+        out_dir: str | Path | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``model`` on :func:`mtl_baselines.engine.fit` (restored to its best dev checkpoint on return); return
+    the logs (see the module doc)."""
+    engine = engine or EngineArgs()
+    accum = engine.gradient_accumulation_steps
     gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = max_steps or epochs * steps_per_epoch
-    warmup = round(warmup_ratio * total)
-    eval_at = {max(1, round(total * k / dev_evals)) for k in range(1, dev_evals + 1)}
-    opt = make_optimizer(model, lr, weight_decay, head_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_warmup_decay(s, total, warmup))
-    params = [p for p in model.parameters() if p.requires_grad]
     lengths = [len(w["input_ids"]) for w in train]
-    device = next(model.parameters()).device
-    history, dev_curve = [], []
-    best, best_step, best_state, best_pred = -1.0, 0, None, None
-    step, epoch, start = 0, 0, time.perf_counter()
-    model.train()
-    while step < total:
-        epoch += 1
+    total = max_steps or epochs * math.ceil(math.ceil(len(train) / batch_size) / accum)
+    plan, epoch_of = [], []
+    while len(plan) < total * accum:
+        epoch = len(set(epoch_of)) + 1
         for idx in batch_indices(lengths, batch_size, gen):
-            batch = {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id).items()}
-            out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-            loss, parts = loss_fn(out, batch)
-            history.append({"step": step + 1, "epoch": epoch, "lr": sched.get_last_lr()[0], "loss": loss.item()}
-                           | {f"loss_{k}": v.item() for k, v in parts.items()})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            sched.step()
-            step += 1
-            if log_every and step % log_every == 0:
-                recent = history[-log_every:]
-                log.info("step %d/%d loss %.4f (%.1f s)", step, total, sum(h["loss"] for h in recent) / len(recent),
-                         time.perf_counter() - start)
-            if step in eval_at:
-                pred = predict(model, dev, dev_questions, categories, batch_size=batch_size, pad_id=pad_id,
-                               max_answer_length=max_answer_length, threshold=threshold)
-                scores = evaluate(dev_questions, pred, categories)
-                dev_curve.append({"step": step, **{k: v for k, v in scores.items() if k != "per_category"}})
-                log.info("step %d dev %s", step, {k: round(v, 4) for k, v in dev_curve[-1].items() if k != "step"})
-                if scores["score"] > best:
-                    best, best_step, best_pred = scores["score"], step, pred
-                    # the last evaluation needs no copy: the model already holds those weights
-                    best_state = None if step == total else {k: v.detach().clone()
-                                                             for k, v in model.state_dict().items()}
-            if step >= total:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"history": history, "dev_curve": dev_curve, "best_step": best_step, "dev_pred": best_pred,
-            "steps": step, "epochs": epoch}
+            plan.append(idx)
+            epoch_of.append(epoch)
+    plan, epoch_of = plan[:total * accum], epoch_of[:total * accum]
+    eval_at = {max(1, round(total * k / dev_evals)) for k in range(1, dev_evals + 1)}
+
+    def step_fn(m: ClinicalQA, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss, parts = m["loss"](m["model"](batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")),
+                                batch)
+        return loss, {f"loss_{k}": v.item() for k, v in parts.items()}
+
+    def evaluate(m: torch.nn.Module) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+        pred = predict(m["model"], dev, dev_questions, categories, batch_size=batch_size, pad_id=pad_id,
+                       max_answer_length=max_answer_length, threshold=threshold)
+        scores = evaluate_predictions(dev_questions, pred, categories)
+        row = {k: v for k, v in scores.items() if k != "per_category"}
+        log.info("dev %s", {k: round(v, 4) for k, v in row.items()})
+        return scores["score"], row, pred
+
+    state = engine_fit(torch.nn.ModuleDict({"model": model, "loss": loss_fn}), step_fn, plan,
+                       lambda idx: collate([train[i] for i in idx], pad_id), param_groups(model, lr, weight_decay,
+                                                                                           head_lr),
+                       out_dir=out_dir, engine=engine, lr=lr, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
+                       clip=[p for p in model.parameters() if p.requires_grad], evaluate=evaluate, eval_at=eval_at,
+                       settings=settings, log_every=log_every, logger=log)
+    history = [{"step": r["step"], "epoch": epoch_of[(r["step"] - 1) * accum]} | r for r in state["history"]]
+    return {"history": history, "dev_curve": state["dev_curve"], "best_step": state["best_step"],
+            "dev_pred": state["best_payload"], "steps": state["steps"], "epochs": max(epoch_of, default=0),
+            "resumed_from": state["resumed_from"], "examples_per_process": state["examples_per_process"],
+            "main": state["main"]}
 
 
 def encode_splits(cfg: TrainArgs, splits: QASplits, tokenizer: Any) -> dict[str, tuple[list, list, dict]]:
@@ -223,9 +213,8 @@ def encode_splits(cfg: TrainArgs, splits: QASplits, tokenizer: Any) -> dict[str,
 
 def run_settings(cfg: TrainArgs) -> dict[str, Any]:
     """The training settings a finished run is tied to (a resumed study must use the same)."""
-    from mtl_baselines.clinical_qa.train import TrainArgs
-
-    return {f.name: getattr(cfg, f.name) for f in fields(TrainArgs) if f.name not in ("device", "log_every")}
+    skip = {f.name for f in fields(EngineArgs)} | {"log_every"}
+    return {f.name: getattr(cfg, f.name) for f in fields(TrainArgs) if f.name not in skip} | result_settings(cfg)
 
 
 def run_one(cfg: TrainArgs, splits: QASplits, variant: str, seed: int, out_dir: str | Path, tokenizer: Any,
@@ -240,35 +229,42 @@ def run_one(cfg: TrainArgs, splits: QASplits, variant: str, seed: int, out_dir: 
     positives = [sum(c in r.labels for r in train_q) for c in categories]
     weights = class_weights(positives, len(train_q), cfg.class_weighting) if categories else []
     set_seed(seed)
-    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg, variant, len(categories)).to(device)
-    loss_fn = QALoss(tasks, weights, cfg.lambda_qa, cfg.lambda_cls).to(device)
+    model = build_model(cfg.model, variant, len(categories), cfg.shared_layers, cfg.span_sizes(), cfg.category_sizes(),
+                        cfg.dropout)
+    loss_fn = QALoss(tasks, weights, cfg.lambda_qa, cfg.lambda_cls)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     common = {"batch_size": cfg.batch_size, "pad_id": pad_id, "max_answer_length": cfg.max_answer_length,
               "threshold": cfg.threshold}
     logs = fit(model, loss_fn, train_w, encoded["dev"][0], encoded["dev"][1], categories, seed=seed,
                epochs=cfg.epochs, max_steps=cfg.max_steps, lr=cfg.lr, head_lr=cfg.head_lr,
                weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, dev_evals=cfg.dev_evals,
-               log_every=cfg.log_every, **common)
+               log_every=cfg.log_every, engine=engine_args(cfg), out_dir=out,
+               settings=run_settings(cfg) | {"dataset": splits.dataset, "variant": variant, "seed": seed}, **common)
     scores = {}
     for name in ("dev", "test"):
         windows, questions, _ = encoded[name]
         preds = logs["dev_pred"] if name == "dev" else predict(model, windows, questions, categories, **common)
         golds = {r.id: r for r in questions}
-        write_jsonl(out / f"pred_{name}.jsonl",
-                    (p | {"question": golds[p["id"]].question, "gold_answers": gold_answers(golds[p["id"]]),
-                          "gold_categories": golds[p["id"]].labels} for p in preds))
-        scores[name] = evaluate(questions, preds, categories)
-    write_jsonl(out / "history.jsonl", logs["history"])
+        if logs["main"]:
+            write_jsonl(out / f"pred_{name}.jsonl",
+                        (p | {"question": golds[p["id"]].question, "gold_answers": gold_answers(golds[p["id"]]),
+                              "gold_categories": golds[p["id"]].labels} for p in preds))
+        scores[name] = evaluate_predictions(questions, preds, categories)
+    if logs["main"]:
+        write_jsonl(out / "history.jsonl", logs["history"])
     metrics = {
         "dataset": splits.dataset, "variant": variant, "tasks": list(tasks), "seed": seed,
         "encoder_layers": model.depth, "shared_layers": model.shared_layers, "categories": categories,
         "class_weights": dict(zip(categories, weights)), "train_category_questions": dict(zip(categories, positives)),
         "n_train_questions": len(train_q), "n_train_windows": len(train_w), "steps": logs["steps"],
-        "epochs": logs["epochs"], "best_step": logs["best_step"], "dev_curve": logs["dev_curve"],
+        "epochs": logs["epochs"], "best_step": logs["best_step"], "resumed_from": logs["resumed_from"],
+        "examples_per_process": logs["examples_per_process"],
+        "dev_curve": logs["dev_curve"],
         "dev": scores["dev"], "test": scores["test"], "encoding": {k: v[2] for k, v in encoded.items()},
         "data": splits.counts, "split": splits.how, "seconds": round(time.perf_counter() - start, 2),
         "settings": run_settings(cfg), "provenance": provenance(cfg, splits.sources),
     }
-    write_json(out / "metrics.json", metrics)
+    if logs["main"]:
+        write_json(out / "metrics.json", metrics)
+    remove_checkpoints(out)
     return metrics

@@ -31,7 +31,7 @@ from curation.sample import sampling_order
 from mtl_baselines.sru_ner.actions import action_vocab, encode, resolve_crossing, to_steps
 
 if TYPE_CHECKING:
-    from mtl_baselines.token_mtl.data import Splits
+    from mtl_baselines.common import Splits
 
 CROSSING_POLICIES = ("drop", "split", "error")
 
@@ -68,7 +68,7 @@ def restrict_splits(splits: Splits, types: Sequence[str] = (), part: tuple[int, 
                     seed: int = 0) -> Splits:
     """``splits`` with only ``types`` annotated (every split; all when empty) and, with ``part`` = (k, n), the train
     split cut to its k-th of n document parts (:func:`train_part`). An unknown type raises :class:`InputError`."""
-    from mtl_baselines.token_mtl.data import Splits
+    from mtl_baselines.common import Splits
 
     known = {s.label for r in (*splits.train, *splits.dev, *splits.test) for s in r.spans}
     if unknown := sorted(set(types) - known):

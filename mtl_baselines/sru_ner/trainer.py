@@ -3,8 +3,9 @@
     metrics = run_one(cfg, {"genia": splits_a, "ncbi": splits_b}, tokenizer, out_dir="runs/sru/genia_ncbi")
 
 Training draws ``steps`` batches with :func:`.data.draw_batches` (inverse-size sampling over the datasets), runs the
-teacher-forced model and :func:`.model.action_loss` (the loss-masking rule) and updates two AdamW optimisers, one
-for the encoder and one for the SRU and action head, each with its own learning rate, linear warm-up over
+teacher-forced model and :func:`.model.action_loss` (the loss-masking rule) on :func:`mtl_baselines.engine.fit`
+(devices, precision, accumulation, ``accelerate launch``, checkpoints and resume): AdamW with two parameter
+groups, the encoder and the SRU plus action head, each with its own learning rate, linear warm-up over
 ``warmup_ratio`` of the steps then linear decay, gradient norm clipped to 1. Dev and test are decoded in batches
 (:meth:`.model.SRUNER.generate`) and scored by the foundation scorer in the ``disjoint`` and ``merged`` views
 (:func:`.data.evaluation_spans`). A run writes ``pred_{dev,test}_{disjoint,merged}.jsonl`` (span files),
@@ -12,7 +13,7 @@ for the encoder and one for the SRU and action head, each with its own learning 
 ``metrics.json``.
 
 Checkpoint selection: every ``eval_every`` steps (and at the last one) the dev splits are decoded and the model is
-scored by the mean over datasets of the strict micro-F1 in the disjoint view; the best state is kept in memory and
+scored by the mean over datasets of the strict micro-F1 in the disjoint view; the best state is kept on disk and
 restored before the final dev and test predictions (``metrics["best_step"]``, ``metrics["dev_curve"]``).
 ``eval_every`` 0 scores the last step only. ``max_dev_sentences`` caps each dataset's dev split (a seeded sample,
 the same for selection and the reported dev scores) so that selection stays cheap on large corpora.
@@ -25,13 +26,16 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from curation.io import provenance, write_json, write_jsonl
 from curation.records import Record
+from mtl_baselines.common import Splits, batch_indices, score_records
+from mtl_baselines.engine import engine_args, fit, remove_checkpoints, result_settings, set_seed
 from mtl_baselines.sru_ner.actions import action_vocab
+from mtl_baselines.sru_ner.config import TrainConfig
 from mtl_baselines.sru_ner.data import (
     clean_mentions,
     collate,
@@ -41,22 +45,19 @@ from mtl_baselines.sru_ner.data import (
     rename_types,
 )
 from mtl_baselines.sru_ner.model import SRUNER, action_loss, build_model, steps_to_mentions
-from mtl_baselines.token_mtl.data import Splits, batch_indices
-from mtl_baselines.token_mtl.trainer import linear_warmup_decay, score_records, set_seed
-
-if TYPE_CHECKING:
-    from mtl_baselines.sru_ner.train import TrainConfig
 
 MODES = ("disjoint", "merged")
+# settings a checkpoint need not match: where and how a run is written, not what it computes
+ENGINE_ONLY = ("output", "device", "save_steps", "report_to", "mixed_precision", "gradient_accumulation_steps")
 log = logging.getLogger(__name__)
 
 
-def make_optimizers(model: SRUNER, encoder_lr: float, head_lr: float, weight_decay: float
-                    ) -> tuple[torch.optim.AdamW, torch.optim.AdamW]:
-    """Two AdamW optimisers: the encoder's parameters, and the SRU plus action head's."""
+def param_groups(model: SRUNER, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups, each with its own peak rate: the encoder's parameters, and the SRU plus action head's (one
+    AdamW over both groups updates every parameter exactly as two optimisers would)."""
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
-    return (torch.optim.AdamW(enc, lr=encoder_lr, weight_decay=weight_decay),
-            torch.optim.AdamW(model.head_parameters(), lr=head_lr, weight_decay=weight_decay))
+    return [{"params": enc, "lr": encoder_lr, "weight_decay": weight_decay, "name": "encoder"},
+            {"params": model.head_parameters(), "lr": head_lr, "weight_decay": weight_decay, "name": "head"}]
 
 
 @torch.no_grad()
@@ -116,54 +117,41 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
                      for r, m in zip(recs, cleaned, strict=True)]
                for key, (_, recs, cleaned) in prep["parts"].items()}
     set_seed(cfg.seed)
-    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg.model, len(vocab), cfg.slot_dim, cfg.latents, cfg.max_distance, cfg.dropout).to(device)
+    model = build_model(cfg.model, len(vocab), cfg.slot_dim, cfg.latents, cfg.max_distance, cfg.dropout)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     train = [e for name in corpora for e in encoded[(name, "train")]]
     sizes = [len(encoded[(name, "train")]) for name in corpora]
-    opts = make_optimizers(model, cfg.encoder_lr, cfg.head_lr, cfg.weight_decay)
-    warmup = round(cfg.warmup_ratio * cfg.steps)
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: linear_warmup_decay(s, cfg.steps, warmup)) for o in opts]
     dev_keep = {name: dev_sample(len(encoded[(name, "dev")]), cfg.max_dev_sentences, cfg.seed) for name in corpora}
 
-    def dev_score() -> float:
+    def evaluate(m: SRUNER) -> tuple[float, dict[str, float], None]:
         f1 = []
         for name in corpora:
             gold = [prep["parts"][(name, "dev")][0][i] for i in dev_keep[name]]
-            pred = predict(model, [encoded[(name, "dev")][i] for i in dev_keep[name]], vocab, cfg.infer_batch_size,
+            pred = predict(m, [encoded[(name, "dev")][i] for i in dev_keep[name]], vocab, cfg.infer_batch_size,
                            pad_id, cfg.max_steps_per_word)
-            recs = [_with_spans(r, evaluation_spans(r, m, name, prep["origin"], "disjoint"))
-                    for r, m in zip(gold, pred, strict=True)]
+            recs = [_with_spans(r, evaluation_spans(r, x, name, prep["origin"], "disjoint"))
+                    for r, x in zip(gold, pred, strict=True)]
             f1.append(score_records(gold, recs)["f1"])
-        return sum(f1) / len(f1)
+        score = sum(f1) / len(f1)
+        log.info("dev mean F1 %.2f", 100 * score)
+        return score, {"dev_mean_f1": score}, None
 
-    history, dev_curve = [], []
-    best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, cfg.steps, None)
-    model.train()
-    for step, idx in enumerate(draw_batches(sizes, cfg.batch_size, cfg.steps,
-                                            torch.Generator().manual_seed(cfg.seed)), 1):
-        b = {k: v.to(device) for k, v in collate([train[i] for i in idx], pad_id, len(vocab)).items()}
-        logits = model(b["input_ids"], b["attention_mask"], b["word_index"], b["gold"], b["n_words"])
-        loss = action_loss(logits, b["gold"], b["step_mask"], b["supervised"])
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for o, s in zip(opts, scheds, strict=True):
-            o.step()
-            s.step()
-        history.append({"step": step, "loss": loss.item(), "encoder_lr": scheds[0].get_last_lr()[0],
-                        "head_lr": scheds[1].get_last_lr()[0]})
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            score = dev_score()
-            dev_curve.append({"step": step, "dev_mean_f1": score})
-            log.info("step %d: loss %.4f, dev mean F1 %.2f", step, loss.item(), 100 * score)
-            if score > best[0]:
-                state = None if step == cfg.steps else {k: v.detach().to("cpu", copy=True)
-                                                        for k, v in model.state_dict().items()}
-                best = (score, step, state)
-    if best[2] is not None:
-        model.load_state_dict(best[2])
+    def step_fn(m: SRUNER, b: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        logits = m(b["input_ids"], b["attention_mask"], b["word_index"], b["gold"], b["n_words"])
+        return action_loss(logits, b["gold"], b["step_mask"], b["supervised"]), {}
+
+    plan = list(draw_batches(sizes, cfg.batch_size, cfg.steps * cfg.gradient_accumulation_steps,
+                             torch.Generator().manual_seed(cfg.seed)))
+    eval_at = {s for s in range(1, cfg.steps + 1) if s % cfg.eval_every == 0 or s == cfg.steps} \
+        if cfg.eval_every else set()
+    settings = {k: v for k, v in vars(cfg).items() if k not in ENGINE_ONLY} | result_settings(cfg)
+    state = fit(model, step_fn, plan, lambda idx: collate([train[i] for i in idx], pad_id, len(vocab)),
+                param_groups(model, cfg.encoder_lr, cfg.head_lr, cfg.weight_decay), out_dir=out,
+                engine=engine_args(cfg), warmup_ratio=cfg.warmup_ratio, max_grad_norm=1.0,
+                evaluate=evaluate if cfg.eval_every else None, eval_at=eval_at,
+                log_lrs={"encoder_lr": 0, "head_lr": 1}, settings=settings, logger=log)
+    history, dev_curve, main = state["history"], state["dev_curve"], state["main"]
+    best_step = state["best_step"] or state["steps"]
     scores: dict[str, Any] = {}
     for split in ("dev", "test"):
         for name in corpora:
@@ -175,15 +163,20 @@ def run_one(cfg: TrainConfig, corpora: Mapping[str, Splits], tokenizer: Any, out
             for mode in MODES:
                 recs = [_with_spans(r, evaluation_spans(r, m, name, prep["origin"], mode))
                         for r, m in zip(gold, pred, strict=True)]
-                write_jsonl(out / f"pred_{split}_{name}_{mode}.jsonl", (r.to_dict() for r in recs))
+                if main:
+                    write_jsonl(out / f"pred_{split}_{name}_{mode}.jsonl", (r.to_dict() for r in recs))
                 scores.setdefault(split, {}).setdefault(mode, {})[name] = score_records(gold, recs)
-    write_jsonl(out / "history.jsonl", history)
-    (out / "crossing.txt").write_text("".join(f"{n}\n" for n in prep["notes"]), encoding="utf-8")
+    if main:
+        write_jsonl(out / "history.jsonl", history)
+        (out / "crossing.txt").write_text("".join(f"{n}\n" for n in prep["notes"]), encoding="utf-8")
     metrics = {"datasets": list(corpora), "types": types, "actions": vocab, "steps": cfg.steps,
                "n_train": dict(zip(corpora, sizes, strict=True)), "crossing_changes": len(prep["notes"]),
                "n_dev": {name: len(keep) for name, keep in dev_keep.items()},
-               "best_step": best[1], "dev_curve": dev_curve,
+               "best_step": best_step, "resumed_from": state["resumed_from"],
+               "examples_per_process": state["examples_per_process"], "dev_curve": dev_curve,
                "dev": scores["dev"], "test": scores["test"], "seconds": round(time.perf_counter() - start, 2),
                "provenance": provenance(cfg, [p for s in corpora.values() for p in s.sources])}
-    write_json(out / "metrics.json", metrics)
+    if main:
+        write_json(out / "metrics.json", metrics)
+    remove_checkpoints(out)
     return metrics

@@ -28,76 +28,11 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.cli import parse_config, run
-from curation.io import Files, InputError, run_lock
-from mtl_baselines.token_mtl.train import TrainArgs, _floats
-
-
-@dataclass
-class StudyConfig(TrainArgs):
-    corpus: list[str] = field(default_factory=list, metadata={
-        "help": "Corpus folder(s) with train/dev(el)/test files, or file(s) (or folders of one file) split by "
-                "document."})
-    output: str = field(default="", metadata={"help": "Study folder (resumed when it holds finished runs)."})
-    fractions: str = field(default="1,0.75,0.5,0.25,0.1,0.075,0.05,0.025", metadata={
-        "help": "Training fractions, comma-separated, each in (0, 1]."})
-    seeds: int = field(default=3, metadata={"help": "Number of seeds per (variant, fraction): seeds 0 .. N-1."})
-    variants: str = field(default="single,heuristic,uw_sym,uw_asym,uw_class", metadata={
-        "help": "Loss variants, comma-separated: single, heuristic, uw_sym, uw_asym, uw_class."})
-    ablation: str = field(default="", metadata={
-        "help": "Multi-task variant to ablate: it also runs with each auxiliary head dropped in turn; empty: none."})
-    ablation_fractions: str = field(default="1", metadata={"help": "Fractions of the ablation runs."})
-    report_only: bool = field(default=False, metadata={
-        "help": "Train nothing: write the tables and plots from the runs finished so far and list the missing ones "
-                "(a study in progress, or one run corpus by corpus in several processes)."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        from mtl_baselines.token_mtl.losses import parse_variant
-
-        if not self.corpus or not self.output:
-            raise InputError("--corpus" if not self.corpus else "--output", "is required")
-        for option, values in (("--fractions", self.fraction_list()), ("--ablation-fractions",
-                                                                        self.ablation_fraction_list())):
-            if not values or any(not 0 < f <= 1 for f in values) or len(set(values)) != len(values):
-                raise InputError(option, "needs distinct fractions in (0, 1]")
-        if self.seeds < 1:
-            raise InputError("--seeds", "must be >= 1")
-        variants = self.variant_list()
-        if not variants or len(set(variants)) != len(variants):
-            raise InputError("--variants", "needs distinct variant names")
-        for v in variants + ([self.ablation] if self.ablation else []):
-            try:
-                parse_variant(v)
-            except ValueError as err:
-                raise InputError("--ablation" if v == self.ablation else "--variants", str(err)) from None
-        if self.ablation and ("-" in self.ablation or self.ablation == "single"):
-            raise InputError("--ablation", f"needs a multi-task variant without -no_ suffixes, not {self.ablation!r}")
-
-    def files(self) -> Files:
-        return Files(reads=[*self.corpus, self.model, self.tokenizer], folders=[self.output])
-
-    def fraction_list(self) -> list[float]:
-        return _floats(self.fractions, "--fractions")
-
-    def ablation_fraction_list(self) -> list[float]:
-        return _floats(self.ablation_fractions, "--ablation-fractions")
-
-    def variant_list(self) -> list[str]:
-        return [v.strip() for v in self.variants.split(",") if v.strip()]
-
-    def plan(self) -> list[tuple[str, float, int]]:
-        """Every (variant, fraction, seed) to run, in running order."""
-        from mtl_baselines.token_mtl.losses import AUX_HEADS
-
-        runs = [(v, f, s) for f in self.fraction_list() for v in self.variant_list() for s in range(self.seeds)]
-        if self.ablation:
-            runs += [(f"{self.ablation}-no_{h}", f, s) for f in self.ablation_fraction_list() for h in AUX_HEADS
-                     for s in range(self.seeds)]
-        return list(dict.fromkeys(runs))
+from curation.io import InputError, run_lock
+from mtl_baselines.token_mtl.config import StudyConfig
 
 
 def run_dir(corpus_dir: Path, variant: str, fraction: float, seed: int) -> Path:
@@ -123,8 +58,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(StudyConfig, argv, prog="bioselect mtl study", description=__doc__.split("\n\n")[0])
     from curation.io import atomic_write, provenance, write_json, write_jsonl
     from curation.sample import sampling_order
-    from mtl_baselines.token_mtl.data import check_fraction, check_splits, load_splits
-    from mtl_baselines.token_mtl.model import load_tokenizer
+    from mtl_baselines.common import load_splits, load_tokenizer
+    from mtl_baselines.token_mtl.data import check_fraction, check_splits
     from mtl_baselines.token_mtl.report import RUN_COLUMNS, overview_markdown, write_csv, write_report
     from mtl_baselines.token_mtl.trainer import run_one, run_settings
 

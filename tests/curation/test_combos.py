@@ -18,7 +18,7 @@ import torch
 
 from curation import combos
 from curation.cli import parse_config
-from curation.combo_evaluators import EncoderEvaluator, Evaluator, find_corpora
+from curation.combo_evaluators import Evaluator, find_corpora
 from curation.combos import (
     MLPEnsemble,
     all_mixes,
@@ -34,6 +34,7 @@ from curation.combos import (
 from curation.combos_cli import EVALUATORS, CombosConfig, build_evaluator
 from curation.combos_cli import main as combos_main
 from curation.io import InputError
+from mtl_baselines.token_mtl.combo_evaluator import EncoderEvaluator
 from tests.helpers import REPO
 from tuning.combo_evaluator import LoraEvaluator
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from curation.combo_evaluators import EncoderEvaluator, find_corpora
+from curation.combo_evaluators import find_corpora
 from curation.combos import search
+from mtl_baselines.token_mtl.combo_evaluator import EncoderEvaluator
 from tests.helpers import offline_model, real_file
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_thread")]

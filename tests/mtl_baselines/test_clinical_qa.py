@@ -22,6 +22,7 @@ from curation.cli import parse_config
 from curation.io import InputError
 from curation.records import Record, Span
 from mtl_baselines.clinical_qa import data, losses, metrics, model, study, trainer
+from mtl_baselines.clinical_qa.config import StudyConfig, TrainConfig
 from mtl_baselines.clinical_qa.data import (
     TEMPLATES,
     cap_questions,
@@ -33,9 +34,7 @@ from mtl_baselines.clinical_qa.data import (
 from mtl_baselines.clinical_qa.losses import QALoss, class_weights
 from mtl_baselines.clinical_qa.metrics import category_scores, exact_match, span_scores, token_f1
 from mtl_baselines.clinical_qa.model import ClinicalQA
-from mtl_baselines.clinical_qa.study import StudyConfig
 from mtl_baselines.clinical_qa.study import main as study_main
-from mtl_baselines.clinical_qa.train import TrainConfig
 from mtl_baselines.clinical_qa.train import main as train_main
 from mtl_baselines.clinical_qa.trainer import predict
 from tests.helpers import ASSETS, REPO
@@ -399,16 +398,16 @@ def test_heads_have_the_paper_shapes_and_tasks_get_their_own_gradients():
 
 
 def test_optimizer_puts_the_heads_at_their_own_rate_and_biases_without_decay():
-    from mtl_baselines.clinical_qa.trainer import make_optimizer
+    from mtl_baselines.clinical_qa.trainer import param_groups
 
     m = ClinicalQA(tiny_bert(50, layers=2), 3, shared_layers=1)
-    opt = make_optimizer(m, lr=1e-4, weight_decay=0.01, head_lr=1e-3)
+    groups = param_groups(m, lr=1e-4, weight_decay=0.01, head_lr=1e-3)
     head = {id(p) for p in m.heads.parameters()}
-    for g in opt.param_groups:
+    for g in groups:
         assert {id(p) in head for p in g["params"]} == {g["lr"] == 1e-3}
         assert g["weight_decay"] == (0.01 if all(p.ndim >= 2 for p in g["params"]) else 0.0)
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(m.parameters()))
-    assert {g["lr"] for g in make_optimizer(m, 1e-4, 0.01).param_groups} == {1e-4}
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    assert {g["lr"] for g in param_groups(m, 1e-4, 0.01)} == {1e-4}
 
 
 # ---------------------------------------------------------------------------------------------------------------

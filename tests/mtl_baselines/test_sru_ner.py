@@ -298,7 +298,7 @@ def _genia_lines(n_docs, sents_per_doc=2):
 
 def test_dev_holdout_trains_on_dev_minus_whole_held_out_documents(tmp_path):
     from curation.io import InputError
-    from mtl_baselines.token_mtl.data import load_splits
+    from mtl_baselines.common import load_splits
 
     (tmp_path / "dev.jsonlines").write_text(_genia_lines(10))
     (tmp_path / "test.jsonlines").write_text(_genia_lines(3))
@@ -315,8 +315,8 @@ def test_dev_holdout_trains_on_dev_minus_whole_held_out_documents(tmp_path):
 
 def test_restrict_splits_keeps_types_everywhere_and_cuts_disjoint_train_parts(tmp_path):
     from curation.io import InputError
+    from mtl_baselines.common import load_splits
     from mtl_baselines.sru_ner.data import restrict_splits
-    from mtl_baselines.token_mtl.data import load_splits
 
     (tmp_path / "dev.jsonlines").write_text(_genia_lines(12))
     (tmp_path / "test.jsonlines").write_text(_genia_lines(3))

@@ -18,8 +18,11 @@ from curation.cli import main as cli_main
 from curation.cli import parse_config
 from curation.io import InputError
 from curation.records import Record, Span, join_tokens
-from mtl_baselines.token_mtl import analysis, data, labels, losses, trainer
-from mtl_baselines.token_mtl.data import check_fraction, check_splits, encode, load_splits
+from mtl_baselines import common, engine
+from mtl_baselines.common import check_tokenizer, load_splits, load_tokenizer
+from mtl_baselines.token_mtl import analysis, data, labels, losses
+from mtl_baselines.token_mtl.config import StudyConfig, TrainConfig
+from mtl_baselines.token_mtl.data import check_fraction, check_splits, encode
 from mtl_baselines.token_mtl.labels import (
     bio_labels,
     has_entity,
@@ -28,11 +31,9 @@ from mtl_baselines.token_mtl.labels import (
     word_tags,
 )
 from mtl_baselines.token_mtl.losses import MTLLoss, parse_variant, per_class_token_losses, uncertainty_loss
-from mtl_baselines.token_mtl.model import TokenMTL, check_tokenizer, load_tokenizer
-from mtl_baselines.token_mtl.study import StudyConfig
+from mtl_baselines.token_mtl.model import TokenMTL
 from mtl_baselines.token_mtl.study import main as study_main
-from mtl_baselines.token_mtl.train import TrainConfig
-from mtl_baselines.token_mtl.trainer import make_optimizer, run_one
+from mtl_baselines.token_mtl.trainer import param_groups, run_one
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,7 +177,7 @@ def test_first_subword_alignment_with_a_real_wordpiece_split():
 
 
 def test_doctests():
-    for module in (labels, losses, data, analysis, trainer):
+    for module in (labels, losses, data, analysis, common, engine):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -282,10 +283,11 @@ def test_model_heads_and_shapes():
 def test_log_vars_have_their_own_group_without_weight_decay():
     model = TokenMTL(tiny_encoder(len(VOCAB)), num_labels=5)
     loss_fn = MTLLoss("uw_sym", losses.HEADS)
-    opt = make_optimizer(model, loss_fn, lr=1e-4, weight_decay=0.01, log_var_lr=0.02)
-    group = [g for g in opt.param_groups if g["name"] == "log_vars"][0]
+    groups = param_groups(model, loss_fn, weight_decay=0.01, log_var_lr=0.02)
+    group = [g for g in groups if g["name"] == "log_vars"][0]
     assert group["params"] == [loss_fn.log_vars] and group["weight_decay"] == 0.0 and group["lr"] == 0.02
-    assert [g["name"] for g in make_optimizer(model, MTLLoss("single", ("ner",)), 1e-4, 0.01, 0.02).param_groups] \
+    assert group["constant_lr"] and not any(g.get("constant_lr") for g in groups if g["name"] != "log_vars")
+    assert [g["name"] for g in param_groups(model, MTLLoss("single", ("ner",)), 0.01, 0.02)] \
         == ["model", "model_no_decay"]
 
 

@@ -7,9 +7,10 @@ import torch
 
 from curation.io import InputError
 from curation.sample import sampling_order
-from mtl_baselines.token_mtl.data import check_fraction, check_splits, collate, encode, load_splits
+from mtl_baselines.common import check_tokenizer, load_splits, load_tokenizer
+from mtl_baselines.token_mtl.data import check_fraction, check_splits, collate, encode
 from mtl_baselines.token_mtl.labels import IGNORE, bio_labels
-from mtl_baselines.token_mtl.model import TokenMTL, check_tokenizer, load_tokenizer
+from mtl_baselines.token_mtl.model import TokenMTL
 from tests.helpers import offline_model, real_file
 
 pytestmark = pytest.mark.real
