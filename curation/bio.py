@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from curation.records import Record, char_span_to_tokens
+
 TokenSpan = tuple[int, int, str]  # [start, end) token indices, label
 
 
@@ -68,3 +70,27 @@ def spans_to_bio(n_tokens: int, spans: list[TokenSpan]) -> list[str]:
         for i in range(start + 1, end):
             tags[i] = f"I-{label}"
     return tags
+
+
+def word_tags(record: Record) -> list[str]:
+    """IOB2 tags of a record's tokens from its character spans.
+
+    Raises ``ValueError`` when the record has no tokens, a span does not start and end on token edges, or spans
+    overlap (BIO cannot encode nesting).
+
+    >>> from curation.records import Span
+    >>> r = Record(id="s", text="CL was 5 L/h", tokens=["CL", "was", "5", "L/h"],
+    ...            token_offsets=[(0, 2), (3, 6), (7, 8), (9, 12)], spans=[Span(0, 2, "PK"), Span(7, 12, "VALUE")])
+    >>> word_tags(r)
+    ['B-PK', 'O', 'B-VALUE', 'I-VALUE']
+    """
+    if record.tokens is None or record.token_offsets is None:
+        raise ValueError("the record has no tokens; token classification needs a tokenised corpus")
+    token_spans = []
+    for s in record.sorted_spans():
+        ts = char_span_to_tokens(record.token_offsets, s)
+        if ts is None:
+            raise ValueError(f"span [{s.start}, {s.end}) {s.label} {s.surface(record.text)!r} does not align with "
+                             "token edges")
+        token_spans.append((ts[0], ts[1], s.label))
+    return spans_to_bio(len(record.tokens), token_spans)

@@ -142,7 +142,7 @@ class Corpora:
 
     def splits(self, name: str):
         if name not in self._splits:
-            from mtl_baselines.common import load_splits
+            from curation.splits import load_splits
 
             self._splits[name] = load_splits(self.paths[name])
         return self._splits[name]
@@ -167,7 +167,7 @@ class Corpora:
     def check(self) -> None:
         """Read every corpus now and check its records can be tagged (tokens, spans on token edges, no nesting),
         so that bad input stops the command before any training."""
-        from mtl_baselines.token_mtl.labels import word_tags
+        from curation.bio import word_tags
 
         for name in self.paths:
             todo = [("train", self.train(name))]

@@ -27,17 +27,6 @@ from tests.helpers import REPO
 LAYERS = ("prompts", "curation", "tuning", "mtl_baselines")
 OPTIONAL_EXTRAS = ("bitsandbytes", "llguidance", "tensorboard")  # pyproject's quantization, constrained, tensorboard
 
-# Known violations, left for another change. THIS MUST BE EMPTIED WHEN THEY ARE FIXED:
-# test_known_violations_still_exist fails as soon as an edge listed here is gone, so a fixed edge cannot linger.
-# Each entry is one (importer, imported) edge that the checks below ignore.
-KNOWN_VIOLATIONS_UNTIL_ENGINE_BRANCH: frozenset[tuple[str, str]] = frozenset({
-    # upward: curation -> mtl_baselines. The combination search's Corpora (shared by the encoder evaluator, now in
-    # mtl_baselines, and the LoRA evaluator in tuning) still reads corpora with mtl_baselines.common.load_splits and
-    # checks records with token_mtl's word_tags; both need only curation, and belong there.
-    ("curation.combo_evaluators", "mtl_baselines.common"),
-    ("curation.combo_evaluators", "mtl_baselines.token_mtl.labels"),
-})
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -212,7 +201,7 @@ def _cycle_in(graph: Mapping[str, Mapping[str, Edge]], group: list[str]) -> list
 
 
 def _project_edges() -> list[Edge]:
-    return [e for e in import_edges(REPO, LAYERS) if (e.source, e.target) not in KNOWN_VIOLATIONS_UNTIL_ENGINE_BRANCH]
+    return import_edges(REPO, LAYERS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,13 +216,6 @@ def test_no_package_imports_one_above_it():
 def test_no_import_cycles_between_modules():
     problems = import_cycles(_project_edges())
     assert not problems, "import cycles:\n" + "\n".join(problems)
-
-
-def test_known_violations_still_exist():
-    """An allowlisted edge that is gone must leave the allowlist, so that it cannot come back unnoticed."""
-    present = {(e.source, e.target) for e in import_edges(REPO, LAYERS)}
-    gone = sorted(KNOWN_VIOLATIONS_UNTIL_ENGINE_BRANCH - present)
-    assert not gone, f"remove from KNOWN_VIOLATIONS_UNTIL_ENGINE_BRANCH (fixed): {gone}"
 
 
 def test_optional_extras_are_imported_inside_functions():
@@ -293,7 +275,7 @@ def test_checker_reports_a_cycle_with_its_path(layered):
     assert cycles == ["high.b -> high.c (high/b.py:1) -> high.b (high/c.py:3 in function)"]
 
 
-def test_checker_finds_a_longer_cycle_and_an_allowlist_removes_it(tmp_path):
+def test_checker_finds_a_longer_cycle_and_no_cycle_once_an_edge_is_gone(tmp_path):
     _write(tmp_path, {"p/__init__.py": "", "p/x.py": "from .y import f\n", "p/y.py": "from p.z import g\nf = 1\n",
                       "p/z.py": "import p.x\ng = 1\n", "p/w.py": "import p.x\n"})
     edges = import_edges(tmp_path, ("p",))

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from curation.bio import bio_to_spans, spans_to_bio
-from curation.records import Record, Span, char_span_to_tokens, token_span_to_char
+from curation.bio import bio_to_spans, spans_to_bio, word_tags  # noqa: F401 (word_tags: the baselines' name)
+from curation.records import Span, token_span_to_char
 
 IGNORE = -100
 OUTSIDE, SINGLE_TOKEN, MULTI_TOKEN = 0, 1, 2
@@ -50,29 +50,6 @@ def label_types(labels: Sequence[str]) -> list[str]:
     ['O', 'PK', 'PK']
     """
     return [lab if lab == "O" else lab[2:] for lab in labels]
-
-
-def word_tags(record: Record) -> list[str]:
-    """IOB2 tags of a record's tokens from its character spans.
-
-    Raises ``ValueError`` when the record has no tokens, a span does not start and end on token edges, or spans
-    overlap (BIO cannot encode nesting).
-
-    >>> r = Record(id="s", text="CL was 5 L/h", tokens=["CL", "was", "5", "L/h"],
-    ...            token_offsets=[(0, 2), (3, 6), (7, 8), (9, 12)], spans=[Span(0, 2, "PK"), Span(7, 12, "VALUE")])
-    >>> word_tags(r)
-    ['B-PK', 'O', 'B-VALUE', 'I-VALUE']
-    """
-    if record.tokens is None or record.token_offsets is None:
-        raise ValueError("the record has no tokens; token classification needs a tokenised corpus")
-    token_spans = []
-    for s in record.sorted_spans():
-        ts = char_span_to_tokens(record.token_offsets, s)
-        if ts is None:
-            raise ValueError(f"span [{s.start}, {s.end}) {s.label} {s.surface(record.text)!r} does not align with "
-                             "token edges")
-        token_spans.append((ts[0], ts[1], s.label))
-    return spans_to_bio(len(record.tokens), token_spans)
 
 
 def multi_token_classes(tags: Sequence[str]) -> list[int]:
