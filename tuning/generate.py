@@ -148,8 +148,8 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
             raise InputError(path, f"unknown task {task!r}; one of {', '.join(prompts.TASKS)}", line=n,
                              record=rec["id"])
         if labels and first_task is not None and task != first_task[0]:
-            raise InputError(path, f"--labels is one label set, but this record's task is {task!r} and record "
-                                   f"{first_task[1]!r}'s is {first_task[0]!r}; generate one task at a time or let "
+            raise InputError(path, f"--labels is one label set, but this file mixes tasks ({first_task[0]!r} in "
+                                   f"record {first_task[1]!r}, {task!r} here); generate one task at a time or let "
                                    "each instruction name its labels", line=n, record=rec["id"])
         first_task = first_task or (task, rec["id"])
         found = labels or prompts.instruction_labels(task, rec["instruction"])
