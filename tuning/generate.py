@@ -198,7 +198,10 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
     counts = {"records": len(rows), **{s: statuses.get(s, 0) for s in ("ok", "parse_error", "schema_error")},
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
-              "new_tokens": stats.new_tokens}
+              "new_tokens": stats.new_tokens,
+              "by_task": {task: {s: sum(row["task"] == task and row["status"] == s for row in rows)
+                                 for s in ("ok", "parse_error", "schema_error")}
+                          for task in sorted({row["task"] for row in rows})}}
     manifest = provenance(
         cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),

@@ -318,6 +318,10 @@ def test_unconstrained_generation_reports_failures_per_task(tmp_path, tiny_model
         assert pred["status"] == parse_answer(row["task"], pred["output"], labels_of(row)).status != "ok"
     counts = json.loads(Path(f"{out}.manifest.json").read_text())["counts"]
     assert counts["parse_error"] + counts["schema_error"] == len(rows) and counts["ok"] == 0
+    for task in ("re", "ee", "tc"):
+        by_task = counts["by_task"][task]
+        assert by_task == {s: sum(p["task"] == task and p["status"] == s for p in preds)
+                           for s in ("ok", "parse_error", "schema_error")} and sum(by_task.values()) == 2
 
 
 @pytest.mark.parametrize("case", ["no_labels", "labels_over_two_tasks", "unknown_task"])
