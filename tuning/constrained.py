@@ -15,17 +15,19 @@ characters) copied with the text's own whitespace between them and JSON-escaped.
     LABEL: "Gene"
     NAME: RUN & EDGE
     RUN: %regex {"substring_chunks": ["IL", "-", "2"]}
-    EDGE: FIRST (/(?s:.)*/ LAST)?
+    EDGE: FIRST (UNIT* LAST)?
+    UNIT: /\\\\u[0-9a-fA-F]{4}|\\\\[^u]|[^\\\\]/
     FIRST: "-" | "2" | "I"
     LAST: "-" | "2" | "L"
     <BLANKLINE>
 
 The mentions are one terminal of linear size, not a list of every run (which grows with the square of the input's
-length): llguidance's ``%regex {"substring_chunks": [...]}`` admits any concatenation of consecutive chunks (a suffix
-automaton), given here the JSON-escaped pieces and whitespace gaps of the text, and ``EDGE`` keeps a mention from
-starting or ending with whitespace (or being empty). llguidance's own ``substring_words`` is not used: it emits the
-text's quotes and backslashes raw inside the JSON string, groups a run of punctuation into one word (``"Na+/K+"``
-would not admit ``"Na+"``) and admits the empty string and runs with outer whitespace.
+length): llguidance's ``%regex {"substring_chunks": [...]}`` admits any concatenation of consecutive chunks (a
+suffix automaton), given here the JSON-escaped pieces and whitespace gaps of the text, and ``EDGE`` keeps a mention
+from starting or ending with whitespace (or being empty), reading the escaped text one character (``UNIT``) at a
+time. llguidance's own ``substring_words`` is not used: it emits the text's quotes and backslashes raw inside the
+JSON string, groups a run of punctuation into one word (``"Na+/K+"`` would not admit ``"Na+"``) and admits the empty
+string and runs with outer whitespace.
 
 llguidance (the ``constrained`` extra) compiles the grammar and computes, at every step, the set of tokens that
 keep the answer a prefix of a grammatical one; :class:`GrammarLogitsProcessor` applies those masks to a batch in
@@ -45,6 +47,9 @@ EXTRA = "constrained"  # the optional dependency group that installs llguidance
 # A type or role the record does not list (RE entity types, EE roles without --entity-types / --roles): a word of
 # letters, digits, "_", "." and "-", as the shipped corpora's types and roles are (PHEE's "Treatment.Drug").
 FREE_TYPE = "/[A-Za-z0-9_.\\-]{1,64}/"
+# One character of a JSON string's content as json.dumps writes it: a \\u escape, a two-character escape, or a raw
+# character. EDGE reads a mention unit by unit so that the "t" of an escaped tab is not taken for a piece's last "t".
+UNIT = 'UNIT: /\\\\u[0-9a-fA-F]{4}|\\\\[^u]|[^\\\\]/\n'
 
 
 def _segments(text: str, skip: Container[str] = ()) -> list[list[tuple[str, bool]]]:
@@ -133,9 +138,9 @@ def mention_terminal(text: str, skip: Container[str] = ()) -> str | None:
     ``text``; None when the text has no candidate.
 
     ``RUN`` is llguidance's substring automaton over the escaped chunks (pieces and whitespace gaps) of each run of
-    producible text, so its size is linear in the text's length; ``EDGE`` makes a mention start with the first
-    character of a piece and end with the last character of one, which rules out outer whitespace and the empty
-    string (a gap is whitespace and a piece has none).
+    producible text, so its size is linear in the text's length; ``EDGE`` makes a mention start with the (escaped)
+    first character of a piece and end with the last character of one, read as whole escaped characters (``UNIT``),
+    which rules out outer whitespace and the empty string (a gap is whitespace and a piece has none).
 
     >>> mention_terminal(" \\n ") is None
     True
@@ -148,7 +153,7 @@ def mention_terminal(text: str, skip: Container[str] = ()) -> str | None:
         chunks = json.dumps({"substring_chunks": [_escaped(c) for c, _ in seg]})
         runs.append("%regex " + chunks.replace("\x7f", "\\u007f"))
     pieces = [c for seg in segments for c, is_piece in seg if is_piece]
-    return (f"NAME: RUN & EDGE\nRUN: {' | '.join(runs)}\nEDGE: FIRST (/(?s:.)*/ LAST)?\n"
+    return (f"NAME: RUN & EDGE\nRUN: {' | '.join(runs)}\nEDGE: FIRST (UNIT* LAST)?\n{UNIT}"
             f"FIRST: {_alternatives(sorted({p[0] for p in pieces}))}\n"
             f"LAST: {_alternatives(sorted({p[-1] for p in pieces}))}\n")
 

@@ -35,8 +35,9 @@ from tuning.generation import Generated, prediction_row
 ASSET_FILES = {"re": ["readers/ddi", "readers/tiny.PubTator", "readers/pk.jsonl"],
                "ee": ["readers/phee.json", "readers/brat"],
                "tc": ["readers/healthadvice.csv", "readers/causal.csv", "readers/ade"]}
-# characters a text of the grammar tests is made of: quotes, backslashes, tabs, DEL, non-ASCII, punctuation runs
-TRICKY = 'IL-2 say "hi"  C:\\p\tx \x7f Na+/K+ naïve'
+# texts of the grammar tests: quotes, backslashes, tabs, DEL, non-ASCII, punctuation runs; whitespace escaped in JSON
+# (\t, \n, \u000b, \f, \r, \u001c) after pieces that end with the escape's last letter
+TRICKY = ['IL-2 say "hi"  C:\\p\tx \x7f Na+/K+ naïve', "cat\tdog in\nab\x0bif\x0cbar\rx\x1cabc"]
 
 
 def converted(task: str) -> list[dict]:
@@ -183,11 +184,11 @@ MENTION_SLOTS = {  # a grammar and an answer with one mention m in it, per task
 }
 
 
+@pytest.mark.parametrize("text", TRICKY, ids=["quotes", "escaped-whitespace"])
 @pytest.mark.parametrize("task", sorted(MENTION_SLOTS))
-def test_mentions_are_exactly_the_runs_of_the_input(tokenizer, ll_tok, task):
+def test_mentions_are_exactly_the_runs_of_the_input(tokenizer, ll_tok, task, text):
     """Every run of pieces is admitted, JSON-escaped (quotes, backslashes, tabs, DEL, non-ASCII), and every other
     substring of the text is not (inside a word, outer whitespace, a lone whitespace gap, the empty string)."""
-    text = TRICKY
     build, wrap = MENTION_SLOTS[task]
     a = Acceptor(ll_tok, tokenizer, build(text))
     candidates = set(mention_candidates(text))
