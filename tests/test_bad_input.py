@@ -306,6 +306,10 @@ ROWS: list[Row] = [
         "--output {w}/p.jsonl --unconstrained", "{w}/model_truncated/model.safetensors"),
     Row("generate missing input", "tune generate --model {w}/model_corrupt --input {w}/nope.jsonl "
         "--output {w}/p.jsonl", "{w}/nope.jsonl"),
+    Row("generate an RE record whose instruction names no relation types", "tune generate --model "
+        "{w}/model_corrupt --input {w}/re_nolabels.jsonl --output {w}/p.jsonl", "{w}/re_nolabels.jsonl:2"),
+    Row("generate --labels over records of two tasks", "tune generate --model {w}/model_corrupt --input "
+        "{w}/mixed_tasks.jsonl --output {w}/p.jsonl --labels Disease", "{w}/mixed_tasks.jsonl:2"),
     Row("generate 4-bit and 8-bit together", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "
         "--output {w}/p.jsonl --load-in-4bit --load-in-8bit", "--load-in-8bit"),
     Row("generate 8-bit on a model type bitsandbytes cannot quantise", "tune generate --model {w}/model_falcon "

@@ -1,21 +1,25 @@
-"""Generate NER answers for instruction records with a base model (and LoRA adapter), constrained or not.
+"""Generate NER, RE, EE or TC answers for instruction records with a base model (and LoRA adapter), constrained or not.
 
     bioselect tune generate --model ../shared/models/smollm2-135m --adapter runs/lora --input runs/ncbi_test.jsonl \\
         --output runs/ncbi_pred.jsonl [--constrained | --unconstrained] [--batch-size 8] [--max-new-tokens 256]
 
-Each record's prompt is its user turn in the model's chat template (:func:`tuning.chat.render_prompt`, as in
-training); decoding is greedy, batched and left-padded. ``--constrained`` (the default, needs the ``constrained``
-extra) makes every answer a JSON array valid against the shipped NER schema, with types from the record's label set
-and names that are substrings of the input (:mod:`tuning.constrained`); ``--unconstrained`` takes the model's text
-as it comes and reports parse and schema failures. A record's label set is ``--labels`` when given, else the types
-its instruction names.
+Each record's task is its ``task`` field (``ner`` when absent; a file may mix tasks). Its prompt is its user turn in
+the model's chat template (:func:`tuning.chat.render_prompt`, as in training); decoding is greedy, batched and
+left-padded. ``--constrained`` (the default, needs the ``constrained`` extra) makes every answer valid against the
+task's shipped schema in the training format, with types from the record's label set and mentions that are runs of
+the input's words (:mod:`tuning.constrained`); ``--unconstrained`` takes the model's text as it comes and reports
+parse and schema failures. A record's label set is ``--labels`` when given, else the list its instruction names
+(entity types, relation types, event types or classes); ``--entity-types`` and ``--roles`` restrict RE entity types
+and EE roles, which the shipped instructions do not name.
 
-Writes PRED.jsonl, one line per input record in input order: ``{"id", "output", "spans", "status", "unplaced",
-"n_new_tokens", "finish"}`` (``output``: the generated JSON text; ``spans``: ``[start, end, type]`` of the generated
-names placed in the input, the k-th listing of a (type, name) at its k-th occurrence, unplaceable names left out and
-counted in ``unplaced``; ``status``: ok, parse_error or schema_error; ``finish``: stop or length), and
-PRED.jsonl.manifest.json (provenance, model, adapter, mode, counts). Bad input (unreadable JSONL, a model without
-weights or chat template, an adapter for another base model) exits with code 2 before generating and writes nothing.
+Writes PRED.jsonl, one line per input record in input order: ``{"id", "task", "output", "spans", "status",
+"unplaced", "n_new_tokens", "finish"}`` (``output``: the generated JSON text; ``status``: ok, parse_error or
+schema_error under the record's label set; ``spans``: for NER, ``[start, end, type]`` of the generated names placed
+in the input, the k-th listing of a (type, name) at its k-th occurrence, unplaceable names left out and counted in
+``unplaced``; for RE and EE ``[]``, with ``unplaced`` counting mentions absent from the input; ``finish``: stop or
+length), and PRED.jsonl.manifest.json (provenance, model, adapter, mode, counts). Bad input (unreadable JSONL, a
+record whose labels are unknown, a model without weights or chat template, an adapter for another base model) exits
+with code 2 before generating and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import prompts
 from curation.cli import parse_config, run
 from curation.io import (
     Files,
@@ -47,7 +52,6 @@ from tuning.generation import (
     check_adapter_files,
     default_device,
     generate,
-    instruction_labels,
     load_model,
     load_tokenizer,
     prediction_row,
@@ -74,13 +78,20 @@ class GenerateConfig(quantization.QuantizationArguments):
     batch_size: int = field(default=8, metadata={"help": "Prompts per batch."})
     max_new_tokens: int = field(
         default=256,
-        metadata={"help": "Token budget of an answer; a constrained answer that runs out is cut back to its last "
-                          "complete entity."})
+        metadata={"help": "Token budget of an answer; a constrained list that runs out is cut back to its last "
+                          "complete item (a cut TC answer stays a parse error)."})
     labels: list[str] | None = field(
         default=None,
-        metadata={"help": "Entity types for every record; the types each instruction names if not given."})
-    max_mention_pieces: int = field(
-        default=32, metadata={"help": "Longest constrained name, in pieces (word runs and punctuation characters)."})
+        metadata={"help": "Label set of every record (entity types, relation types, event types or classes; the "
+                          "records must then be of one task); the list each instruction names if not given."})
+    entity_types: list[str] | None = field(
+        default=None,
+        metadata={"help": "Entity types a constrained RE answer may give as head_type and tail_type; any word of "
+                          "letters, digits, '_', '.', '-' if not given."})
+    roles: list[str] | None = field(
+        default=None,
+        metadata={"help": "Argument roles a constrained EE answer may use; any word of letters, digits, '_', '.', "
+                          "'-' if not given."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
 
@@ -91,7 +102,7 @@ class GenerateConfig(quantization.QuantizationArguments):
         if self.constrained and self.unconstrained:
             raise InputError("--unconstrained", "give --constrained or --unconstrained, not both")
         self.constrained = not self.unconstrained
-        for name in ("batch_size", "max_new_tokens", "max_mention_pieces"):
+        for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name}", "must be >= 1")
         if self.dtype not in DTYPES:
@@ -106,10 +117,15 @@ class GenerateConfig(quantization.QuantizationArguments):
         return "constrained" if self.constrained else "unconstrained"
 
 
+LABEL_WORDS = {"ner": "entity types", "re": "relation types", "ee": "event types", "tc": "classes"}
+
+
 def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, Any]], list[list[str]]]:
-    """Instruction records and each one's label set; a record without id, instruction or input, a duplicate id, or
-    a record whose label set is unknown is an :class:`InputError`."""
+    """Instruction records (each with its ``task``, ``ner`` when absent) and each one's label set: ``labels``, else
+    the list its instruction names. A record without id, instruction or input, a duplicate id, an unknown task, a
+    record whose label set is unknown, or ``labels`` over records of more than one task is an :class:`InputError`."""
     records, label_sets, seen = [], [], set()
+    first_task: tuple[str, str] | None = None
     for n, rec in read_jsonl(path):
         missing = [k for k in REQUIRED if not isinstance(rec.get(k), str if k != "id" else (str, int))]
         if missing:
@@ -119,12 +135,19 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
         if rec["id"] in seen:
             raise InputError(path, f"duplicate id {rec['id']!r}", line=n)
         seen.add(rec["id"])
-        if rec.get("task", "ner") != "ner":
-            raise InputError(path, f"generation is for NER records; this record's task is {rec['task']!r}", line=n)
-        found = labels or instruction_labels(rec["instruction"])
+        task = rec.setdefault("task", "ner")
+        if task not in prompts.TASKS:
+            raise InputError(path, f"unknown task {task!r}; one of {', '.join(prompts.TASKS)}", line=n,
+                             record=rec["id"])
+        if labels and first_task is not None and task != first_task[0]:
+            raise InputError(path, f"--labels is one label set, but this file mixes tasks ({first_task[0]!r} in "
+                                   f"record {first_task[1]!r}, {task!r} here); generate one task at a time or let "
+                                   "each instruction name its labels", line=n, record=rec["id"])
+        first_task = first_task or (task, rec["id"])
+        found = labels or prompts.instruction_labels(task, rec["instruction"])
         if not found:
-            raise InputError(path, "the instruction does not name its entity types in the shipped template's words; "
-                                   "give --labels", line=n, record=rec["id"])
+            raise InputError(path, f"the {task} instruction does not name its {LABEL_WORDS[task]} in the words of "
+                                   f"prompts/templates/{task}.txt; give --labels", line=n, record=rec["id"])
         records.append(rec)
         label_sets.append(list(found))
     return records, label_sets
@@ -152,23 +175,29 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)
-    prompts = [render_prompt(tokenizer, r) for r in records]
-    grammars = (answer_grammars(tokenizer, [r["input"] for r in records], label_sets, cfg.max_mention_pieces)
+    prompt_texts = [render_prompt(tokenizer, r) for r in records]
+    grammars = (answer_grammars(tokenizer, [r["input"] for r in records], label_sets, [r["task"] for r in records],
+                                cfg.entity_types, cfg.roles)
                 if cfg.constrained else None)
     model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb)
 
     stats = GenerationStats()
-    generated = generate(model, tokenizer, prompts, grammars, cfg.batch_size, cfg.max_new_tokens, stats)
+    generated = generate(model, tokenizer, prompt_texts, grammars, cfg.batch_size, cfg.max_new_tokens, stats)
     rows = [prediction_row(r, g, labels) for r, g, labels in zip(records, generated, label_sets, strict=True)]
     statuses = Counter(row["status"] for row in rows)
     counts = {"records": len(rows), **{s: statuses.get(s, 0) for s in ("ok", "parse_error", "schema_error")},
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
-              "new_tokens": stats.new_tokens}
+              "new_tokens": stats.new_tokens,
+              "by_task": {task: {s: sum(row["task"] == task and row["status"] == s for row in rows)
+                                 for s in ("ok", "parse_error", "schema_error")}
+                          for task in sorted({row["task"] for row in rows})}}
     manifest = provenance(
         cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
-        labels=sorted({x for ls in label_sets for x in ls}), counts=counts,
+        tasks=dict(sorted(Counter(r["task"] for r in records).items())),
+        labels=sorted({x for ls in label_sets for x in ls}), entity_types=cfg.entity_types, roles=cfg.roles,
+        counts=counts,
         seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
         constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device))
     with together():  # the predictions and their manifest land together or not at all

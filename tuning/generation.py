@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.io import InputError
-from curation.scoring import names_to_spans, parse_output
+from curation.scoring import names_to_spans, parse_answer, parse_output
 from tuning.constrained import GrammarLogitsProcessor, close_truncated, ll_tokenizer
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -29,24 +29,20 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
 
 
-def instruction_labels(instruction: str) -> list[str] | None:
-    """The entity types an NER instruction names (the ``{labels}`` slot of ``prompts/templates/ner.txt``), or None
-    when the instruction does not follow the shipped template."""
-    from prompts import template
+def instruction_labels(instruction: str, task: str = "ner") -> list[str] | None:
+    """The label list a task's instruction names (the ``{labels}`` slot of ``prompts/templates/<task>.txt``: entity
+    types, relation types, event types or classes), or None when the instruction does not follow the shipped
+    template (:func:`prompts.instruction_labels`)."""
+    from prompts import instruction_labels as labels_of
 
-    head = template("ner").split("{labels}")[0].splitlines()[-1]
-    for line in instruction.splitlines():
-        if head in line and line.endswith("."):
-            labels = [x.strip() for x in line.split(head, 1)[1][:-1].split(",")]
-            return labels if all(labels) else None
-    return None
+    return labels_of(task, instruction)
 
 
 @dataclass
 class Generated:
     """One generated answer: ``text`` (special tokens removed), ``n_new_tokens`` (generated tokens including the
     stop token), ``finish`` (``"stop"``: a stop token ended it; ``"length"``: ``max_new_tokens`` ran out; a
-    constrained answer is then cut back to its last complete entity, see :func:`tuning.constrained.close_truncated`).
+    constrained list is then cut back to its last complete item, see :func:`tuning.constrained.close_truncated`).
     """
 
     text: str
@@ -69,22 +65,42 @@ class GenerationStats:
 
 
 def prediction_row(record: dict[str, Any], gen: Generated, labels: Sequence[str] | None) -> dict[str, Any]:
-    """A prediction line: the answer, its parse/schema ``status`` and its names placed in the input as ``spans``.
+    """A prediction line: the record's ``task``, the answer, its parse/schema ``status`` (under ``labels``) and, for
+    NER, its names placed in the input as ``spans``.
 
-    ``spans`` come only from the generated names (:func:`curation.scoring.names_to_spans`: the k-th listing of a
-    (type, name) is the k-th occurrence); names that cannot be placed are left out and counted in ``unplaced``.
+    NER: ``spans`` come only from the generated names (:func:`curation.scoring.names_to_spans`: the k-th listing of
+    a (type, name) is the k-th occurrence); names that cannot be placed are left out and counted in ``unplaced``.
+    RE, EE, TC: ``status`` is :func:`curation.scoring.parse_answer`'s, ``spans`` is empty and ``unplaced`` counts
+    the mentions (heads and tails, triggers and arguments) of a valid answer that occur nowhere in the input.
 
     >>> row = prediction_row({"id": "s1", "input": "cancer and cancer"}, Generated(
     ...     '[{"entity": "Disease", "name": "cancer"}, {"entity": "Disease", "name": "cancer"}]', 21, "stop"),
     ...     ["Disease"])
     >>> row["spans"], row["status"], row["unplaced"]
     ([[0, 6, 'Disease'], [11, 17, 'Disease']], 'ok', 0)
+    >>> row = prediction_row({"id": "s2", "task": "re", "input": "aspirin caused rash"}, Generated(
+    ...     '[{"head": "aspirin", "relation": "ADE", "tail": "fever"}]', 19, "stop"), ["ADE"])
+    >>> row["task"], row["status"], row["unplaced"]
+    ('re', 'ok', 1)
     """
-    entities, status = parse_output(gen.text, labels)
-    placed = names_to_spans(record["input"], entities)
-    return {"id": record["id"], "output": gen.text, "spans": [[s.start, s.end, s.label] for s in placed if s],
-            "status": status, "unplaced": sum(s is None for s in placed), "n_new_tokens": gen.n_new_tokens,
-            "finish": gen.finish}
+    task = record.get("task", "ner")
+    if task == "ner":
+        entities, status = parse_output(gen.text, labels)
+        placed = names_to_spans(record["input"], entities)
+        spans, unplaced = [[s.start, s.end, s.label] for s in placed if s], sum(s is None for s in placed)
+    else:
+        answer = parse_answer(task, gen.text, labels)
+        status, spans = answer.status, []
+        if task == "re":
+            mentions = [m for head, _, _, tail, _ in answer.items for m in (head, tail)]
+        elif task == "ee":
+            mentions = [m for _, trigger, args in answer.items for m in (trigger, *(x for _, x in args))]
+        else:
+            mentions = []
+        found = {m: names_to_spans(record["input"], [("", m)])[0] is not None for m in set(mentions)}
+        unplaced = sum(not found[m] for m in mentions)
+    return {"id": record["id"], "task": task, "output": gen.text, "spans": spans, "status": status,
+            "unplaced": unplaced, "n_new_tokens": gen.n_new_tokens, "finish": gen.finish}
 
 
 def load_tokenizer(model: str, adapter: str | None = None):

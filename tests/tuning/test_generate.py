@@ -211,7 +211,7 @@ def test_any_path_through_the_masks_is_a_valid_answer(tokenizer, ll_tok, text, s
     are substrings of the input, when it stops by itself or when it is cut and closed."""
     import numpy as np
 
-    m = matcher(ll_tok, ner_grammar(text, LABELS, max_pieces=6, skip=untokenizable(tokenizer, text)))
+    m = matcher(ll_tok, ner_grammar(text, LABELS, skip=untokenizable(tokenizer, text)))
     rng = np.random.default_rng(seed)
     ids: list[int] = []
     for _ in range(60):
