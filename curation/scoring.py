@@ -365,8 +365,20 @@ def micro_counts(per_record: Sequence[dict[str, list[int]]]) -> list[list[int]]:
     return [[sum(c[k] for c in counts.values()) for k in range(3)] for counts in per_record]
 
 
-def paired_bootstrap(a: Sequence[Sequence[Sequence[int]]], b: Sequence[Sequence[Sequence[int]]],
-                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def type_counts(runs: Sequence[Sequence[dict[str, list[int]]]]) -> list[list[list[list[int]]]]:
+    """Runs of per-record ``{type: [tp, fp, fn]}`` -> ``(runs, records, types, 3)`` nested lists over the sorted
+    union of their types (what :func:`paired_bootstrap` resamples for a macro F1).
+
+    >>> type_counts([[{"a": [1, 0, 0]}, {"b": [0, 1, 1]}]])
+    [[[[1, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 1]]]]
+    """
+    types = sorted({t for run in runs for rec in run for t in rec})
+    return [[[list(rec.get(t, [0, 0, 0])) for t in types] for rec in run] for run in runs]
+
+
+def paired_bootstrap(a: Sequence[Sequence[Sequence[Any]]], b: Sequence[Sequence[Sequence[Any]]],
+                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                     average: str = "micro") -> dict[str, Any]:
     """Difference of micro F1 between two systems scored on the same records, with a paired percentile interval.
 
     ``a`` and ``b`` each hold one or more runs (e.g. one per training seed), each run a list of per-record
@@ -376,6 +388,10 @@ def paired_bootstrap(a: Sequence[Sequence[Sequence[int]]], b: Sequence[Sequence[
     Returns ``diff`` (mean F1 of a minus mean F1 of b), ``ci``, ``p_le_0`` (the share of resamples where a does
     not beat b) and the number of records and resamples.
 
+    ``average="macro"``: each record holds ``[tp, fp, fn]`` per type (:func:`type_counts`, the same types on both
+    sides), and a run's F1 is the mean per-type F1 over the types with a gold or predicted item in the (resampled)
+    records, as :func:`summarize`'s macro F1.
+
     >>> same = [[[1, 0, 0], [0, 1, 1], [2, 0, 0]]]
     >>> paired_bootstrap(same, same, n_resamples=50)["ci"]
     [0.0, 0.0]
@@ -384,14 +400,24 @@ def paired_bootstrap(a: Sequence[Sequence[Sequence[int]]], b: Sequence[Sequence[
     >>> round(r["diff"], 4), r["ci"][1] > 0  # micro F1 1.0 (4 of 4) vs 0.75 (2 * 3 / (2 * 3 + 1 + 1))
     (0.25, True)
     """
-    runs_a, runs_b = (np.asarray(side, dtype=np.float64) for side in (a, b))  # (runs, records, 3)
-    if runs_a.ndim != 3 or runs_b.ndim != 3 or runs_a.shape[1:] != runs_b.shape[1:]:
+    if average not in ("micro", "macro"):
+        raise ValueError(f"average must be micro or macro, not {average!r}")
+    ndim = 3 if average == "micro" else 4  # (runs, records, 3) or (runs, records, types, 3)
+    runs_a, runs_b = (np.asarray(side, dtype=np.float64) for side in (a, b))
+    if runs_a.ndim != ndim or runs_b.ndim != ndim or runs_a.shape[1:] != runs_b.shape[1:]:
         raise ValueError(f"both sides need runs of the same records: shapes {runs_a.shape} and {runs_b.shape}")
 
-    def f1(counts: np.ndarray) -> np.ndarray:  # (..., 3) totals -> micro F1
+    def micro(counts: np.ndarray) -> np.ndarray:  # (..., 3) totals -> F1
         tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
         den = 2 * tp + fp + fn
         return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+
+    def f1(counts: np.ndarray) -> np.ndarray:  # (..., 3) or (..., types, 3) totals -> micro or macro F1
+        if average == "micro":
+            return micro(counts)
+        present = counts.sum(axis=-1) > 0
+        n = present.sum(axis=-1)
+        return np.divide((micro(counts) * present).sum(axis=-1), n, out=np.zeros(n.shape), where=n > 0)
 
     point = float(f1(runs_a.sum(axis=1)).mean() - f1(runs_b.sum(axis=1)).mean())
     n = runs_a.shape[1]
@@ -502,6 +528,13 @@ TASK_MODES: dict[str, tuple[str, ...]] = {
     "tc": ("label",),
 }
 RATES = {"re": "exact_match", "ee": "exact_match", "tc": "accuracy"}  # the record-level rate each task reports
+# each task's headline number: (mode, average) of its F1. NER and RE: strict micro F1 (the usual entity and
+# relation-triple F1); EE: argument classification micro F1 (ACE-style event extraction reports it as the final
+# number: an argument counts only with its role under the right event type and trigger, so it needs every part of
+# the event right); TC: macro F1 over the labels (the class sets are imbalanced, e.g. HealthAdvice's 3,575/1,482/925
+# rows, and micro F1 of single-label answers is accuracy, which the majority class dominates)
+MAIN_METRICS: dict[str, tuple[str, str]] = {"ner": ("strict", "micro"), "re": ("strict", "micro"),
+                                            "ee": ("argument_classification", "micro"), "tc": ("label", "macro")}
 ANY_TYPE = "*"  # the one per-type key of a mode that ignores types (EE trigger identification)
 
 
@@ -526,6 +559,27 @@ def _task_validator(task: str, labels: tuple[str, ...] | None):
     from prompts import schema
 
     return Draft202012Validator(schema(task, list(labels) if labels else None))
+
+
+def main_metric_name(task: str) -> str:
+    """The name of a task's headline number (:data:`MAIN_METRICS`): ``<mode>_f1`` for a micro F1,
+    ``<mode>_macro_f1`` for a macro F1.
+
+    >>> [main_metric_name(t) for t in ("ner", "re", "ee", "tc")]
+    ['strict_f1', 'strict_f1', 'argument_classification_f1', 'label_macro_f1']
+    """
+    mode, average = MAIN_METRICS[task]
+    return f"{mode}_f1" if average == "micro" else f"{mode}_{average}_f1"
+
+
+def main_metric(result: dict[str, Any]) -> float:
+    """The headline number of a :func:`score` or :func:`score_answers` report (its ``task``, NER when absent).
+
+    >>> main_metric({"task": "tc", "label": {"micro": {"f1": 0.9}, "macro": {"f1": 0.5}}})
+    0.5
+    """
+    mode, average = MAIN_METRICS[result.get("task", "ner")]
+    return result[mode][average]["f1"]
 
 
 def answer_items(task: str, obj: Any) -> tuple:
@@ -681,7 +735,8 @@ def score_answers(task: str, gold: Sequence[Answer], pred: Sequence[Answer], dat
     The report has the shape of :func:`score`'s: ``task``, ``records``, ``outputs`` (status counts and rates), one
     :func:`summarize` block per mode of :data:`TASK_MODES` (micro with bootstrap ``ci``, macro, per type), the task's
     rate (:data:`RATES`, :func:`rate_summary`), ``per_dataset`` and ``bootstrap``; ``per_record`` adds each mode's
-    :func:`micro_counts` in gold order.
+    :func:`micro_counts` in gold order (``per_record``) and each record's ``{type: [tp, fp, fn]}``
+    (``per_record_types``, what a paired macro F1 resamples).
 
     >>> g = [Answer("tc", ("ade",)), Answer("tc", ("no_ade",))]
     >>> r = score_answers("tc", g, [Answer("tc", ("ade",)), Answer("tc", ("ade",))], n_bootstrap=0)
@@ -715,6 +770,7 @@ def score_answers(task: str, gold: Sequence[Answer], pred: Sequence[Answer], dat
     result["bootstrap"] = {"resamples": n_bootstrap, "seed": seed, "level": level}
     if per_record:
         result["per_record"] = {mode: micro_counts(counts[mode]) for mode in modes}
+        result["per_record_types"] = {mode: counts[mode] for mode in modes}
     return result
 
 

@@ -1,4 +1,5 @@
-"""Generation-based evaluation while training: strict F1 of generated answers on a sample of the dev records.
+"""Generation-based evaluation while training: the task's main metric of generated answers on a sample of the dev
+records (NER, RE, EE or TC).
 
     bioselect tune train --config configs/tune_smollm2_135m_cpu.yaml --eval_file runs/ncbi_dev.jsonl \\
         --eval_generate true --eval_steps 50 --save_steps 50 --metric_for_best_model strict_f1 \\
@@ -9,11 +10,24 @@ of a seeded sample of ``eval_file`` (at most ``eval_generate_max_records``) with
 ``bioselect tune generate`` does: the prompt is :func:`tuning.chat.render_prompt` in the training tokenizer's chat
 template, decoding is greedy and, when llguidance is installed and ``eval_constrained`` is on, constrained by the
 record's grammar (:mod:`tuning.constrained`). The answers are scored as ``bioselect evaluate`` scores a
-``tune generate`` predictions file against the sampled records: strict precision, recall and F1, the parse-error
-and schema-error rates (each dataset's answers checked against the entity types its sampled gold records hold). They
-are logged beside the loss as ``eval_strict_precision``, ``eval_strict_recall``, ``eval_strict_f1``,
-``eval_parse_error_rate`` and ``eval_schema_error_rate``, so ``metric_for_best_model: strict_f1`` with
-``load_best_model_at_end: true`` keeps and loads the checkpoint of the best strict F1.
+``tune generate`` predictions file against the sampled records. The eval file holds records of one task (their
+``task`` field, NER when absent), and what is logged depends on it (:func:`task_metrics`; ``eval_`` in front of
+each):
+
+* NER: ``strict_precision``, ``strict_recall``, ``strict_f1``, ``parse_error_rate`` and ``schema_error_rate`` (each
+  dataset's answers checked against the entity types its sampled gold records hold);
+* RE: ``strict_precision``, ``strict_recall``, ``strict_f1`` (``(head, relation, tail)`` triples), ``exact_match``
+  and the two failure rates;
+* EE: ``argument_classification_precision``, ``_recall``, ``_f1`` (``(event type, trigger, role, argument)``),
+  ``exact_match`` and the failure rates;
+* TC: ``label_precision``, ``label_recall``, ``label_f1`` (micro), ``label_macro_f1``, ``accuracy`` and the failure
+  rates.
+
+RE, EE and TC answers are checked against the label list each record's instruction names. The task's main metric
+(:data:`curation.scoring.MAIN_METRICS`: ``strict_f1`` for NER and RE, ``argument_classification_f1`` for EE,
+``label_macro_f1`` for TC) is what ``metric_for_best_model`` should name: with ``load_best_model_at_end: true`` the
+checkpoint with the best value is kept and loaded. A metric the eval file's task does not log is refused before the
+model loads.
 
 Where it hooks in, and why not a ``TrainerCallback``: the Trainer (transformers 5.24) computes an evaluation's
 metrics in ``evaluation_loop``; ``evaluate`` then logs that one dict (``log`` appends it to ``log_history`` and the
@@ -33,7 +47,7 @@ its own copy of the model; the per-record ``[tp, fp, fn]`` counts and statuses a
 number one process would compute. FSDP shards the weights across processes, which would then have to generate in
 lockstep: it is refused with ``eval_generate``.
 
-Generation is for NER records; an eval file of another task is refused (exit code 2) before the model loads.
+An eval file that mixes tasks is refused (exit code 2) before the model loads.
 """
 
 from __future__ import annotations
@@ -47,16 +61,47 @@ from typing import Any
 
 from trl import SFTTrainer
 
+import prompts
 from curation.io import InputError
 from curation.records import Record, Span
-from curation.scoring import prediction_from_output, record_counts, summarize
+from curation.scoring import (
+    MAIN_METRICS,
+    RATES,
+    Answer,
+    main_metric_name,
+    parse_answer,
+    prediction_from_output,
+    record_counts,
+    score_answers,
+    summarize,
+)
 from tuning import generation
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 
-GENERATED_TASKS = ("ner",)  # the tasks tuning.generation can answer
-METRICS = ("strict_precision", "strict_recall", "strict_f1", "parse_error_rate", "schema_error_rate")
-MAX_MENTION_PIECES = 32  # tune generate's default
+METRICS = ("strict_precision", "strict_recall", "strict_f1", "parse_error_rate", "schema_error_rate")  # NER's
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """What an evaluation logs for records of ``task`` (each with ``eval_`` in front): NER's :data:`METRICS`; for
+    RE, EE and TC the micro precision, recall and F1 of the task's main mode (:data:`curation.scoring.MAIN_METRICS`),
+    TC's macro F1 too, the task's record-level rate and the failure rates.
+
+    >>> task_metrics("ee")  # doctest: +NORMALIZE_WHITESPACE
+    ('argument_classification_precision', 'argument_classification_recall', 'argument_classification_f1',
+     'exact_match', 'parse_error_rate', 'schema_error_rate')
+    >>> main_metric_name("tc") in task_metrics("tc")
+    True
+    """
+    if task == "ner":
+        return METRICS
+    mode, average = MAIN_METRICS[task]
+    macro = (main_metric_name(task),) if average == "macro" else ()
+    return (f"{mode}_precision", f"{mode}_recall", f"{mode}_f1", *macro, RATES[task], "parse_error_rate",
+            "schema_error_rate")
+
+
+ALL_METRICS = tuple(dict.fromkeys(m for task in prompts.TASKS for m in task_metrics(task)))
 
 
 def sample_indices(n: int, k: int, seed: int) -> list[int]:
@@ -101,35 +146,68 @@ def generation_metrics(results: Sequence[tuple[dict[str, list[int]], str]]) -> d
             "schema_error_rate": statuses["schema_error"] / n if n else 0.0}
 
 
+def answer_metrics(task: str, gold: Sequence[Answer], pred: Sequence[Answer]) -> dict[str, float]:
+    """RE, EE or TC answers -> the logged metrics (:func:`task_metrics`), as ``bioselect evaluate`` computes them
+    (:func:`curation.scoring.score_answers`).
+
+    >>> g = [Answer("tc", ("ade",)), Answer("tc", ("no_ade",))]
+    >>> answer_metrics("tc", g, [Answer("tc", ("ade",)), Answer("tc", status="parse_error")])["label_macro_f1"]
+    0.6666666666666666
+    """
+    result = score_answers(task, gold, pred, n_bootstrap=0)
+    mode, _ = MAIN_METRICS[task]
+    micro = result[mode]["micro"]
+    out = {f"{mode}_precision": micro["precision"], f"{mode}_recall": micro["recall"], f"{mode}_f1": micro["f1"]}
+    if MAIN_METRICS[task][1] == "macro":
+        out[main_metric_name(task)] = result[mode]["macro"]["f1"]
+    out[RATES[task]] = result[RATES[task]]["value"]
+    out["parse_error_rate"] = result["outputs"]["parse_error_rate"]
+    out["schema_error_rate"] = result["outputs"]["schema_error_rate"]
+    return out
+
+
 @dataclass
 class EvalSample:
-    """The sampled dev records: instruction records (prompts), gold records (scoring), each record's entity types
-    as its instruction names them (the grammar) and as ``bioselect evaluate`` checks them (its dataset's gold types
-    in the sample; None: any)."""
+    """The sampled dev records of one task: instruction records (prompts), gold records (NER scoring) or gold
+    answers (RE, EE, TC), each record's labels as its instruction names them (the grammar) and as ``bioselect
+    evaluate`` checks them (NER: its dataset's gold types in the sample, None: any; other tasks: the instruction's
+    list)."""
 
     records: list[dict[str, Any]]
-    gold: list[Record]
+    gold: list[Record] | list[Answer]
     prompt_labels: list[list[str]]
     score_labels: list[list[str] | None]
+    task: str = "ner"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return task_metrics(self.task)
 
     @property
     def ids(self) -> list[str]:
-        return [r.id for r in self.gold]
+        return [str(r["id"]) for r in self.records]
 
 
 def prepare_sample(path: str, records: Sequence[dict[str, Any]], max_records: int, seed: int) -> EvalSample:
     """Sample ``path``'s records (``records``: the same file read by :func:`tuning.sft_data.load_records`) and
-    check that each can be generated and scored; a record of another task than NER, an instruction that names no
-    entity types or an NER answer without ``spans`` is an :class:`~curation.io.InputError`."""
+    check that each can be generated and scored; records of more than one task (or of an unknown one), an
+    instruction that names no labels, an NER answer without ``spans`` or a gold RE, EE or TC answer that does not fit
+    its task's schema is an :class:`~curation.io.InputError`."""
     from curation.io import read_jsonl
     from curation.readers import read_corpus
 
+    first: tuple[str, str] | None = None
     for n, obj in read_jsonl(path):
-        task = obj.get("task") or "ner"
-        if task not in GENERATED_TASKS:
-            raise InputError(path, f"--eval-generate generates NER answers only; this record's task is {task!r} "
-                                   "(evaluate it by its loss: --eval-generate false)", line=n,
-                             record=str(obj.get("id", "")) or None)
+        task, rid = obj.get("task") or "ner", str(obj.get("id", "")) or None
+        if task not in prompts.TASKS:
+            raise InputError(path, f"unknown task {task!r}; one of {', '.join(prompts.TASKS)}", line=n, record=rid)
+        if first is not None and task != first[0]:
+            raise InputError(path, f"--eval-generate scores one task, but this record is {task!r} and record "
+                                   f"{first[1]!r} is {first[0]!r} (one eval file per task)", line=n, record=rid)
+        first = first or (task, str(rid))
+    task = first[0] if first else "ner"
+    if task != "ner":
+        return _prepare_task_sample(path, task, records, max_records, seed)
     corpus = read_corpus(path, format="instruction")
     idx = sample_indices(len(corpus.records), max_records, seed)
     gold = [corpus.records[i] for i in idx]
@@ -155,6 +233,29 @@ def prepare_sample(path: str, records: Sequence[dict[str, Any]], max_records: in
     return EvalSample(chosen, gold, prompt_labels, score_labels)
 
 
+def _prepare_task_sample(path: str, task: str, records: Sequence[dict[str, Any]], max_records: int,
+                         seed: int) -> EvalSample:
+    """The sample of an RE, EE or TC eval file: the gold answers are the records' outputs, the labels the lists
+    their instructions name (as ``bioselect evaluate`` reads an instruction file)."""
+    idx = sample_indices(len(records), max_records, seed)
+    chosen = [records[i] for i in idx]
+    gold, labels = [], []
+    for i, rec in zip(idx, chosen, strict=True):
+        rid = str(rec.get("id", "")) or None
+        found = generation.instruction_labels(rec["instruction"], task)
+        if not found:
+            raise InputError(path, f"the instruction does not name its labels in the shipped template's words "
+                                   f"(prompts/templates/{task}.txt); --eval-generate needs them for the answer's "
+                                   "schema", line=i + 1, record=rid)
+        answer = parse_answer(task, rec["output"])
+        if answer.status != "ok":
+            what = "not JSON" if answer.status == "parse_error" else f"not a valid {task} answer"
+            raise InputError(path, f"the gold output is {what} (prompts/schemas/{task}.json)", line=i + 1, record=rid)
+        gold.append(answer)
+        labels.append(found)
+    return EvalSample(chosen, gold, labels, labels, task)
+
+
 class GenerationEvaluator:
     """Generates answers for an :class:`EvalSample` with a model in training and scores them (:data:`METRICS`).
 
@@ -173,7 +274,7 @@ class GenerationEvaluator:
         self.max_new_tokens = max_new_tokens
         self.prompts = [render_prompt(tokenizer, r) for r in sample.records]
         self.grammars = (answer_grammars(tokenizer, [r["input"] for r in sample.records], sample.prompt_labels,
-                                         MAX_MENTION_PIECES) if constrained else None)
+                                         [sample.task] * len(sample.records)) if constrained else None)
         self._tokenizer = None
 
     @property
@@ -190,10 +291,10 @@ class GenerationEvaluator:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
         return self._tokenizer
 
-    def shard_results(self, model, tokenizer, rank: int = 0, world_size: int = 1
-                      ) -> list[tuple[int, dict[str, list[int]], str]]:
+    def shard_results(self, model, tokenizer, rank: int = 0, world_size: int = 1) -> list[tuple[int, Any, str]]:
         """Generate and score this process's records (``rank::world_size`` of the sample) in eval mode without
-        gradients, then put the model back in the mode it was in; ``(index, counts, status)`` per record."""
+        gradients, then put the model back in the mode it was in; ``(index, counts, status)`` per NER record,
+        ``(index, answer, status)`` per RE, EE or TC record (the parsed :class:`~curation.scoring.Answer`)."""
         mine = list(range(rank, len(self.prompts), world_size))
         tok = self._generation_tokenizer(tokenizer)
         was_training = model.training
@@ -207,6 +308,10 @@ class GenerationEvaluator:
             model.train(was_training)
         out = []
         for i, gen in zip(mine, generated, strict=True):
+            if self.sample.task != "ner":
+                answer = parse_answer(self.sample.task, gen.text, self.sample.score_labels[i])
+                out.append((i, answer, answer.status))
+                continue
             row = generation.prediction_row(self.sample.records[i], gen, self.sample.prompt_labels[i])
             counts, status = record_result(self.sample.gold[i], row["output"], row["spans"],
                                            self.sample.score_labels[i])
@@ -226,6 +331,8 @@ class GenerationEvaluator:
         results.sort(key=lambda r: r[0])
         if [r[0] for r in results] != list(range(len(self.prompts))):
             raise RuntimeError(f"gathered {len(results)} results for {len(self.prompts)} sampled records")
+        if self.sample.task != "ner":
+            return answer_metrics(self.sample.task, self.sample.gold, [answer for _, answer, _ in results])
         return generation_metrics([(counts, status) for _, counts, status in results])
 
 

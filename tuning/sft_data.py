@@ -110,6 +110,15 @@ def draw_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(r["dataset"] for r in records))
 
 
+def task_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many of ``records`` are of each task (a record's ``task`` field, ``ner`` when absent).
+
+    >>> task_counts([{"task": "re"}, {}, {"task": "re"}])
+    {'re': 2, 'ner': 1}
+    """
+    return dict(Counter(r.get("task") or "ner" for r in records))
+
+
 def pool_size(max_steps: int, global_batch: int, examples_per_row: int = 1) -> int:
     """Examples that ``max_steps`` optimizer steps of ``global_batch`` rows consume (a packed row holds about
     ``examples_per_row`` examples).

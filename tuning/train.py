@@ -17,8 +17,10 @@ run whose OUTPUT_DIR holds checkpoints resumes from the newest. ``--load-in-4bit
 the frozen base through bitsandbytes, on CPU or GPU (:mod:`tuning.quantization`). Bad input (an empty dataset, a record
 without output, a prompt that fills ``max_length``, a model without chat template or weights, a quantised load without
 bitsandbytes or of a model it cannot quantise) exits with code 2 before any training. ``--eval-generate true``
-also generates answers for a sample of ``eval_file`` at every evaluation and logs their strict F1
-(:mod:`tuning.eval_generate`), which ``--metric-for-best-model strict_f1`` selects the best checkpoint by.
+also generates answers for a sample of ``eval_file`` at every evaluation and logs the main metric of its task
+(:mod:`tuning.eval_generate`: strict F1 for NER and RE, argument classification F1 for EE, macro F1 for TC), which
+``--metric-for-best-model strict_f1`` (``argument_classification_f1``, ``label_macro_f1``) selects the best
+checkpoint by. The training files may mix tasks and datasets; the manifest counts the records per dataset and task.
 """
 
 from __future__ import annotations
@@ -64,9 +66,10 @@ class TrainConfig(QuantizationArguments, SFTConfig):
     eval_file: str | None = field(default=None, metadata={
         "help": "Instruction JSONL scored (completion loss) before training, every eval_steps and at the end."})
     eval_generate: bool = field(default=False, metadata={
-        "help": "At every evaluation also generate answers for a seeded sample of eval_file's records (NER) and log "
-                "eval_strict_f1, eval_strict_precision, eval_strict_recall, eval_parse_error_rate and "
-                "eval_schema_error_rate beside the loss (metric_for_best_model: strict_f1 selects by them)."})
+        "help": "At every evaluation also generate answers for a seeded sample of eval_file's records (one task: "
+                "NER, RE, EE or TC) and log the task's scores beside the loss: eval_strict_f1 (NER, RE), "
+                "eval_argument_classification_f1 (EE) or eval_label_macro_f1 (TC), with precision, recall and the "
+                "parse and schema error rates (metric_for_best_model: strict_f1 selects by it)."})
     eval_generate_max_records: int = field(default=64, metadata={
         "help": "Records of eval_file sampled (seeded by seed) for --eval-generate; all when the file has fewer."})
     eval_constrained: bool = field(default=True, metadata={
@@ -270,16 +273,17 @@ EVAL_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "en
 def _check_best_metric(name: str | None, eval_generate: bool) -> None:
     """Refuse a ``metric_for_best_model`` that no evaluation logs (the Trainer would fail at the first evaluation,
     after the model loaded)."""
-    from tuning.eval_generate import METRICS
+    from tuning.eval_generate import ALL_METRICS
 
     if name is None:
         return
     key = name.removeprefix("eval_")
-    if key in METRICS and not eval_generate:
+    if key in ALL_METRICS and not eval_generate:
         raise InputError("--metric-for-best-model", f"{name!r} is logged only with --eval-generate true")
-    if key not in (*EVAL_METRICS, *METRICS):
+    if key not in (*EVAL_METRICS, *ALL_METRICS):
         raise InputError("--metric-for-best-model", f"{name!r} is never logged; one of "
-                                                    f"{', '.join((*EVAL_METRICS, *METRICS))} (eval_ in front or not)")
+                                                    f"{', '.join((*EVAL_METRICS, *ALL_METRICS))} (eval_ in front or "
+                                                    "not)")
 
 
 def _check_report_to(report_to: None | str | list[str]) -> None:
@@ -326,6 +330,11 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     eval_records = sft_data.load_records([cfg.eval_file]) if cfg.eval_file else None
     sample = (eval_generate.prepare_sample(cfg.eval_file, eval_records, cfg.eval_generate_max_records, cfg.seed)
               if cfg.eval_generate else None)
+    best = (cfg.metric_for_best_model or "").removeprefix("eval_")
+    if sample is not None and best in eval_generate.ALL_METRICS and best not in sample.metrics:
+        raise InputError("--metric-for-best-model", f"{cfg.metric_for_best_model!r} is not logged for the "
+                                                    f"{sample.task} records of {cfg.eval_file}; one of "
+                                                    f"{', '.join(sample.metrics)}")
     bnb = cfg.bnb_config("float32")  # the config set the 4-bit compute dtype
     if bnb is not None:
         quantization.check_quantizable(cfg.model, cfg.quantization_option)
@@ -393,14 +402,17 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         "data": {
             "records": len(records),
             "per_dataset": sft_data.draw_counts(records),
+            "per_task": sft_data.task_counts(records),
             "mix": cfg.mix,
             "trained_pool": len(train_records),
             "trained_pool_per_dataset": sft_data.draw_counts(train_records),
+            "trained_pool_per_task": sft_data.task_counts(train_records),
             "eval_records": len(eval_records) if eval_records else 0,
             "cut_to_max_length": cut,
         },
         "eval_generate": None if sample is None else {
-            "records": len(sample.ids), "ids": sample.ids, "mode": extra["generation_eval"].mode,
+            "records": len(sample.ids), "ids": sample.ids, "task": sample.task, "metrics": list(sample.metrics),
+            "mode": extra["generation_eval"].mode,
             "max_new_tokens": cfg.eval_max_new_tokens, "batch_size": cfg.per_device_eval_batch_size},
         "resume_from": resume,
     }
