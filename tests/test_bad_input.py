@@ -362,6 +362,10 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --epochs 0.5", "--epochs"),
     Row("experiment other scorer missing", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-ifd-other", "--other_scorer_model"),
+    Row("experiment task the corpus lacks", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --task re", "{w}/corpus.tsv"),
+    Row("experiment negatives of tc", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --task tc --negative_ratio 0.5", "--negative_ratio"),
     Row("experiment dev corpus into its output", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --dev {w}/corpus.tsv --arms lora-ifd-auto --output_dir {w}/corpus.tsv",
         "{w}/corpus.tsv"),

@@ -31,11 +31,18 @@ The study runs the project's own commands (``data convert``/``sample``, ``curate
 it stopped (training resumes from its last checkpoint). Several worker processes may run the same command on one
 folder: the shared data steps run under a lock, and each run under a lock of its own that the others skip.
 ``experiment.json`` records the resolved config, every step's command and wall time, and provenance; ``report.md``,
-``results.csv``, ``f1_vs_ratio.png`` and ``train_loss.png`` hold strict F1 with bootstrap intervals per run, seed
-means, and paired bootstrap intervals of the differences that answer the study's questions (see
+``results.csv``, ``f1_vs_ratio.png`` and ``train_loss.png`` hold the task's main metric with bootstrap intervals per
+run, seed means, and paired bootstrap intervals of the differences that answer the study's questions (see
 :mod:`tuning.experiment_report`). A folder holding a study with other settings is refused; arms, ratios and seeds may
-be added to a finished study. With ``require_better`` the command exits with code 1 unless every tuned run's strict
-F1 is above the zero-shot model's.
+be added to a finished study. With ``require_better`` the command exits with code 1 unless every tuned run's main
+metric is above the zero-shot model's.
+
+``--task`` (ner, re, ee, tc) picks the annotations the corpora are converted from and the main metric
+(:data:`curation.scoring.MAIN_METRICS`): strict micro F1 for NER and RE, argument classification micro F1 for EE,
+macro F1 over the classes for TC. A corpus without annotations of the task is refused before any step. An RE or EE
+record without relations or events has the answer ``[]``: it is a negative, kept or dropped by ``negative_ratio``
+as NER's are. Every TC answer names a class, so TC has no negatives: ``negative_ratio`` and ``negative_order`` are
+refused for it, and the ratio arms keep ``rho`` of all records.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from typing import Any
 
 from curation.cli import parse_config, run
 from curation.io import Files, InputError
+from curation.scoring import main_metric, main_metric_name
 
 ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-content", "lora-ifd-low", "lora-ifd-other",
         "lora-ifd-auto")
@@ -62,6 +70,9 @@ SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lo
 DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
 GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only")
+TASKS = ("ner", "re", "ee", "tc")
+# what each task's annotations are called (a corpus without any cannot be studied for that task)
+ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
 
 
 @dataclass
@@ -76,7 +87,9 @@ class ExperimentConfig:
         "help": "Weak model that scores IFD (same tokenizer as --model: a homologous pair); default: --model."})
     other_scorer_model: str | None = field(default=None, metadata={
         "help": "Scoring model of another family, for the lora-ifd-other arm."})
-    task: str = field(default="ner", metadata={"help": "Instruction task of the conversion (ner)."})
+    task: str = field(default="ner", metadata={
+        "help": "Task of the study: ner, re, ee or tc (the corpora's annotations it converts and the main metric it "
+                "reports: strict F1 for ner and re, argument classification F1 for ee, macro F1 for tc)."})
     arms: list[str] = field(default_factory=lambda: ["zero-shot", "lora-ifd"], metadata={
         "help": f"Arms compared, in table order: {', '.join(ARMS)}."})
     train_fraction: float = field(default=0.08, metadata={"help": "Share of the training corpus in the subset."})
@@ -113,7 +126,8 @@ class ExperimentConfig:
     max_new_tokens: int = field(default=48, metadata={"help": "Answer token budget."})
     bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the intervals."})
     require_better: bool = field(default=False, metadata={
-        "help": "Exit with code 1 unless every tuned run's strict F1 beats the zero-shot model's."})
+        "help": "Exit with code 1 unless every tuned run's main metric (strict F1 for ner) beats the zero-shot "
+                "model's."})
     report_only: bool = field(default=False, metadata={
         "help": "Write the report from the finished runs and list the missing ones; train nothing."})
 
@@ -143,6 +157,12 @@ class ExperimentConfig:
             raise InputError("--ratios", f"expected distinct shares in (0, 1], got {self.ratios}")
         if not 0 <= self.negative_ratio <= 1:
             raise InputError("--negative_ratio", f"must be in [0, 1], got {self.negative_ratio}")
+        if self.task not in TASKS:
+            raise InputError("--task", f"must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if self.task == "tc" and (self.negative_ratio != 1 or self.negative_order != "random"):
+            raise InputError("--negative_ratio" if self.negative_ratio != 1 else "--negative_order",
+                             "does not apply to tc: every TC answer names a class, so there are no negatives to keep "
+                             "or rank")
         if self.negative_order not in ("random", "ifd"):
             raise InputError("--negative_order", f"must be random or ifd, not {self.negative_order!r}")
         if self.negative_order == "ifd" and "lora-ifd-content" in self.arms:
@@ -331,7 +351,8 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
 
 
 def auto_choice(cfg: ExperimentConfig, seed: int) -> dict[str, Any] | None:
-    """rho with the best dev strict F1 among the seed's short runs (the smaller rho on ties); None until all are done.
+    """rho with the best dev main metric (strict F1 for NER) among the seed's short runs (the smaller rho on ties);
+    None until all are done.
 
     >>> import tempfile
     >>> cfg = ExperimentConfig(model="m", train=__file__, test=__file__, dev=__file__, ratios=[0.5, 0.25],
@@ -348,9 +369,10 @@ def auto_choice(cfg: ExperimentConfig, seed: int) -> dict[str, Any] | None:
         metrics = run_folder(cfg, "lora-ifd-auto", None, seed) / f"dev-rho-{ratio:g}" / "eval.json"
         if not metrics.is_file():
             return None
-        dev_f1[ratio] = json.loads(metrics.read_text(encoding="utf-8"))["strict"]["micro"]["f1"]
+        dev_f1[ratio] = main_metric(json.loads(metrics.read_text(encoding="utf-8")))
     best = min(dev_f1, key=lambda r: (-dev_f1[r], r))
-    return {"ratio": best, "dev_strict_f1": {f"{r:g}": f for r, f in dev_f1.items()}, "auto_epochs": cfg.auto_epochs}
+    return {"ratio": best, f"dev_{main_metric_name(cfg.task)}": {f"{r:g}": f for r, f in dev_f1.items()},
+            "auto_epochs": cfg.auto_epochs}
 
 
 def _auto_final(cfg: ExperimentConfig, run_: Run) -> Run | None:
@@ -368,6 +390,23 @@ def _auto_final(cfg: ExperimentConfig, run_: Run) -> Run | None:
     steps = _tuned_steps(cfg, Path(run_.folder), "lora-ifd-auto", choice["ratio"], run_.seed,
                          _paths(cfg)["test_subset.jsonl"], cfg.epochs)
     return Run(run_.key, run_.arm, None, run_.seed, run_.folder, tuple(steps))
+
+
+def check_task(cfg: ExperimentConfig) -> None:
+    """Refuse a corpus whose records hold no annotation of ``cfg.task`` (an NER corpus studied with ``--task re``),
+    or instruction records of another task, before any step runs (:class:`InputError` naming the corpus)."""
+    from curation.convert import task_labels
+    from curation.readers import read_corpus
+
+    for path in (cfg.train, cfg.test, *([cfg.dev] if "lora-ifd-auto" in cfg.arms else [])):
+        corpus = read_corpus(path)
+        other = next((r for r in corpus.records if r.meta.get("task") not in (None, cfg.task)), None)
+        if other is not None:
+            raise InputError(path, f"--task is {cfg.task}, but record {other.id!r} is a {other.meta['task']} record",
+                             line=other.meta.get("line"), record=other.id)
+        if not task_labels(corpus, cfg.task):
+            raise InputError(path, f"--task is {cfg.task}, but the corpus holds no {ANNOTATIONS[cfg.task]}; give the "
+                                   "task of its annotations")
 
 
 def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -447,6 +486,8 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
 
     out = Path(cfg.output_dir)
     record = _check_folder(cfg)
+    if not cfg.report_only and not all(Path(step.done).is_file() for step in shared_steps(cfg)):
+        check_task(cfg)  # before the folder is made: a study of the wrong task leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     call, main_process = _distributed(
         call or (lambda step: int(importlib.import_module(step.module).main(list(step.argv)) or 0)))
@@ -496,33 +537,34 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     if report["missing"]:
         print(f"[experiment] {len(report['missing'])} run(s) not finished: {', '.join(report['missing'])}")
         return 0, record
-    ok, line = verdict(report["strict_f1"])
+    ok, line = verdict(report["main_metric"], report["metric_label"])
     record["tuned_beats_zero_shot"] = ok if "zero-shot" in cfg.arms else None
     write_json(out / "experiment.json", record)
     print(line)
     if cfg.require_better and not ok:
-        print("error: a tuned model does not beat the zero-shot model's strict F1", file=sys.stderr)
+        print(f"error: a tuned model does not beat the zero-shot model's {report['metric_label']}", file=sys.stderr)
         return 1, record
     return 0, record
 
 
-def verdict(strict_f1: dict[str, float]) -> tuple[bool, str]:
-    """Whether every tuned run's strict F1 beats zero-shot's, and the line that says so.
+def verdict(scores: dict[str, float], label: str = "strict F1") -> tuple[bool, str]:
+    """Whether every tuned run's main metric (``label``: strict F1 for NER) beats zero-shot's, and the line that
+    says so.
 
     >>> verdict({"zero-shot": 0.05, "lora-ifd/rho-0.5/seed-0": 0.42})
     (True, 'strict F1: zero-shot 5.00, lora-ifd/rho-0.5/seed-0 42.00 (+37.00 over zero-shot)')
     >>> verdict({"zero-shot": 0.3, "lora-ifd": 0.2})[0]
     False
     """
-    base = strict_f1.get("zero-shot", math.nan)
+    base = scores.get("zero-shot", math.nan)
     parts, ok = [], True
-    for arm, f1 in strict_f1.items():
+    for arm, f1 in scores.items():
         text = f"{arm} {100 * f1:.2f}"
         if arm != "zero-shot" and not math.isnan(base):
             text += f" ({100 * (f1 - base):+.2f} over zero-shot)"
             ok = ok and f1 > base
         parts.append(text)
-    return ok, "strict F1: " + ", ".join(parts)
+    return ok, f"{label}: " + ", ".join(parts)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

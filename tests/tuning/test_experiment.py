@@ -223,7 +223,9 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--arms", "lora-ifd-auto", "picks rho on a dev corpus"),
     ("--negative_order", "ifd --arms lora-ifd-content", "empty answer has no content tokens"),
     ("--ladder_seeds", "5", "must be among --seeds"),
-    ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1")])
+    ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1"),
+    ("--task", "re", "--task is re, but the corpus holds no relations"), ("--task", "xx", "must be one of"),
+    ("--task", "tc --negative_order ifd", "does not apply to tc")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
     argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
             option: value}
@@ -231,6 +233,53 @@ def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, va
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture()
+def tc_corpus(tmp_path) -> Path:
+    """Twelve sentences of a records JSONL, one class each: eight 'advice', four 'none'."""
+    from curation.records import Record
+
+    rows = [Record(id=str(i), text=f"Sentence {i} {'should be followed' if i % 3 else 'was observed'} .",
+                   labels=["advice" if i % 3 else "none"]).to_dict() for i in range(12)]
+    path = tmp_path / "tc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_tc_study_pairs_macro_f1_and_has_no_negatives(tmp_path, tc_corpus):
+    from sklearn.metrics import f1_score
+
+    cfg = make_config(tmp_path, tc_corpus, task="tc")
+    calls: list[str] = []
+    copy_gold = fake_call(calls)
+
+    def call(step: E.Step) -> int:  # lora-random answers the majority class everywhere
+        if step.module == "tuning.generate" and "/runs/lora-random/" in step.done:
+            argv = list(step.argv)
+            rows = [json.loads(x) for x in Path(argv[argv.index("--input") + 1]).read_text().splitlines()]
+            Path(step.done).parent.mkdir(parents=True, exist_ok=True)
+            Path(step.done).write_text("".join(json.dumps({"id": r["id"], "output": '{"label": "advice"}'}) + "\n"
+                                               for r in rows))
+            return 0
+        return copy_gold(step)
+
+    code, record = E.run_experiment(cfg, call)
+    assert code == 0 and record["missing"] == []
+    out = tmp_path / "study"
+    kept = (out / "runs/lora-ifd/rho-0.5/seed-0/train.jsonl").read_text().splitlines()
+    assert len(kept) == 6  # rho of all twelve records: a TC answer is never a negative
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open())}
+    gold = ["advice" if i % 3 else "none" for i in range(12)]
+    expected = f1_score(gold, ["advice"] * 12, average="macro", labels=["advice", "none"])
+    assert float(rows["lora-random/rho-0.5/seed-0"]["label_macro_f1"]) == pytest.approx(expected)
+    assert float(rows["lora-ifd/rho-0.5/seed-0"]["label_macro_f1"]) == 1.0
+    assert float(rows["lora-random/rho-0.5/seed-0"]["accuracy"]) == pytest.approx(8 / 12)
+    report = json.loads((out / "report.json").read_text())
+    assert (report["task"], report["metric"]) == ("tc", "label_macro_f1")
+    diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random"))
+    assert diff["diff"] == pytest.approx(1 - expected) and diff["ci"][0] <= diff["diff"] <= diff["ci"][1]
+    assert "macro F1 mean" in (out / "report.md").read_text()
 
 
 def test_whole_study_on_a_tiny_model(tiny_model, tmp_path, corpus, capsys):
