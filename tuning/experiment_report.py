@@ -6,12 +6,12 @@ finished; the runs still missing are listed. Files:
 * ``results.csv``: one row per run (arm, rho, seed): the task's main metric (:data:`curation.scoring.MAIN_METRICS`:
   NER and RE ``strict_p/r/f1``, EE ``argument_classification_p/r/f1``, TC ``label_macro_p/r/f1``) with the 95%
   bootstrap interval over test sentences (none for TC's macro F1), NER's relaxed F1 or the task's record-level
-  rate (``exact_match``, ``accuracy``), parse and schema failures, the training set (records, positives, negatives), optimizer
-  steps, epochs, training seconds, tokens/s and seconds per epoch;
+  rate (``exact_match``, ``accuracy``), parse and schema failures, the training set (records, positives,
+  negatives), optimizer steps, epochs, training seconds, tokens/s and seconds per epoch;
 * ``report.md``: the same as tables, the seed mean and sd per (arm, rho), and the **paired** comparisons that answer
   the study's questions (``lora-ifd - lora-random``: does the IFD ranking matter beyond the class balance?
-  ``lora-ifd - lora-full``: BioSelectTune's claim; ...): the difference of the main metric per seed and over the seeds in
-  common, with a paired bootstrap interval (:func:`curation.scoring.paired_bootstrap`: the same test sentences
+  ``lora-ifd - lora-full``: BioSelectTune's claim; ...): the difference of the main metric per seed and over the
+  seeds in common, with a paired bootstrap interval (:func:`curation.scoring.paired_bootstrap`: the same test sentences
   resampled for both sides);
 * ``report.json``: everything above as data; ``f1_vs_ratio.png``: the main metric against rho per ratio arm (seed mean
   and each seed), ``lora-full`` and ``zero-shot`` as lines; ``train_loss.png``: the training loss of each arm at
