@@ -81,6 +81,24 @@ def find_corpora(names: Sequence[str], data_root: str | os.PathLike, option: str
     return out
 
 
+# the folder a corpus sits in under ../shared/data names its task (README there)
+TASK_FOLDERS = {"ner": "ner", "nested_ner": "ner", "re": "re", "ee": "ee", "cls": "tc", "tc": "tc"}
+
+
+def corpus_task(folder: str | os.PathLike) -> str:
+    """A corpus folder's task, read from the name of the folder it sits in (``../shared/data/re/DDI``: ``re``;
+    :data:`TASK_FOLDERS`); any other parent is an :class:`InputError`.
+
+    >>> corpus_task("../shared/data/cls/HealthAdvice"), corpus_task("data/nested_ner/GENIA")
+    ('tc', 'ner')
+    """
+    parent = Path(folder).parent.name
+    if parent not in TASK_FOLDERS:
+        raise InputError(folder, f"cannot tell the corpus's task: it sits in {parent!r}, not in a folder named "
+                                 f"after a task ({', '.join(TASK_FOLDERS)}, as under ../shared/data)")
+    return TASK_FOLDERS[parent]
+
+
 def mix_name(mix: frozenset, target: str | None = None) -> str:
     """A folder name for a mix: the target first, then the others sorted, joined by ``+``.
 
@@ -132,10 +150,11 @@ class Corpora:
     evaluator trains and scores on)."""
 
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, max_train: int, dev_size: int,
-                 seed: int):
+                 seed: int, tasks: Mapping[str, str] | None = None):
         if target not in corpora:
             raise InputError("--target", f"{target!r} is not among the datasets ({', '.join(corpora)})")
         self.paths = {name: Path(p) for name, p in corpora.items()}
+        self.tasks = dict(tasks) if tasks is not None else {name: "ner" for name in corpora}  # dataset -> task
         self.target, self.max_train, self.dev_size, self.seed = target, max_train, dev_size, seed
         self._splits: dict[str, Any] = {}
         self._train: dict[str, list] = {}
@@ -151,12 +170,24 @@ class Corpora:
         if name not in self._train:
             recs = self.splits(name).train
             self._train[name] = [recs[i] for i in capped_indices(recs, self.max_train, self.seed)]
-            if not any(r.spans for r in self._train[name]):
-                raise InputError(self.paths[name], "the capped training sample has no entity mention")
+            if not self.labels(name):
+                what = {"ner": "entity mention", "re": "relation", "ee": "event", "tc": "class label"}
+                del self._train[name]
+                raise InputError(self.paths[name], f"the capped training sample has no {what[self.tasks[name]]}")
         return self._train[name]
 
     def types(self, name: str) -> list[str]:
         return self.splits(name).types
+
+    def labels(self, name: str) -> list[str]:
+        """The labels of a dataset's task in its capped training sample: entity types (NER, as :meth:`types`
+        gives them for the whole training split), relation types, event types or classes."""
+        from curation.convert import task_labels
+        from curation.records import Corpus
+
+        if self.tasks[name] == "ner":
+            return sorted({s.label for r in self.train(name) for s in r.spans})
+        return task_labels(Corpus(records=list(self.train(name)), dataset=name), self.tasks[name])
 
     def eval_records(self, split: str) -> list:
         recs = getattr(self.splits(self.target), split)
@@ -176,6 +207,8 @@ class Corpora:
             for split, records in todo:
                 if not records:
                     raise InputError(self.paths[name], f"the {split} split is empty")
+                if self.tasks[name] != "ner":  # answers are converted, not tagged (curation.convert checks them)
+                    continue
                 for r in records:
                     try:
                         word_tags(r)

@@ -229,6 +229,18 @@ def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger)
     return out
 
 
+def check_encoder_tasks(corpora: Mapping[str, str | os.PathLike]) -> None:
+    """The encoder evaluator tags entities: refuse a corpus that sits in a folder of another task (``re``, ``ee``,
+    ``cls``; :data:`curation.combo_evaluators.TASK_FOLDERS`)."""
+    from curation.combo_evaluators import TASK_FOLDERS
+
+    for name, folder in corpora.items():
+        task = TASK_FOLDERS.get(Path(folder).parent.name, "ner")
+        if task != "ner":
+            raise InputError(folder, f"the encoder evaluator tags entities (NER) only, and {name} is a {task} "
+                                     "corpus; use --evaluator lora")
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(CombosConfig, argv, prog="bioselect curate combos", description=__doc__.split("\n\n")[0])
     from curation.combo_evaluators import find_corpora
@@ -245,6 +257,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     target = next(iter(target_folder))
     others = [d for d in cfg.datasets if d.lower() != cfg.target.lower() and d != target]
     corpora = {**target_folder, **find_corpora(others, cfg.data_root)}
+    if cfg.evaluator == "encoder":
+        check_encoder_tasks(corpora)
     evaluator = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **cfg.evaluator_options())
     evaluator.check()  # bad corpora, tokenizer or model exit with code 2 here, before any training
 

@@ -1,5 +1,7 @@
 """The LoRA generator as an evaluator of the dataset-combination search (``bioselect curate combos --evaluator
-lora``): train an adapter on one mix of NER corpora, generate the target's dev answers, return their strict micro F1.
+lora``): train an adapter on one mix of corpora of any task, generate the target's dev answers, return their main
+metric (:data:`curation.scoring.MAIN_METRICS`: strict micro F1 for an NER or RE target, argument classification micro
+F1 for EE, macro F1 for TC).
 
     corpora = find_corpora(["NCBI-disease", "BC5CDR", "linnaeus"], "../shared/data/ner")
     evaluate = LoraEvaluator(corpora, "NCBI-disease", "~/.cache/offline-models/smollm2-135m", steps=300,
@@ -7,7 +9,10 @@ lora``): train an adapter on one mix of NER corpora, generate the target's dev a
     evaluate(frozenset({"NCBI-disease", "BC5CDR"}))        # dev F1 of that mix
     evaluate.test_score(frozenset({"NCBI-disease", "BC5CDR"}))  # the same adapter, scored on the test set too
 
-Each capped sample is converted to instruction JSONL (:func:`curation.convert.convert_corpus`), trained on with
+Each dataset's task is read from the folder its corpus sits in (:func:`curation.combo_evaluators.corpus_task`:
+``../shared/data/re/DDI`` is RE, ``../shared/data/cls/HealthAdvice`` TC), and each capped sample is converted to
+instruction JSONL of its own task (:func:`curation.convert.convert_corpus`, with the labels of its capped training
+sample), so one mix may hold NER, RE, EE and TC datasets; it is trained on with
 :func:`tuning.train.train` as ``bioselect tune train --mix even --max-steps N`` would, the dev answers generated with
 :func:`tuning.generate.generate_file` as ``bioselect tune generate`` would, and scored with
 :func:`curation.evaluate.score_files`. The corpora, caps, dev subset and mix names are the search's shared ones
@@ -22,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from curation.combo_evaluators import Corpora, check_mix, mix_name, safe_name
+from curation.combo_evaluators import Corpora, check_mix, corpus_task, mix_name, safe_name
 from curation.io import InputError, provenance, write_json, write_jsonl
 
 
@@ -47,13 +52,14 @@ class LoraEvaluator:
             max_length
         self.dev_size, self.max_new_tokens, self.constrained = dev_size, max_new_tokens, constrained
         self.generate_batch_size, self.seed, self.train_args = generate_batch_size, seed, list(train_args)
-        self.corpora = Corpora(corpora, target, max_train, dev_size, seed)
+        self.tasks = {name: corpus_task(folder) for name, folder in corpora.items()}
+        self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks)
 
     def settings(self) -> dict[str, Any]:
         return {"evaluator": "lora", "model": self.model, "max_train": self.max_train, "steps": self.steps,
                 "batch_size": self.batch_size, "lr": self.lr, "max_length": self.max_length,
                 "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
-                "seed": self.seed, "train_args": self.train_args}
+                "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks}
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""
@@ -79,8 +85,12 @@ class LoraEvaluator:
         if not path.is_file():
             c = self.corpora
             records = c.train(name) if split == "train" else c.eval_records(split)
-            rows = convert_corpus(Corpus(records=list(records), dataset=name), "ner", labels=c.types(name),
-                                  dataset=name)
+            labels = c.types(name) if self.tasks[name] == "ner" else c.labels(name)
+            try:
+                rows = convert_corpus(Corpus(records=list(records), dataset=name), self.tasks[name], labels=labels,
+                                      dataset=name)
+            except ValueError as err:  # a TC record without exactly one class
+                raise InputError(c.paths[name], f"{split}: {err}") from None
             for row in rows:
                 row["id"] = f"{name}/{row['id']}"  # readers number records per file: ids repeat across corpora
             write_jsonl(path, rows)
@@ -114,6 +124,7 @@ class LoraEvaluator:
         raises :class:`InputError` (the search records it as a failed evaluation)."""
         from curation.cli import parse_config
         from curation.evaluate import EvaluateConfig, score_files
+        from curation.scoring import MAIN_METRICS, main_metric_name
         from tuning import generate, train
 
         start = time.perf_counter()
@@ -133,8 +144,10 @@ class LoraEvaluator:
             commands[s] = ["bioselect", "tune", "generate", *argv]
             result = score_files(EvaluateConfig(gold=str(self.data_file(self.target, s)), pred=str(pred),
                                                 output=str(folder / f"eval_{s}.json"), bootstrap=0))
-            micro = result["strict"]["micro"]
-            scores[s] = {k: micro[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
+            mode, average = MAIN_METRICS[result.get("task", "ner")]
+            block = result[mode][average]  # the target task's main metric is the search's score
+            scores[s] = {"metric": main_metric_name(result.get("task", "ner")),
+                         **{k: block[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn") if k in block}}
         out = {"mix": sorted(mix), "steps": self.steps, "adapter": str(adapter), **scores,
                "seconds": round(time.perf_counter() - start, 2)}
         name = "metrics.json" if tuple(splits) == ("dev",) else "metrics_" + "_".join(splits) + ".json"

@@ -333,7 +333,7 @@ def write_corpus(folder: Path, kind: str, n: int = 12) -> Path:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ner")
+    root = tmp_path_factory.mktemp("data") / "ner"  # the task's folder name, as under ../shared/data
     for name, kind in (("Target", "T"), ("Aux-A", "A"), ("aux_b", "B")):
         write_corpus(root / name, kind)
     return root
@@ -567,3 +567,69 @@ def test_every_evaluator_has_a_recipe_that_selects_it():
     chosen = {parse_config(CombosConfig, ["--config", str(p)], prog="test")[0].evaluator
               for p in (REPO / "configs").glob("combos_*.yaml")}
     assert chosen == set(EVALUATORS)
+
+
+def write_re_corpus(folder: Path, n: int = 8) -> Path:
+    """An RE corpus (records JSONL per split): "DRUG caused DISEASE ." with an ADE relation in two of three."""
+    from curation.records import Record, Relation, Span
+
+    folder.mkdir(parents=True)
+    for split, seed in (("train", 0), ("dev", 1), ("test", 2)):
+        rng = random.Random(seed)
+        rows = []
+        for i in range(n):
+            drug, disease = rng.choice(DRUGS), " ".join(rng.choice(DISEASES))
+            text = f"{drug} caused {disease} ."
+            spans = [Span(0, len(drug), "Chemical"), Span(len(drug) + 8, len(drug) + 8 + len(disease), "Disease")]
+            rel = [Relation(0, 1, "ADE")] if i % 3 != 2 else []
+            rows.append(Record(id=str(i), text=text, spans=spans, relations=rel).to_dict())
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_path):
+    """One evaluation end to end on a tiny random Llama: each dataset converted with its own task, the RE target's
+    dev answers generated and scored by strict F1 of (head, relation, tail), as bioselect evaluate scores them."""
+    from curation.evaluate import main as evaluate
+    from tests.tuning.conftest import build_tiny_llama
+
+    root = tmp_path / "data"
+    target = write_re_corpus(root / "re" / "DDI-toy")
+    aux = write_corpus(root / "ner" / "Aux-A", "A", n=8)
+    model = build_tiny_llama(tmp_path / "llama")
+    ev = LoraEvaluator({"DDI-toy": target, "Aux-A": aux}, "DDI-toy", str(model), work_dir=tmp_path / "w",
+                       max_train=6, steps=2, batch_size=2, dev_size=4, max_new_tokens=24, constrained=True,
+                       train_args=["--lora-r", "4", "--lora-alpha", "8", "--max-length", "256"])
+    assert ev.settings()["tasks"] == {"DDI-toy": "re", "Aux-A": "ner"}
+    ev.check()
+    mix = frozenset({"DDI-toy", "Aux-A"})
+    score = ev(mix)
+    data = tmp_path / "w" / "data"
+    tasks = {p.name: {json.loads(x)["task"] for x in p.read_text().splitlines()} for p in data.glob("*.jsonl")}
+    assert tasks == {"DDI-toy.train.jsonl": {"re"}, "DDI-toy.dev.jsonl": {"re"}, "Aux-A.train.jsonl": {"ner"}}
+    folder = tmp_path / "w" / "DDI-toy+Aux-A"
+    manifest = json.loads((folder / "adapter" / "manifest.json").read_text())
+    assert manifest["data"]["per_task"] == {"re": 6, "ner": 6} and manifest["training"]["global_step"] == 2
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["dev"]["metric"] == "strict_f1" and metrics["dev"]["f1"] == score
+    assert evaluate(["--gold", str(data / "DDI-toy.dev.jsonl"), "--pred", str(folder / "pred_dev.jsonl"),
+                     "--output", str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
+    reference = json.loads((tmp_path / "eval.json").read_text())
+    assert reference["task"] == "re" and score == reference["strict"]["micro"]["f1"]
+
+
+def test_a_corpus_whose_task_cannot_be_read_and_an_encoder_on_re_are_refused(tmp_path, capsys):
+    from curation.combos_cli import main
+
+    root = tmp_path / "data"
+    write_re_corpus(root / "re" / "DDI-toy")
+    write_corpus(root / "ner" / "Aux-A", "A")
+    write_corpus(root / "misc" / "Odd", "T")
+    argv = ["--datasets", str(root / "ner" / "Aux-A"), "--model", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main(["--target", "Odd", "--data-root", str(root / "misc"), *argv, "--evaluator", "lora"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot tell the corpus's task: it sits in 'misc'" in err
+    assert main(["--target", "DDI-toy", "--data-root", str(root / "re"), "--datasets",
+                 str(root / "ner" / "Aux-A"), "--model", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "encoder evaluator tags entities (NER) only" in err
