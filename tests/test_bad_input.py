@@ -217,6 +217,8 @@ ROWS: list[Row] = [
         "--model {w}/model_corrupt --output {w}/c --evaluator svm", "--evaluator"),
     Row("combos unknown dataset", "curate combos --target a --datasets zz --data-root {w}/corpora "
         "--model {w}/model_corrupt --output {w}/c", "zz"),
+    Row("combos lora on a corpus of no task folder", "curate combos --target a --datasets b --data-root "
+        "{w}/corpora --model {w}/model_corrupt --output {w}/c --evaluator lora", "{w}/corpora/a"),
     # --- mtl train
     Row("mtl train unknown config key", "mtl train --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
     Row("mtl train malformed config", "mtl train --config {w}/malformed.yaml", "{w}/malformed.yaml"),
