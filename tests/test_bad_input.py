@@ -288,9 +288,9 @@ ROWS: list[Row] = [
     Row("tune train generation eval without an eval file", "tune train --model {w}/model_corrupt "
         "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-generate true",
         "--eval-generate: needs --eval-file"),
-    Row("tune train generation eval of relation records", "tune train --model {w}/model_llama "
-        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/re_gold.jsonl --eval-generate true",
-        "{w}/re_gold.jsonl:1 (record DDI-DrugBank.d1.s0): --eval-generate generates NER answers only"),
+    Row("tune train generation eval by another task's metric", "tune train --model {w}/model_llama "
+        "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/re_gold.jsonl --eval-generate true "
+        "--metric-for-best-model label_macro_f1", "'label_macro_f1' is not logged for the re"),
     Row("tune train best model by a metric never logged", "tune train --model {w}/model_corrupt "
         "--train-files {w}/instr.jsonl --output-dir {w}/t --eval-file {w}/instr.jsonl --eval-steps 1 "
         "--metric-for-best-model eval_bleu", "--metric-for-best-model: 'eval_bleu' is never logged"),

@@ -151,8 +151,9 @@ def answer_metrics(task: str, gold: Sequence[Answer], pred: Sequence[Answer]) ->
     (:func:`curation.scoring.score_answers`).
 
     >>> g = [Answer("tc", ("ade",)), Answer("tc", ("no_ade",))]
-    >>> answer_metrics("tc", g, [Answer("tc", ("ade",)), Answer("tc", status="parse_error")])["label_macro_f1"]
-    0.6666666666666666
+    >>> m = answer_metrics("tc", g, [Answer("tc", ("ade",)), Answer("tc", status="parse_error")])
+    >>> m["label_macro_f1"], m["accuracy"], m["parse_error_rate"]  # ade: F1 1; no_ade: one false negative, F1 0
+    (0.5, 0.5, 0.5)
     """
     result = score_answers(task, gold, pred, n_bootstrap=0)
     mode, _ = MAIN_METRICS[task]

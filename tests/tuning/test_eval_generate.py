@@ -174,8 +174,9 @@ def test_metrics_of_given_answers_are_scored_and_logged(tiny_model, tmp_path, mo
                       eval_generate=True, metric_for_best_model="eval_strict_f1", load_best_model_at_end=True,
                       disable_tqdm=True)
     manifest = train(cfg)
-    # eval mode during generation (put back to train mode after), left padding, grammars: 3 evaluations + the end
-    assert calls == [(False, "left", 6, True)] * 4
+    # eval mode during generation (put back to train mode after), left padding, grammars: evaluations at steps 0, 1
+    # and 2 (the last one is the end's, run inside the training loop by EvaluateAtEnd)
+    assert calls == [(False, "left", 6, True)] * 3
     logged = eval_entries(json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"])
     for step in (0, 1, 2):
         assert {k: logged[step][f"eval_{k}"] for k in eval_generate.METRICS} == pytest.approx(expected[step])
