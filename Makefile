@@ -30,7 +30,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: venv models lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 	OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(BIN)/python -m pytest -q tests/curation/test_ifd.py -k "two_process or kill_9"  # byte-identity across processes, whatever the shell exports
 
 test-fast: venv
