@@ -314,7 +314,8 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
         generate(model, tokenizer, [prompt_texts[i] for i in sub], grammars, cfg.batch_size, cfg.max_new_tokens,
                  stats, batches=[[at[i] for i in b] for b in mine], on_batch=save)
     every = _gather(state, {"seconds": stats.seconds, "constraint_seconds": stats.constraint_seconds,
-                            "new_tokens": stats.new_tokens})  # also waits for every process to finish
+                            "new_tokens": stats.new_tokens,
+                            "records": sum(ids[i] not in done for b in mine for i in b)})  # waits for everyone
     if rank != 0:
         return None
 
@@ -338,7 +339,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
         max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
         tasks=dict(sorted(Counter(r["task"] for r in records).items())),
         labels=sorted({x for ls in label_sets for x in ls}), entity_types=cfg.entity_types, roles=cfg.roles,
-        counts=counts, num_processes=world, resumed=resumed, generated=len(ids) - resumed,
+        counts=counts, num_processes=world, resumed=resumed, generated_per_process=[s["records"] for s in every],
         sort_by_length=cfg.sort_by_length,
         padding_share=round(pad_tokens / prompt_tokens, 4) if prompt_tokens else 0.0,
         seconds=round(seconds, 2), tokens_per_second=round(generated / seconds, 2) if seconds else 0.0,
