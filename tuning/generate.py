@@ -217,16 +217,24 @@ def read_parts(parts: Path, settings: dict[str, Any]) -> dict[str, str]:
     return done
 
 
+def cut_torn_line(path: Path) -> None:
+    """Cut a part back to its last newline (a kill inside a write leaves a torn line), so the lines appended next
+    start on lines of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n") and data:
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            os.fsync(f.fileno())
+
+
 def append_lines(path: Path, lines: Sequence[str]) -> None:
-    """Append lines and fsync, so a line in the file survives a kill; a torn line a kill left at the end is cut
-    first, so the new lines start on lines of their own."""
+    """Append lines and fsync, so a line in the file survives a kill."""
     if not lines:
         return
-    data = path.read_bytes() if path.exists() else b""
-    with open(path, "r+b" if data else "ab") as f:
-        f.truncate(data.rfind(b"\n") + 1)
-        f.seek(0, os.SEEK_END)
-        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
 
@@ -304,6 +312,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     _barrier(state)
     if mine:
         part = parts / f"rank-{rank}.jsonl"
+        cut_torn_line(part)
 
         def save(batch: list[int], answers) -> None:  # the whole batch is regenerated, only the missing are written
             append_lines(part, [json.dumps(prediction_row(records[sub[p]], g, label_sets[sub[p]]),
