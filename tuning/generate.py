@@ -20,15 +20,25 @@ in the input, the k-th listing of a (type, name) at its k-th occurrence, unplace
 length), and PRED.jsonl.manifest.json (provenance, model, adapter, mode, counts). Bad input (unreadable JSONL, a
 record whose labels are unknown, a model without weights or chat template, an adapter for another base model) exits
 with code 2 before generating and writes nothing.
+
+    accelerate launch --num_processes 2 -m tuning.generate --model ... --input ... --output ...   # same output
+
+Finished answers are appended batch by batch to ``PRED.jsonl.parts/rank-K.jsonl`` (one file per process, fsync'ed),
+so a killed run started again with the same settings generates only what is missing; under ``accelerate launch``
+the batches are dealt out to the processes, and the first process merges the parts into PRED.jsonl. A batch is the
+same whatever the number of processes, so the output is byte-identical to one process's.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import prompts
@@ -36,30 +46,38 @@ from curation.cli import parse_config, run
 from curation.io import (
     Files,
     InputError,
+    atomic_folder,
+    atomic_write,
     check_files,
     check_model_source,
     provenance,
     read_jsonl,
+    sha256_file,
     together,
     write_json,
-    write_jsonl,
 )
 from tuning import quantization
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 from tuning.generation import (
+    ADAPTER_WEIGHTS,
     GenerationStats,
     check_adapter_files,
     default_device,
     generate,
     load_model,
     load_tokenizer,
+    padding_tokens,
+    plan_batches,
     prediction_row,
+    prompt_lengths,
     resolve_dtype,
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MANIFEST = ".manifest.json"
+PARTS = ".parts"  # PRED.jsonl.parts/: settings.json and one rank-K.jsonl per process while a run is unfinished
+SETTINGS = "settings.json"
 REQUIRED = ("id", "instruction", "input")
 
 
@@ -94,6 +112,10 @@ class GenerateConfig(quantization.QuantizationArguments):
                           "'-' if not given."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
+    sort_by_length: bool = field(
+        default=True, metadata={"help": "Batch prompts of similar token length together (longest first), so batches "
+                                        "pad little; false: batches in input order. The output is in input order "
+                                        "either way."})
 
     def __post_init__(self):
         for name in ("model", "adapter", "input", "output"):  # recipes name ~/.cache/offline-models/...
@@ -110,7 +132,8 @@ class GenerateConfig(quantization.QuantizationArguments):
         self.check_quantization()
 
     def files(self) -> Files:
-        return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST])
+        return Files(reads=[self.input, self.model, self.adapter], writes=[self.output, self.output + MANIFEST],
+                     folders=[self.output + PARTS])
 
     @property
     def mode(self) -> str:
@@ -153,64 +176,212 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
     return records, label_sets
 
 
-def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
+def run_settings(cfg: GenerateConfig, dtype: str, quantization_info: dict[str, Any] | None) -> dict[str, Any]:
+    """What a partial folder is recorded with and a resumed run must share: everything that decides the answers
+    (the input's hash, the model and adapter, the decoding options and how records are batched)."""
+    adapter_weights = next((Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file()),
+                           None) if cfg.adapter else None
+    return {"input_sha256": sha256_file(cfg.input),
+            "model": os.path.realpath(cfg.model) if os.path.isdir(cfg.model) else cfg.model,
+            "adapter": os.path.realpath(cfg.adapter) if cfg.adapter else None,
+            "adapter_sha256": sha256_file(adapter_weights) if adapter_weights else None,
+            "mode": cfg.mode, "labels": cfg.labels, "entity_types": cfg.entity_types, "roles": cfg.roles,
+            "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+            "sort_by_length": cfg.sort_by_length, "dtype": dtype, "quantization": quantization_info}
+
+
+def read_parts(parts: Path, settings: dict[str, Any]) -> dict[str, str]:
+    """``id -> prediction line`` of every finished record in a partial folder a killed run left (empty when there
+    is none). A line cut by the kill (no newline) is ignored. A folder recorded with other settings is an
+    :class:`InputError`, and nothing in it is touched."""
+    if not parts.exists():
+        return {}
+    recorded = parts / SETTINGS
+    try:
+        previous = json.loads(recorded.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(parts, f"not a partial folder of tune generate (no readable {SETTINGS}); move it away or "
+                                "delete it") from None
+    if previous != settings:
+        changed = ", ".join(k for k in settings if previous.get(k) != settings[k]) or "the recorded keys"
+        raise InputError(recorded, f"a killed run with other settings ({changed}) left partial predictions here; "
+                                   f"rerun it with the same settings or delete {parts}")
+    done: dict[str, str] = {}
+    for path in sorted(parts.glob("rank-*.jsonl")):
+        for n, raw in enumerate(path.read_bytes().split(b"\n")[:-1], 1):  # the last piece: "" or a torn line
+            try:
+                line = raw.decode("utf-8")
+                done.setdefault(str(json.loads(line)["id"]), line)
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(path, f"not a prediction line; delete {parts} to start again", line=n) from None
+    return done
+
+
+def cut_torn_line(path: Path) -> None:
+    """Cut a part back to its last newline (a kill inside a write leaves a torn line), so the lines appended next
+    start on lines of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n") and data:
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            os.fsync(f.fileno())
+
+
+def append_lines(path: Path, lines: Sequence[str]) -> None:
+    """Append lines and fsync, so a line in the file survives a kill."""
+    if not lines:
+        return
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def launched_processes():
+    """accelerate's process state when this call is one of the processes ``accelerate launch`` started (several of
+    them, no process group yet); None for one process. A program that has set up the process group itself
+    (``tune experiment`` runs each generation on its main process only) gets None: sharding needs every process to
+    call :func:`generate_file` together."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return None
+    from curation.io import process_state
+
+    return process_state()
+
+
+def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     """Generate an answer for every record of ``cfg.input``; write ``cfg.output`` and its manifest together.
 
-    Returns the manifest (provenance, model, adapter, mode, ``counts``, ``tokens_per_second``, ...). Bad input (see
-    the module doc; also an output that is one of the inputs) raises :class:`~curation.io.InputError` before the
-    model is loaded, and nothing is written.
+    Returns the manifest (provenance, model, adapter, mode, ``counts``, ``tokens_per_second``, ...) on the main
+    process, None on the others. Bad input (see the module doc; also an output that is one of the inputs, and a
+    partial folder left by a run with other settings) raises :class:`~curation.io.InputError` before the model is
+    loaded, and nothing is written.
+
+    Batches are planned over all records (:func:`tuning.generation.plan_batches`) and batch ``k`` goes to process
+    ``k % N``, so every batch, and so every answer, is the one a single process computes. Each process appends its
+    finished batches to ``OUTPUT.parts/rank-K.jsonl``; records already there (a killed run's) are not generated
+    again. The main process merges the parts in input order, writes the output and the manifest together, and
+    removes the partial folder.
     """
     check_files(cfg.files())  # parse_config checks this for the command; a caller may build cfg itself
     records, label_sets = read_records(cfg.input, cfg.labels)
-    device = default_device()
+    state = launched_processes()
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    device = str(state.device) if state is not None else default_device()
     if cfg.constrained:
         try:
             require_llguidance()
         except ImportError as err:
             raise InputError("--constrained", str(err)) from None
     check_model_source(cfg.model)
-    bnb = cfg.bnb_config(str(resolve_dtype(cfg.dtype, device)).removeprefix("torch."))
+    dtype = str(resolve_dtype(cfg.dtype, device)).removeprefix("torch.")
+    bnb = cfg.bnb_config(dtype)
     if bnb is not None:
         quantization.check_quantizable(cfg.model, cfg.quantization_option)
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
+    parts = Path(cfg.output + PARTS)
+    settings = run_settings(cfg, dtype, quantization.describe(bnb))
+    ids = [r["id"] for r in records]
+    done = read_parts(parts, settings)
+    resumed = sum(i in done for i in ids)
+
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)
     prompt_texts = [render_prompt(tokenizer, r) for r in records]
-    grammars = (answer_grammars(tokenizer, [r["input"] for r in records], label_sets, [r["task"] for r in records],
-                                cfg.entity_types, cfg.roles)
-                if cfg.constrained else None)
-    model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb)
-
+    lengths = prompt_lengths(tokenizer, prompt_texts)
+    batches = plan_batches(lengths, cfg.batch_size, cfg.sort_by_length)
+    pad_tokens, prompt_tokens = padding_tokens(lengths, batches)
+    mine = [b for k, b in enumerate(batches) if k % world == rank and any(ids[i] not in done for i in b)]
     stats = GenerationStats()
-    generated = generate(model, tokenizer, prompt_texts, grammars, cfg.batch_size, cfg.max_new_tokens, stats)
-    rows = [prediction_row(r, g, labels) for r, g, labels in zip(records, generated, label_sets, strict=True)]
+    if mine:
+        sub = [i for b in mine for i in b]  # my records, batch after batch; generate() indexes into this list
+        grammars = (answer_grammars(tokenizer, [records[i]["input"] for i in sub], [label_sets[i] for i in sub],
+                                    [records[i]["task"] for i in sub], cfg.entity_types, cfg.roles)
+                    if cfg.constrained else None)
+        model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb)
+    _barrier(state)  # every process has read what is done, and passed every check, before anything is written
+    if rank == 0 and not parts.exists():
+        with atomic_folder(parts) as tmp:  # the folder appears with its settings, or not at all
+            write_json(tmp / SETTINGS, settings)
+    _barrier(state)
+    if mine:
+        part = parts / f"rank-{rank}.jsonl"
+        cut_torn_line(part)
+
+        def save(batch: list[int], answers) -> None:  # the whole batch is regenerated, only the missing are written
+            append_lines(part, [json.dumps(prediction_row(records[sub[p]], g, label_sets[sub[p]]),
+                                           ensure_ascii=False)
+                                for p, g in zip(batch, answers, strict=True) if ids[sub[p]] not in done])
+
+        at = {i: p for p, i in enumerate(sub)}
+        generate(model, tokenizer, [prompt_texts[i] for i in sub], grammars, cfg.batch_size, cfg.max_new_tokens,
+                 stats, batches=[[at[i] for i in b] for b in mine], on_batch=save)
+    every = _gather(state, {"seconds": stats.seconds, "constraint_seconds": stats.constraint_seconds,
+                            "new_tokens": stats.new_tokens,
+                            "records": sum(ids[i] not in done for b in mine for i in b)})  # waits for everyone
+    if rank != 0:
+        return None
+
+    lines = read_parts(parts, settings)
+    missing = [i for i in ids if i not in lines]
+    if missing:  # a process stopped without an error; its part is kept for a rerun
+        raise RuntimeError(f"{len(missing)} records have no prediction (first: {missing[0]}); run again to finish")
+    rows = [json.loads(lines[i]) for i in ids]
     statuses = Counter(row["status"] for row in rows)
     counts = {"records": len(rows), **{s: statuses.get(s, 0) for s in ("ok", "parse_error", "schema_error")},
               "finished_by_length": sum(row["finish"] == "length" for row in rows),
               "unplaced_names": sum(row["unplaced"] for row in rows),
-              "new_tokens": stats.new_tokens,
+              "new_tokens": sum(row["n_new_tokens"] for row in rows),
               "by_task": {task: {s: sum(row["task"] == task and row["status"] == s for row in rows)
                                  for s in ("ok", "parse_error", "schema_error")}
                           for task in sorted({row["task"] for row in rows})}}
+    seconds = max(s["seconds"] for s in every)  # the processes generate at the same time
+    generated = sum(s["new_tokens"] for s in every)
     manifest = provenance(
         cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
         tasks=dict(sorted(Counter(r["task"] for r in records).items())),
         labels=sorted({x for ls in label_sets for x in ls}), entity_types=cfg.entity_types, roles=cfg.roles,
-        counts=counts,
-        seconds=round(stats.seconds, 2), tokens_per_second=round(stats.tokens_per_second, 2),
-        constraint_seconds=round(stats.constraint_seconds, 2), device=str(next(model.parameters()).device))
+        counts=counts, num_processes=world, resumed=resumed, generated_per_process=[s["records"] for s in every],
+        sort_by_length=cfg.sort_by_length,
+        padding_share=round(pad_tokens / prompt_tokens, 4) if prompt_tokens else 0.0,
+        seconds=round(seconds, 2), tokens_per_second=round(generated / seconds, 2) if seconds else 0.0,
+        constraint_seconds=round(sum(s["constraint_seconds"] for s in every), 2), device=device)
     with together():  # the predictions and their manifest land together or not at all
-        write_jsonl(cfg.output, rows)
+        with atomic_write(cfg.output) as f:
+            f.writelines(lines[i] + "\n" for i in ids)
         write_json(cfg.output + MANIFEST, manifest)
+    shutil.rmtree(parts)
     return manifest
+
+
+def _barrier(state) -> None:
+    if state is not None:
+        state.wait_for_everyone()
+
+
+def _gather(state, item: dict[str, Any]) -> list[dict[str, Any]]:
+    if state is None:
+        return [item]
+    from accelerate.utils import gather_object
+
+    return gather_object([item])
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = parse_config(GenerateConfig, argv, prog="bioselect tune generate", description=__doc__.split("\n\n")[0])
     manifest = generate_file(cfg)
+    if manifest is None:  # not the main process: the main one reports
+        return 0
     counts = manifest["counts"]
-    print(f"{cfg.mode}: {counts['records']} records -> {cfg.output}; ok {counts['ok']}, parse errors "
+    resumed = f" ({manifest['resumed']} resumed from {cfg.output}{PARTS})" if manifest["resumed"] else ""
+    print(f"{cfg.mode}: {counts['records']} records{resumed} -> {cfg.output}; ok {counts['ok']}, parse errors "
           f"{counts['parse_error']}, schema errors {counts['schema_error']}, cut by --max-new-tokens "
           f"{counts['finished_by_length']}, unplaced names {counts['unplaced_names']}; "
           f"{manifest['tokens_per_second']:.1f} tokens/s")

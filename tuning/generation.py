@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,12 @@ class GenerationStats:
     constraint_seconds: float = 0.0  # of which building matchers and masking logits
     new_tokens: int = 0
     steps: int = 0  # decoding steps summed over batches
+    pad_tokens: int = 0  # left padding of the prompts, summed over batches
+    prompt_tokens: int = 0  # prompt tokens with their padding, summed over batches
+
+    @property
+    def padding_share(self) -> float:
+        return self.pad_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -242,7 +248,7 @@ def resolve_dtype(dtype: str, device: str):
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32  # "cuda" or "cuda:N"
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
@@ -293,13 +299,51 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
     return (lm if quantization_config else lm.to(device)).eval()
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
+    """Indices of the prompts in each batch: by token length, longest first (ties in input order), so a batch's
+    prompts have similar lengths and little padding; in input order with ``sort_by_length=False``.
+
+    >>> plan_batches([3, 9, 5, 9, 1], 2)
+    [[1, 3], [2, 0], [4]]
+    >>> plan_batches([3, 9, 5, 9, 1], 2, sort_by_length=False)
+    [[0, 1], [2, 3], [4]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
+    return [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+
+
+def padding_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """``(pad tokens, all prompt tokens)`` of left-padded ``batches``: every prompt is padded to its batch's longest.
+
+    >>> padding_tokens([3, 9, 5, 9, 1], [[1, 3], [2, 0], [4]])  # pads 0 + 2 + 0 of 18 + 10 + 1 tokens
+    (2, 29)
+    >>> padding_tokens([3, 9, 5, 9, 1], [[0, 1], [2, 3], [4]])
+    (10, 37)
+    """
+    pad = total = 0
+    for batch in batches:
+        longest = max((lengths[i] for i in batch), default=0)
+        pad += sum(longest - lengths[i] for i in batch)
+        total += longest * len(batch)
+    return pad, total
+
+
+def prompt_lengths(tokenizer, prompts: Sequence[str]) -> list[int]:
+    """Token count of each rendered prompt (no special tokens added: the chat template has them)."""
+    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]] if prompts else []
+
+
 def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] | None = None, batch_size: int = 8,
-             max_new_tokens: int = 256, stats: GenerationStats | None = None) -> list[Generated]:
+             max_new_tokens: int = 256, stats: GenerationStats | None = None,
+             batches: Sequence[Sequence[int]] | None = None,
+             on_batch: Callable[[list[int], list[Generated]], None] | None = None) -> list[Generated | None]:
     """Greedy answers to rendered prompts, in order; constrained by ``grammars`` (one Lark grammar per prompt).
 
-    Prompts are batched by token length (longest first, to waste little padding) and left-padded; in float32 a
-    prompt's greedy answer does not depend on its batch (tested; lower precision can differ in rare near-ties).
-    ``stats`` (when given) accumulates time and token counts.
+    Prompts are batched by token length (:func:`plan_batches`: longest first, to waste little padding), or as
+    ``batches`` (lists of prompt indices; prompts in no batch get ``None``), and left-padded; in float32 a prompt's
+    greedy answer does not depend on its batch (tested; lower precision can differ in rare near-ties). ``on_batch``
+    is called with each finished batch's indices and answers (to save them as they come). ``stats`` (when given)
+    accumulates time, token counts and the batches' padding.
     """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
@@ -313,12 +357,16 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     ll_tok = ll_tokenizer(tokenizer, vocab_size, stop_ids) if grammars is not None else None
     if ll_tok is not None:
         stats.constraint_seconds += time.perf_counter() - start
-    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    lengths = prompt_lengths(tokenizer, prompts)
+    if batches is None:
+        batches = plan_batches(lengths, batch_size)
+    pad, total = padding_tokens(lengths, batches)
+    stats.pad_tokens += pad
+    stats.prompt_tokens += total
     device = next(model.parameters()).device
     results: list[Generated | None] = [None] * len(prompts)
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
+    for batch in batches:
+        idx = sorted(batch, key=lambda i: -lengths[i])  # the rows' order in the batch does not depend on the plan
         enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}
         processors = LogitsProcessorList()
@@ -342,5 +390,7 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
                 text = close_truncated(text)
             results[i] = Generated(text=text, n_new_tokens=n, finish=finish)
             stats.new_tokens += n
+        if on_batch is not None:
+            on_batch(list(batch), [results[i] for i in batch])
     stats.seconds += time.perf_counter() - start
     return results
