@@ -11,16 +11,9 @@ import os
 from dataclasses import dataclass, field
 
 from curation.io import Files, InputError
-from mtl_baselines.engine import EngineArgs
+from mtl_baselines.engine import EngineArgs, comma_floats
 
 VARIANTS = ("mtl", "qa_only", "cls_only")
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(option, f"expected comma-separated numbers, got {text!r}") from None
 
 
 @dataclass
@@ -133,7 +126,7 @@ class TrainArgs(EngineArgs):
         return layer_sizes(self.category_hidden, "--category-hidden")
 
     def split_ratios(self) -> list[float]:
-        return _floats(self.split, "--split")
+        return comma_floats(self.split, "--split")
 
     def template_names(self) -> list[str]:
         from mtl_baselines.clinical_qa.data import TEMPLATES

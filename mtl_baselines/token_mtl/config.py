@@ -11,17 +11,10 @@ import os
 from dataclasses import dataclass, field
 
 from curation.io import Files, InputError
-from mtl_baselines.engine import EngineArgs
+from mtl_baselines.engine import EngineArgs, comma_floats
 
 _VARIANT_HELP = ("Loss variant: single, heuristic, uw_sym, uw_asym or uw_class; a '-no_HEAD' suffix (HEAD one of "
                  "mtcls, bcls, mcls) drops an auxiliary head, e.g. uw_sym-no_mtcls.")
-
-
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(option, f"expected comma-separated numbers, got {text!r}") from None
 
 
 @dataclass
@@ -77,7 +70,7 @@ class TrainArgs(EngineArgs):
         self.weights()
 
     def split_ratios(self) -> list[float]:
-        return _floats(self.split, "--split")
+        return comma_floats(self.split, "--split")
 
     def weights(self) -> dict[str, float]:
         """The heuristic weights as ``{head: weight}``."""
@@ -166,10 +159,10 @@ class StudyConfig(TrainArgs):
         return Files(reads=[*self.corpus, self.model, self.tokenizer], folders=[self.output])
 
     def fraction_list(self) -> list[float]:
-        return _floats(self.fractions, "--fractions")
+        return comma_floats(self.fractions, "--fractions")
 
     def ablation_fraction_list(self) -> list[float]:
-        return _floats(self.ablation_fractions, "--ablation-fractions")
+        return comma_floats(self.ablation_fractions, "--ablation-fractions")
 
     def variant_list(self) -> list[str]:
         return [v.strip() for v in self.variants.split(",") if v.strip()]
