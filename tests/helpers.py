@@ -57,3 +57,16 @@ def run_group(cmd: list[str], timeout: float, **kwargs):
         out, err = proc.communicate()
         raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-3000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Autouse in the modules that import it: their tiny models run on one torch thread. On a shared 2-core machine
+    two OpenMP threads stall at every barrier when the other core is busy (0.95 s vs 2-15 s per SmolLM2 forward
+    under load, tests/curation/test_ifd_real.py); when idle, one thread costs < 2x."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

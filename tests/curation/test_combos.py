@@ -35,18 +35,11 @@ from curation.combos_cli import EVALUATORS, CombosConfig, build_evaluator
 from curation.combos_cli import main as combos_main
 from curation.io import InputError
 from mtl_baselines.token_mtl.combo_evaluator import EncoderEvaluator
-from tests.helpers import REPO
+from tests.helpers import (
+    REPO,
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+)
 from tuning.combo_evaluator import LoraEvaluator
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny matrices gain nothing from intra-op threads on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # enumeration and design

@@ -22,6 +22,7 @@ from curation import ifd_scoring as S
 from curation.ifd import main as ifd_main
 from curation.pipeline import RunConfig
 from curation.pipeline import main as run_main
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUCTION = prompts.instruction("ner", ["Disease"])
@@ -66,14 +67,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP barriers make them 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # Byte-identity across processes needs the same thread count on both sides, whatever the user's shell exported: the

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from curation import ifd_scoring as S
 from curation.ifd import main as ifd_main
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 
 pytestmark = pytest.mark.real
 
@@ -50,15 +51,6 @@ def ncbi_records(n: int) -> list[dict]:
                 for r in corpus.records]
     return convert_corpus(corpus, task="ner")[:n]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a shared 2-core machine, two OpenMP threads stall at every barrier when the other core is
-    busy (measured here: 0.95 s vs 2-15 s per SmolLM2 forward under load); when idle, one thread costs < 2x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

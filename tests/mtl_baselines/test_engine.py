@@ -20,18 +20,14 @@ from torch import nn
 from curation.io import InputError
 from mtl_baselines import engine
 from mtl_baselines.engine import EngineArgs, linear_warmup_decay
-from tests.helpers import run_group
+from tests.helpers import (
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+    run_group,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tests" / "assets"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_schedule_is_transformers_linear_warmup():

@@ -16,7 +16,12 @@ import torch
 import yaml
 
 import prompts
-from tests.helpers import REPO, free_port, run_group
+from tests.helpers import (
+    REPO,
+    free_port,
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+    run_group,
+)
 from tuning import eval_generate, generation
 from tuning.chat import render_prompt
 from tuning.generation import Generated
@@ -25,13 +30,6 @@ from tuning.train import TrainConfig, train
 DISEASES = ("asthma", "breast cancer", "diabetes", "ataxia telangiectasia", "gout")
 METRICS = [f"eval_{m}" for m in eval_generate.METRICS]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def ner_records(n: int, dataset: str, start: int = 0) -> list[dict]:

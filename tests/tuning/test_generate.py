@@ -18,7 +18,11 @@ from curation.convert import convert_corpus
 from curation.io import InputError, write_jsonl
 from curation.readers.iob import read_iob
 from curation.scoring import parse_output
-from tests.helpers import ASSETS, offline_model
+from tests.helpers import (
+    ASSETS,
+    offline_model,
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+)
 from tuning import constrained as constrained_module
 from tuning import generation as generation_module
 from tuning.chat import render_prompt
@@ -67,16 +71,6 @@ def assert_valid(rec: dict, text: str) -> None:
     for label, name in entities:
         assert label in LABELS and name in rec["input"], (name, rec["input"])
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy machine two threads can be ten times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- pure functions ----------------------------------------------------------------------------------------------

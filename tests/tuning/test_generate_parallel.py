@@ -18,22 +18,17 @@ import pytest
 
 import prompts
 from curation.io import write_jsonl
-from tests.helpers import REPO, free_port, run_group
+from tests.helpers import (
+    REPO,
+    free_port,
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+    run_group,
+)
 from tuning.generate import PARTS, SETTINGS, GenerateConfig, generate_file, main
 
 WORDS = ["BRCA1", "mutations", "cause", "breast", "and", "ovarian", "cancer", "in", "T", "-", "cell", "leukaemia",
          "(", "ALL", ")", ",", "patients", "with", "Huntington", "disease", "."]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The subprocesses run one thread each (OMP_NUM_THREADS=1); so does the in-process reference run."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

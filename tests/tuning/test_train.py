@@ -17,21 +17,18 @@ import yaml
 
 from curation.cli import parse_config
 from curation.io import sha256_file
-from tests.helpers import REPO, free_port, run_group
+from tests.helpers import (
+    REPO,
+    free_port,
+    one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
+    run_group,
+)
 from tuning import sft_data
 from tuning.chat import render_prompt
 from tuning.train import TrainConfig, build_trainer, main, train
 
 DISEASES = ("asthma", "breast cancer", "diabetes", "ataxia telangiectasia", "gout")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # matrices this small run ~2x faster on one thread: on a busy 2-core machine two OpenMP threads mostly wait
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_records(path: Path, n: int, dataset: str = "toy") -> Path:

@@ -8,22 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import prompts
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 from tuning import eval_generate
 from tuning.train import TrainConfig, train
 
 DRUGS = ("aspirin", "warfarin", "ibuprofen", "heparin")
 EFFECTS = ("rash", "bleeding", "nausea", "fever")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def task_records(task: str, n: int, dataset: str, start: int = 0) -> list[dict]:
