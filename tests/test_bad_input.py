@@ -308,6 +308,12 @@ ROWS: list[Row] = [
         "--output {w}/p.jsonl --unconstrained", "{w}/model_truncated/model.safetensors"),
     Row("generate missing input", "tune generate --model {w}/model_corrupt --input {w}/nope.jsonl "
         "--output {w}/p.jsonl", "{w}/nope.jsonl"),
+    Row("generate resumed with other settings than its partial folder records", "tune generate --model "
+        "{w}/model_llama --input {w}/instr.jsonl --output {w}/p_other.jsonl",
+        "{w}/p_other.jsonl.parts/settings.json: a killed run with other settings"),
+    Row("generate into a partial folder that tune generate did not make", "tune generate --model {w}/model_llama "
+        "--input {w}/instr.jsonl --output {w}/p_foreign.jsonl",
+        "{w}/p_foreign.jsonl.parts: not a partial folder of tune generate"),
     Row("generate an RE record whose instruction names no relation types", "tune generate --model "
         "{w}/model_corrupt --input {w}/re_nolabels.jsonl --output {w}/p.jsonl", "{w}/re_nolabels.jsonl:2"),
     Row("generate --labels over records of two tasks", "tune generate --model {w}/model_corrupt --input "
@@ -338,6 +344,10 @@ ROWS: list[Row] = [
         "--merge", "{w}/model_llama/merged: is inside {w}/model_llama"),
     Row("tune export merged into 4 bits", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
         "--load-in-4bit", "--load-in-4bit: a quantised output cannot be merged into"),
+    Row("tune export merged in an unknown dtype", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
+        "--dtype float64", "--dtype: must be base"),
+    Row("tune export a dtype without merging", "tune export --adapter {w}/adapter_ok --output {w}/x --dtype float32",
+        "--dtype: sets the dtype of merged weights"),
     Row("tune export evaluation that is not one", "tune export --adapter {w}/adapter_ok --output {w}/x "
         "--eval {w}/instr.jsonl", "{w}/instr.jsonl: invalid JSON"),
     # --- tune evaluate
@@ -431,6 +441,8 @@ def work(tmp_path_factory) -> Path:
         "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}) + "\n")
     (w / "model_llama" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    _write(w / "p_other.jsonl.parts" / "settings.json", json.dumps({"model": "another model"}))
+    (w / "p_foreign.jsonl.parts").mkdir()
     for name, width, base in (("adapter_ok", 32, "model_llama"), ("adapter_wide", 64, "model_llama"),
                               ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model")):
         _write(w / name / "adapter_config.json", json.dumps({
