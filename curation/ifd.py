@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curation.cli import parse_config, run
-from curation.io import Files, InputError, check_model_source, read_jsonl, sha256_file, unloadable, write_json
+from curation.io import (
+    Files,
+    InputError,
+    append_lines,
+    check_model_source,
+    drop_incomplete_tail,
+    read_jsonl,
+    sha256_file,
+    unloadable,
+    write_json,
+)
 
 PARTIAL_META = ".partial.json"
 
@@ -173,7 +183,7 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     if state.is_main_process and previous != settings:
         write_json(meta_path, settings)
     my_part = out.with_name(f"{out.name}.partial-{state.process_index}")
-    S.drop_incomplete_tail(my_part)
+    drop_incomplete_tail(my_part)
     state.wait_for_everyone()
     done = S.read_done(_parts(out))
     state.wait_for_everyone()  # nobody appends before every process has read what is done
@@ -192,7 +202,7 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
             for chunk in mine:
                 losses = scorer.score_chunk(examples, chunk, on_batch=bar.update)
                 new = [i for i in sorted(chunk.indices) if examples[i].id not in done]
-                S.append_lines(my_part, [S.score_line(examples[i], *losses[i], cfg.variant) for i in new])
+                append_lines(my_part, [S.score_line(examples[i], *losses[i], cfg.variant) for i in new])
     state.wait_for_everyone()
     if not state.is_main_process:
         return None

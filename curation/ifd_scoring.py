@@ -38,7 +38,6 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prompts import CHAT_TEMPLATE_KWARGS
@@ -742,27 +741,3 @@ def read_done(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
                 except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                     continue
     return done
-
-
-def drop_incomplete_tail(path: str | os.PathLike) -> None:
-    """Cut a partial file back to its last newline, so lines appended next start on a line of their own."""
-    p = Path(path)
-    if not p.exists():
-        return
-    data = p.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep != len(data):
-        with open(p, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def append_lines(path: str | os.PathLike, lines: Sequence[str]) -> None:
-    """Append lines and fsync, so a line that is in the file survives a kill or a crash."""
-    if not lines:
-        return
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        f.write("".join(line + "\n" for line in lines))
-        f.flush()
-        os.fsync(f.fileno())

@@ -492,3 +492,28 @@ def process_state():
     from accelerate.utils import parse_flag_from_env
 
     return PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def drop_incomplete_tail(path: str | os.PathLike) -> None:
+    """Cut a partial file back to its last newline (a kill inside a write leaves a torn line), so lines appended
+    next start on a line of their own."""
+    p = Path(path)
+    if not p.exists():
+        return
+    data = p.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep != len(data):
+        with open(p, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def append_lines(path: str | os.PathLike, lines: Sequence[str]) -> None:
+    """Append lines and fsync, so a line that is in the file survives a kill or a crash."""
+    if not lines:
+        return
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())

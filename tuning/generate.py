@@ -46,10 +46,12 @@ from curation.cli import parse_config, run
 from curation.io import (
     Files,
     InputError,
+    append_lines,
     atomic_folder,
     atomic_write,
     check_files,
     check_model_source,
+    drop_incomplete_tail,
     provenance,
     read_jsonl,
     sha256_file,
@@ -217,28 +219,6 @@ def read_parts(parts: Path, settings: dict[str, Any]) -> dict[str, str]:
     return done
 
 
-def cut_torn_line(path: Path) -> None:
-    """Cut a part back to its last newline (a kill inside a write leaves a torn line), so the lines appended next
-    start on lines of their own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n") and data:
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-            os.fsync(f.fileno())
-
-
-def append_lines(path: Path, lines: Sequence[str]) -> None:
-    """Append lines and fsync, so a line in the file survives a kill."""
-    if not lines:
-        return
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        f.write("".join(line + "\n" for line in lines))
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def launched_processes():
     """accelerate's process state when this call is one of the processes ``accelerate launch`` started (several of
     them, no process group yet); None for one process. A program that has set up the process group itself
@@ -312,7 +292,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     _barrier(state)
     if mine:
         part = parts / f"rank-{rank}.jsonl"
-        cut_torn_line(part)
+        drop_incomplete_tail(part)
 
         def save(batch: list[int], answers) -> None:  # the whole batch is regenerated, only the missing are written
             append_lines(part, [json.dumps(prediction_row(records[sub[p]], g, label_sets[sub[p]]),

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import prompts
 from curation import ifd_scoring as S
 from curation.ifd import main as ifd_main
+from curation.io import append_lines, drop_incomplete_tail
 from curation.pipeline import RunConfig
 from curation.pipeline import main as run_main
 from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
@@ -339,12 +340,12 @@ def test_tokenizer_mismatch_of_a_pair(loaded):
 
 def test_partial_files_survive_a_cut_line(tmp_path):
     part = tmp_path / "s.jsonl.partial-0"
-    S.append_lines(part, ['{"id": "a", "ifd": 0.5}', '{"id": "b", "ifd": 0.7}'])
+    append_lines(part, ['{"id": "a", "ifd": 0.5}', '{"id": "b", "ifd": 0.7}'])
     with open(part, "a") as f:
         f.write('{"id": "c", "if')
     assert list(S.read_done([part])) == ["a", "b"]
-    S.drop_incomplete_tail(part)
-    S.append_lines(part, ['{"id": "c", "ifd": 0.1}'])
+    drop_incomplete_tail(part)
+    append_lines(part, ['{"id": "c", "ifd": 0.1}'])
     assert list(S.read_done([part])) == ["a", "b", "c"]
 
 
