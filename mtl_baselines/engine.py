@@ -33,8 +33,14 @@ others follow the linear warm-up and decay of :func:`linear_warmup_decay`, trans
   goes into ``dev_curve``, ``payload``, e.g. the dev predictions, is returned for the best step); the best state
   is kept on disk (``OUTPUT/checkpoints/best-step-N.pt``, temp file then rename) and restored when training ends.
 * **seeding** (:func:`set_seed`, transformers', called by the baseline before it builds its model) and
-  **logging** through accelerate's trackers (``report_to``: ``tensorboard`` writes ``OUTPUT/train/``; ``none``
-  by default).
+  **logging** through accelerate's trackers (``report_to``, ``none`` by default): every optimizer step's losses and
+  learning rates and every dev evaluation's scores (``dev_`` in front), with the run's settings as parameters.
+  ``tensorboard`` writes ``OUTPUT/train/``; ``mlflow`` logs one run named after ``OUTPUT`` into the store of
+  ``MLFLOW_TRACKING_URI`` (a local ``sqlite:///...`` file or a server) and the experiment ``MLFLOW_EXPERIMENT_NAME``
+  (default ``bioselect``); a resumed run logs into the MLflow run it started (its id is in the checkpoint), so the
+  steps between the checkpoint and the kill appear twice in its history (other trackers start a new run on
+  resume); ``wandb``, ``comet_ml``, ``aim``,
+  ``clearml``, ``dvclive``, ``swanlab`` and ``trackio`` go through accelerate the same way when installed.
 
 :func:`remove_checkpoints` drops the checkpoints once a run's last output is written.
 """
@@ -58,7 +64,10 @@ from torch import nn
 from curation.io import InputError
 
 PRECISIONS = ("no", "bf16", "fp16")
-TRACKERS = ("none", "tensorboard")
+# accelerate's trackers (accelerate.utils.LoggerType less "all": a run logs where it is told, nowhere else)
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+# the extra that installs a tracker, where the project has one
+TRACKER_EXTRAS = {"tensorboard": "tensorboard", "mlflow": "tracking"}
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINTS = "checkpoints"
 
@@ -91,13 +100,23 @@ class EngineArgs:
         "help": "Write a resumable checkpoint into OUTPUT/checkpoints every N optimizer steps; 0: never. Running "
                 "the same command again resumes from the newest one; they are removed when the run finishes."})
     report_to: str = field(default="none", metadata={
-        "help": "Trackers of the per-step losses: none or tensorboard (OUTPUT/train; extra 'tensorboard')."})
+        "help": "Tracker of the per-step losses and dev scores: none, tensorboard (OUTPUT/train; extra "
+                "'tensorboard'), mlflow (MLFLOW_TRACKING_URI, e.g. sqlite:///mlflow.db; extra 'tracking'), or another "
+                "accelerate tracker (wandb, comet_ml, aim, clearml, dvclive, swanlab, trackio) that is installed."})
 
     def __post_init__(self):
         for name, allowed in (("device", DEVICES), ("mixed_precision", PRECISIONS), ("report_to", TRACKERS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name.replace('_', '-')}", f"one of {', '.join(allowed)}, not "
                                  f"{getattr(self, name)!r}")
+        if self.report_to != "none":
+            from accelerate.tracking import get_available_trackers
+
+            if self.report_to not in {str(t.value) for t in get_available_trackers()}:
+                extra = TRACKER_EXTRAS.get(self.report_to)
+                hint = f"pip install 'bioselect[{extra}]'" if extra else f"pip install {self.report_to}"
+                raise InputError("--report-to", f"{self.report_to} is not installed ({hint}); or pass --report-to "
+                                                "none")
         if self.gradient_accumulation_steps < 1:
             raise InputError("--gradient-accumulation-steps", "must be >= 1")
         if self.save_steps < 0:
@@ -177,12 +196,6 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 def _accelerator(engine: EngineArgs, out_dir: Path):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    if engine.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise InputError("--report-to", "tensorboard is not installed (pip install 'bioselect[tensorboard]')"
-                             ) from None
     cpu = engine.device == "cpu"
     if engine.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", "cuda was asked for but torch sees no GPU")
@@ -191,6 +204,28 @@ def _accelerator(engine: EngineArgs, out_dir: Path):
                        project_dir=str(out_dir),
                        # encoders carry parameters a baseline never uses (BERT's pooler): DDP must not wait for them
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _start_tracking(acc: Any, tracker: str, out: Path, settings: Mapping[str, Any], run_id: str | None) -> None:
+    """Open the tracker's run (the one a checkpoint names, when resuming) and log the run's settings as parameters.
+    TensorBoard writes ``OUTPUT/train``; the other trackers name the run after the output folder and file it under the
+    project ``bioselect`` (MLflow: ``MLFLOW_EXPERIMENT_NAME`` wins, as accelerate reads it)."""
+    kwargs: dict[str, dict[str, Any]] = {}
+    if tracker == "mlflow":
+        kwargs["mlflow"] = {"run_name": out.name, **({"run_id": run_id} if run_id else {})}
+    elif tracker == "wandb":
+        kwargs["wandb"] = {"name": out.name}
+    acc.init_trackers("train" if tracker == "tensorboard" else "bioselect",
+                      config={k: v for k, v in settings.items() if isinstance(v, int | float | str | bool)},
+                      init_kwargs=kwargs)
+
+
+def _tracker_run_id(acc: Any, tracker: str) -> str | None:
+    """The MLflow run's id on the main process, kept in checkpoints so that a resumed run logs into it; None for the
+    other trackers (a resumed run starts a new run of theirs)."""
+    if not acc.is_main_process or tracker != "mlflow":
+        return None
+    return acc.get_tracker("mlflow", unwrap=True).info.run_id
 
 
 def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch.Tensor, dict[str, Any]]],
@@ -255,8 +290,8 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
                 logger.info("resumed from %s (step %d of %d)", latest, resumed_from, total)
         acc.wait_for_everyone()
     if engine.report_to != "none":
-        acc.init_trackers("train", config={k: v for k, v in settings.items()
-                                           if isinstance(v, int | float | str | bool)})
+        _start_tracking(acc, engine.report_to, out, settings, progress.get("tracker_run_id"))
+        progress["tracker_run_id"] = _tracker_run_id(acc, engine.report_to)
 
     def best_file(step: int) -> Path:
         return ckpt_root / f"best-step-{step:08d}.pt"
@@ -337,6 +372,9 @@ def fit(module: nn.Module, step_fn: Callable[[nn.Module, dict, int], tuple[torch
                 score, curve_row, payload = evaluate(module)
             module.train()
             progress["dev_curve"].append({"step": step, **curve_row})
+            if engine.report_to != "none":
+                acc.log({f"dev_{k}": v for k, v in curve_row.items() if isinstance(v, int | float)
+                         and not isinstance(v, bool)} | {"dev_score": float(score)}, step=step)
             if progress["best_score"] is None or score > progress["best_score"]:
                 save_best(score, payload, step)
         progress["step"] = step

@@ -183,7 +183,8 @@ def test_checkpoints_resume_and_selection_on_disk(tmp_path):
 
 
 def test_engine_args_are_checked():
-    for kw, message in (({"mixed_precision": "fp8"}, "--mixed-precision"), ({"report_to": "wandb"}, "--report-to"),
+    for kw, message in (({"mixed_precision": "fp8"}, "--mixed-precision"),
+                        ({"report_to": "nope"}, "--report-to: one of none"),
                         ({"gradient_accumulation_steps": 0}, "--gradient-accumulation-steps"),
                         ({"save_steps": -1}, "--save-steps"), ({"device": "cuda:1"}, "--device"),
                         ({"device": "cpu", "mixed_precision": "fp16"}, "fp16 needs a GPU")):
@@ -216,6 +217,76 @@ def test_tensorboard_tracker_writes_events(tmp_path):
     engine.fit(m, _step, _plan(len(y), 6, 1), lambda idx: {"x": x[idx], "y": y[idx]}, _groups(m), out_dir=tmp_path,
                lr=1e-2, engine=EngineArgs(report_to="tensorboard"), settings={"lr": 1e-2})
     assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_uninstalled_tracker_is_refused_with_its_install_line(monkeypatch):
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    with pytest.raises(InputError, match=r"mlflow is not installed \(pip install 'bioselect\[tracking\]'\)"):
+        EngineArgs(report_to="mlflow")
+    with pytest.raises(InputError, match="wandb is not installed"):
+        EngineArgs(report_to="wandb")
+
+
+def test_mlflow_gets_settings_losses_and_dev_scores_and_a_resumed_run_logs_into_the_same_run(tmp_path, monkeypatch):
+    """A local SQLite store, read back through MLflow's client: the settings as parameters, every step's loss and
+    learning rate, the dev evaluations; a run killed in step 10, after its checkpoint at step 8, and started again
+    continues the same MLflow run (step 9 logged by both attempts)."""
+    mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "engine-test")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(uri)
+    x, y = _data()
+    dev_x, dev_y = _data(8, seed=1)
+    plan = _plan(len(y), 6, 1) * 4  # 16 steps
+    at = {4, 8, 12, 16}
+
+    def collate(idx):
+        return {"x": x[idx], "y": y[idx]}
+
+    def evaluate(m):
+        score = -nn.functional.mse_loss(m(dev_x).squeeze(-1), dev_y).item()
+        return score, {"neg_mse": score}, None
+
+    def dies_at_step_10(m, batch, step):
+        if step == 9:
+            raise KeyboardInterrupt
+        return _step(m, batch, step)
+
+    args = EngineArgs(save_steps=4, report_to="mlflow")
+    torch.manual_seed(7)
+    part = _model()
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(part, dies_at_step_10, plan, collate, _groups(part), out_dir=tmp_path / "run", lr=1e-2,
+                   engine=args, evaluate=evaluate, eval_at=at, settings={"lr": 1e-2, "name": "toy"})
+    mlflow.end_run(status="KILLED")  # what the killed process leaves: the run open in the store, no longer active
+    torch.manual_seed(7)
+    part = _model()
+    state = engine.fit(part, _step, plan, collate, _groups(part), out_dir=tmp_path / "run", lr=1e-2, engine=args,
+                       evaluate=evaluate, eval_at=at, settings={"lr": 1e-2, "name": "toy"})
+    assert state["resumed_from"] == 8
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("engine-test").experiment_id])
+    assert len(runs) == 1  # the resumed run logged into the run the first attempt opened
+    run = runs[0]
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.01", "name": "toy"}
+    loss = client.get_metric_history(run.info.run_id, "loss")
+    steps = sorted(m.step for m in loss)
+    assert steps == sorted([*range(1, 17), 9])  # 1..9 by the first attempt (killed in step 10), 9..16 resumed
+    by_step = {m.step: m.value for m in loss if m.step != 9}
+    assert [by_step[r["step"]] for r in state["history"] if r["step"] in by_step] == pytest.approx(
+        [r["loss"] for r in state["history"] if r["step"] in by_step])
+    dev = client.get_metric_history(run.info.run_id, "dev_neg_mse")
+    assert sorted(m.step for m in dev) == [4, 8, 12, 16]
+    assert {m.step: m.value for m in dev} == pytest.approx({r["step"]: r["neg_mse"] for r in state["dev_curve"]})
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == len(steps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
