@@ -69,7 +69,7 @@ SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lo
 # steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
 DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
-GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only")
+GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only", "report_to")
 TASKS = ("ner", "re", "ee", "tc")
 # what each task's annotations are called (a corpus without any cannot be studied for that task)
 ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
@@ -128,6 +128,10 @@ class ExperimentConfig:
     require_better: bool = field(default=False, metadata={
         "help": "Exit with code 1 unless every tuned run's main metric (strict F1 for ner) beats the zero-shot "
                 "model's."})
+    report_to: str = field(default="none", metadata={
+        "help": "Tracker of every tuned run's training (a transformers integration: tensorboard, mlflow, wandb, ...). "
+                "With mlflow each run (arm, rho, seed) is one MLflow run holding its training and its test scores "
+                "(store MLFLOW_TRACKING_URI, experiment MLFLOW_EXPERIMENT_NAME, default bioselect)."})
     report_only: bool = field(default=False, metadata={
         "help": "Write the report from the finished runs and list the missing ones; train nothing."})
 
@@ -176,6 +180,10 @@ class ExperimentConfig:
             raise InputError("--max_steps", f"must be at least 1, or -1 to train for epochs; got {self.max_steps}")
         if self.max_steps == -1 and not self.epochs >= 1:
             raise InputError("--epochs", f"must be at least 1, got {self.epochs}")
+        if self.report_to != "none":
+            from tuning.train import _check_report_to
+
+            _check_report_to(self.report_to)
         if self.auto_epochs <= 0:
             raise InputError("--auto_epochs", f"must be > 0, got {self.auto_epochs}")
 
@@ -273,7 +281,9 @@ def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | N
         "--warmup_steps", str(cfg.warmup_steps),
         "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
         "--seed", str(seed), "--logging_steps", "1", "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
-        "--report_to", "none"), str(adapter / "manifest.json")))
+        "--report_to", cfg.report_to,
+        *(("--run_name", folder.relative_to(Path(cfg.output_dir) / "runs").as_posix())
+          if cfg.report_to != "none" else ())), str(adapter / "manifest.json")))
     return steps + _scoring_steps(cfg, folder, eval_on, adapter=str(adapter), name=arm)
 
 
@@ -519,7 +529,13 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
                     held.append(run_.key)  # its dev runs are held by another worker
                     continue
                 log = {}
-                code = _run_steps(todo.steps, call, log, prefix=f"{run_.key}: ", verbose=main_process)
+                tracked = contextlib.nullcontext()
+                if cfg.report_to == "mlflow" and main_process:
+                    from tuning.experiment_tracking import lend_run, run_id
+
+                    tracked = lend_run(run_id(out, todo.key, todo.folder))
+                with tracked:
+                    code = _run_steps(todo.steps, call, log, prefix=f"{run_.key}: ", verbose=main_process)
                 if main_process:
                     _save_log(Path(run_.folder) / "steps.json", log)
                 if code:
@@ -534,6 +550,10 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
                   provenance=provenance(cfg, [cfg.train, cfg.test, *([cfg.dev] if cfg.dev else [])]))
     with run_lock(out, wait=True):
         write_json(out / "experiment.json", record)
+        if cfg.report_to == "mlflow":
+            from tuning.experiment_tracking import log_results
+
+            log_results(out, report["runs"], {r.key: r.folder for r in plan(cfg)})
     if report["missing"]:
         print(f"[experiment] {len(report['missing'])} run(s) not finished: {', '.join(report['missing'])}")
         return 0, record

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from curation.io import run_lock
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 from tuning import experiment as E
 
 SENTENCES = [
@@ -338,3 +339,52 @@ def test_two_process_launch_runs_the_study_once(tiny_model, tmp_path, corpus):
     assert done.stdout.count("[experiment] zero-shot: generate") == 1  # the main process alone generates
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["run"] for r in rows] == ["zero-shot", "lora-ifd/rho-0.5/seed-0"]
+
+
+def test_mlflow_holds_one_run_per_study_run_with_its_training_and_test_scores(tiny_model, tmp_path, corpus,
+                                                                              monkeypatch):
+    """`--report_to mlflow` into a local SQLite store, read back through MLflow's client: one MLflow run per study
+    run, named by its key; the tuned run holds transformers' training loss and the study's test scores (equal to
+    results.csv); a study started again after a run lost its scores logs into the same MLflow run, once."""
+    mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "study-test")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(uri)
+    out = tmp_path / "run"
+    argv = ["--model", str(tiny_model), "--train", str(corpus), "--test", str(corpus), "--output_dir", str(out),
+            "--arms", "zero-shot", "lora-full", "--train_fraction", "1", "--test_fraction", "0.5", "--epochs", "1",
+            "--batch_size", "4", "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12", "--bootstrap", "20",
+            "--report_to", "mlflow"]
+    assert E.main(argv) == 0
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("study-test")
+
+    def runs():
+        return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+    assert set(runs()) == {"zero-shot", "lora-full/seed-0"}
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open())}
+    for name, run in runs().items():
+        assert run.info.status == "FINISHED" and run.data.tags["bioselect.arm"] == rows[name]["arm"]
+        assert run.data.metrics["test_strict_f1"] == pytest.approx(float(rows[name]["strict_f1"]))
+    tuned = runs()["lora-full/seed-0"]
+    assert tuned.data.metrics["steps"] == float(rows["lora-full/seed-0"]["steps"])  # 12 records / 4 = 3 steps
+    losses = client.get_metric_history(tuned.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2, 3] and "zero-shot" not in {m.key for m in losses}
+    assert tuned.data.params["lora_r"] == "4"  # transformers' callback logged into the study's run
+
+    # the tuned run loses its scores; the study started again scores it and logs into the same MLflow run, once
+    folder = out / "runs" / "lora-full" / "seed-0"
+    for name in ("pred.jsonl", "eval.json", "mlflow_logged.json"):
+        (folder / name).unlink()
+    assert E.main(argv) == 0
+    assert E.main([*argv, "--report_only", "true"]) == 0
+    again = runs()
+    assert set(again) == {"zero-shot", "lora-full/seed-0"}
+    assert again["lora-full/seed-0"].info.run_id == tuned.info.run_id
+    assert len(client.get_metric_history(tuned.info.run_id, "test_strict_f1")) == 2  # scored twice
+    assert len(client.get_metric_history(again["zero-shot"].info.run_id, "test_strict_f1")) == 1
