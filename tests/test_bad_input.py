@@ -366,6 +366,10 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/x", "{w}/nope.tsv"),
     Row("experiment unknown arm", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-xx", "--arms"),
+    Row("experiment unknown tracker", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/corpus.tsv --output_dir {w}/e --report_to nope", "--report-to: unknown integration 'nope'"),
+    Row("mtl train unknown tracker", "mtl train --corpus {w}/corpora/a --model {w}/model_corrupt --output {w}/m "
+        "--report-to nope", "--report-to: one of none, tensorboard, mlflow"),
     Row("experiment rho above 1", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --ratios 0.5 1.5", "--ratios"),
     Row("experiment no seeds", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
