@@ -4,6 +4,7 @@
     bioselect data convert ../shared/data/ner/NCBI-disease/test.tsv --task ner --output runs/ncbi_test.jsonl
     bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --fraction 0.25 --seed 0 --output runs/ncbi_25.tsv
     bioselect data sample ../shared/data/ner/NCBI-disease/train.tsv --seed 0 --output runs/ladder/   # whole ladder
+    bioselect data split ../shared/data/cls/HealthAdvice/annotations_structured_abstract.csv --output runs/ha/
     bioselect data export ../shared/data/re/BioRED/Dev.PubTator --to bioc --output runs/biored_bioc/
     bioselect data export runs/pred.jsonl --input runs/ncbi_test.jsonl --to brat --output runs/review/
 
@@ -25,7 +26,7 @@ from curation.io import Files, InputError, atomic_write, provenance, read_jsonl,
 from curation.readers import READERS, detect_format, read_corpus
 from curation.records import Corpus, Record, Span
 
-SUBCOMMANDS = ("stats", "convert", "sample", "export")
+SUBCOMMANDS = ("stats", "convert", "sample", "split", "export")
 _FORMAT_HELP = f"Corpus format ({', '.join(sorted(READERS))}); detected from name and content when omitted."
 
 
@@ -112,6 +113,38 @@ class SampleConfig(ReadArgs):
             return [float(x) for x in self.fractions.split(",") if x.strip()]
         except ValueError:
             raise InputError("--fractions", f"not a comma-separated list of numbers: {self.fractions!r}") from None
+
+
+@dataclass
+class SplitConfig(ReadArgs):
+    ratios: str = field(default="0.6,0.2,0.2", metadata={
+        "help": "Shares of the documents in train, dev and test (three positive numbers summing to 1)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the class-balanced document order."})
+    output: str = field(default="", metadata={
+        "help": "Folder to write train.jsonl, dev.jsonl and test.jsonl into (records format, each with a manifest); "
+                "created, and it must not exist with files in it."})
+    path: str = field(init=False, default="")  # the positional argument
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.output:
+            raise InputError("--output", "is required")
+
+    def shares(self) -> list[float]:
+        try:
+            shares = [float(x) for x in self.ratios.split(",") if x.strip()]
+        except ValueError:
+            raise InputError("--ratios", f"expected comma-separated numbers, got {self.ratios!r}") from None
+        if len(shares) != 3 or any(r <= 0 for r in shares) or abs(sum(shares) - 1) > 1e-6:
+            raise InputError("--ratios", f"must be three positive shares summing to 1, not {self.ratios!r}")
+        return shares
+
+    def outputs(self) -> list[Path]:
+        return [Path(self.output) / f"{name}.jsonl" for name in ("train", "dev", "test")]
+
+    def files(self) -> Files:
+        return Files(reads=[self.path], writes=[*self.outputs(), *(f"{p}{MANIFEST}" for p in self.outputs())],
+                     folders=[self.output])
 
 
 @dataclass
@@ -257,6 +290,39 @@ def sample_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def split_main(argv: Sequence[str]) -> int:
+    """Split one corpus file into train/dev/test by document (:func:`curation.splits.document_split`): the folder
+    then reads as a corpus with its own split (``load_splits``, the combination search, ``tune experiment``)."""
+    from curation.sample import strata_counts
+    from curation.splits import document_split
+
+    cfg, _ = parse_config(SplitConfig, argv, "bioselect data split",
+                          positional={"path": {"help": "Corpus file to split (any format `bioselect data` reads)."}})
+    shares = cfg.shares()
+    out = Path(cfg.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(out, "exists and is not an empty folder; split into a new folder")
+    corpus = _read(cfg.path, cfg)
+    parts = document_split(corpus.records, shares, cfg.seed)
+    for name, idx in zip(("train", "dev", "test"), parts, strict=True):
+        if not idx:
+            raise InputError(cfg.path, f"the {name} share {shares[('train', 'dev', 'test').index(name)]:g} of its "
+                                       f"{len(corpus.records)} records keeps no document; change --ratios")
+    n_docs = len({r.doc_id if r.doc_id is not None else f"\0{i}" for i, r in enumerate(corpus.records)})
+    with together():
+        for name, idx, path in zip(("train", "dev", "test"), parts, cfg.outputs(), strict=True):
+            kept = [corpus.records[i] for i in idx]
+            write_jsonl(path, (r.to_dict() for r in kept))
+            write_json(f"{path}{MANIFEST}", provenance(
+                cfg, [cfg.path], split=name, records=len(kept), of=len(corpus.records), documents=n_docs,
+                dataset=corpus.dataset, strata_kept=strata_counts(kept), strata_all=strata_counts(corpus.records),
+                labels=dict(Counter(x for r in kept for x in r.labels)),
+                mentions=dict(Counter(sp.label for r in kept for sp in r.spans))))
+    for name, idx, path in zip(("train", "dev", "test"), parts, cfg.outputs(), strict=True):
+        print(f"{name}\t{len(idx):,} of {len(corpus.records):,} records\t{path}")
+    return 0
+
+
 def export_main(argv: Sequence[str]) -> int:
     from curation.export import export, prediction_records
 
@@ -297,7 +363,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         print(f"usage: bioselect data {{{','.join(SUBCOMMANDS)}}} ... (see --help of each)", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return {"stats": stats_main, "convert": convert_main, "sample": sample_main,
+    return {"stats": stats_main, "convert": convert_main, "sample": sample_main, "split": split_main,
             "export": export_main}[argv[0]](argv[1:])
 
 

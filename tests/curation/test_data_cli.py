@@ -240,3 +240,66 @@ def test_export_predictions_need_their_input(tmp_path, capsys):
                       str(tmp_path / "r")]) == 2
     assert f"{unknown}:3: id 'nope' is not in" in _one_error_line(capsys)
     assert not (tmp_path / "r").exists()
+
+
+def _advice_csv(path: Path, n_docs: int = 10) -> Path:
+    """``n_docs`` abstracts (pmids) of three sentences each, labels 0/1/2 spread over them."""
+    rows = ["label,pmid,sentence,design"]
+    for d in range(n_docs):
+        for k in range(3):
+            rows.append(f"{(d + k) % 3},{100 + d},Sentence {k} of abstract {d} says something.,RCT")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_split_keeps_documents_whole_and_reads_back_as_a_corpus_with_its_own_split(tmp_path, capsys):
+    from curation.readers import read_corpus
+    from curation.splits import load_splits
+
+    source = _advice_csv(tmp_path / "advice.csv")
+    out = tmp_path / "split" / "Advice"
+    assert data_main(["split", str(source), "--ratios", "0.6,0.2,0.2", "--seed", "1", "--output", str(out)]) == 0
+    parts = {name: read_corpus(out / f"{name}.jsonl", format="records").records for name in ("train", "dev", "test")}
+    assert [len(parts[n]) for n in ("train", "dev", "test")] == [18, 6, 6]  # 6 / 2 / 2 abstracts of 3 sentences
+    docs = {n: {r.doc_id for r in recs} for n, recs in parts.items()}
+    assert not docs["train"] & docs["dev"] and not docs["train"] & docs["test"] and not docs["dev"] & docs["test"]
+    original = {r.id: r for r in read_corpus(source).records}
+    written = [r for recs in parts.values() for r in recs]
+    assert sorted(r.id for r in written) == sorted(original)  # every record once, nothing added
+    assert all(r.to_dict() == original[r.id].to_dict() for r in written)  # labels, doc ids and meta unchanged
+    manifest = json.loads((out / "test.jsonl.manifest.json").read_text())
+    assert manifest["records"] == 6 and manifest["of"] == 30 and manifest["documents"] == 10
+    assert sum(manifest["labels"].values()) == 6
+    # the folder is a corpus with its own split for the search and the baselines
+    splits = load_splits(out)
+    assert [len(splits.train), len(splits.dev), len(splits.test)] == [18, 6, 6] and "own split" in splits.how
+    # and the same seed gives the same split, another seed another one
+    again = tmp_path / "again"
+    assert data_main(["split", str(source), "--seed", "1", "--output", str(again)]) == 0
+    assert (again / "test.jsonl").read_text() == (out / "test.jsonl").read_text()
+    other = tmp_path / "other"
+    assert data_main(["split", str(source), "--seed", "2", "--output", str(other)]) == 0
+    assert (other / "test.jsonl").read_text() != (out / "test.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ratios", "0.5,0.5"], "--ratios: must be three positive shares summing to 1"),
+    (["--ratios", "0.6,0.2,x"], "--ratios: expected comma-separated numbers"),
+    (["--ratios", "0.98,0.01,0.01"], "keeps no document"),
+])
+def test_split_refuses_bad_ratios_and_writes_nothing(tmp_path, capsys, args, message):
+    source = _advice_csv(tmp_path / "advice.csv")
+    out = tmp_path / "split"
+    assert data_main(["split", str(source), *args, "--output", str(out)]) == 2
+    assert message in _one_error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_split_refuses_a_folder_with_files(tmp_path, capsys):
+    source = _advice_csv(tmp_path / "advice.csv")
+    out = tmp_path / "split"
+    out.mkdir()
+    (out / "train.jsonl").write_text("keep me\n")
+    assert data_main(["split", str(source), "--output", str(out)]) == 2
+    assert "exists and is not an empty folder" in _one_error_line(capsys)
+    assert (out / "train.jsonl").read_text() == "keep me\n"
