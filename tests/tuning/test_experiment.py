@@ -388,3 +388,63 @@ def test_mlflow_holds_one_run_per_study_run_with_its_training_and_test_scores(ti
     assert again["lora-full/seed-0"].info.run_id == tuned.info.run_id
     assert len(client.get_metric_history(tuned.info.run_id, "test_strict_f1")) == 2  # scored twice
     assert len(client.get_metric_history(again["zero-shot"].info.run_id, "test_strict_f1")) == 1
+
+
+@pytest.fixture()
+def ee_corpus(tmp_path) -> Path:
+    """Twelve sentences of a records JSONL: six with one Adverse_event (trigger, Drug and Effect arguments), six
+    without events (their answer is [], a negative)."""
+    from curation.records import Event, Record, Span
+
+    rows = []
+    for i in range(12):
+        if i % 2:
+            rows.append(Record(id=str(i), text=f"Sentence {i} .").to_dict())
+            continue
+        text = f"Drug{i} caused rash{i} ."
+        d, e = len(f"Drug{i}"), len(f"Drug{i} caused")
+        spans = [Span(d + 1, e, "Trigger"), Span(0, d, "Drug"), Span(e + 1, e + 1 + len(f"rash{i}"), "Effect")]
+        rows.append(Record(id=str(i), text=text, spans=spans,
+                           events=[Event("Adverse_event", 0, (("Drug", 1), ("Effect", 2)))]).to_dict())
+    path = tmp_path / "ee.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_an_ee_study_scores_argument_classification_and_keeps_its_negatives(tmp_path, ee_corpus):
+    """lora-ifd answers the gold events, lora-random drops every Effect argument: argument classification P 1, R 1/2,
+    F1 2/3 by hand; the ratio arms keep rho of the six sentences with events plus all six without."""
+    cfg = make_config(tmp_path, ee_corpus, task="ee")
+    calls: list[str] = []
+    copy_gold = fake_call(calls)
+
+    def call(step: E.Step) -> int:
+        if step.module == "tuning.generate" and "/runs/lora-random/" in step.done:
+            argv = list(step.argv)
+            rows = [json.loads(x) for x in Path(argv[argv.index("--input") + 1]).read_text().splitlines()]
+            answers = []
+            for r in rows:
+                events = json.loads(r["output"])
+                for event in events:
+                    event["arguments"].pop("Effect")
+                answers.append({"id": r["id"], "output": json.dumps(events)})
+            Path(step.done).parent.mkdir(parents=True, exist_ok=True)
+            Path(step.done).write_text("".join(json.dumps(a) + "\n" for a in answers))
+            return 0
+        return copy_gold(step)
+
+    code, record = E.run_experiment(cfg, call)
+    assert code == 0 and record["missing"] == []
+    out = tmp_path / "study"
+    kept = [json.loads(x) for x in (out / "runs/lora-ifd/rho-0.5/seed-0/train.jsonl").read_text().splitlines()]
+    assert len(kept) == 9 and sum(r["output"] == "[]" for r in kept) == 6  # 3 of 6 positives, every negative
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert float(rows["lora-ifd/rho-0.5/seed-0"]["argument_classification_f1"]) == 1.0
+    random = rows["lora-random/rho-0.5/seed-0"]
+    assert float(random["argument_classification_p"]) == 1.0 and float(random["argument_classification_r"]) == 0.5
+    assert float(random["argument_classification_f1"]) == pytest.approx(2 / 3)
+    assert float(rows["lora-full/seed-0"]["argument_classification_f1"]) == 0.0  # [] everywhere: nothing found
+    report = json.loads((out / "report.json").read_text())
+    assert (report["task"], report["metric"]) == ("ee", "argument_classification_f1")
+    diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random"))
+    assert diff["diff"] == pytest.approx(1 / 3) and diff["ci"][0] <= diff["diff"] <= diff["ci"][1]
