@@ -295,3 +295,16 @@ def test_checker_resolves_relative_imports_from_a_package_init(tmp_path):
                       "p/sub/m.py": "", "p/q.py": ""})
     assert sorted((e.source, e.target) for e in import_edges(tmp_path, ("p",))) == [
         ("p", "p.sub.m"), ("p.sub", "p.q")]
+
+
+def test_importing_the_project_keeps_bitsandbytes_cpu_warning_off_stderr():
+    """bitsandbytes logs "Failed to load CPU gemm_4bit_forward ..." on CPUs with AVX512-BF16 when the `kernels` package
+    is absent; every command imports curation first, which silences it, so a bad-input error stays one line."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes", reason="the quantization extra is not installed")
+    code = "import curation, mtl_baselines, peft, bitsandbytes; import bitsandbytes.backends.cpu.ops"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "gemm_4bit" not in done.stderr and "Failed to load" not in done.stderr, done.stderr
