@@ -86,13 +86,19 @@ def _training(folder: Path) -> dict[str, Any]:
     files = train.get("config", {}).get("train_files") or []
     outputs = [obj["output"] for path in files if Path(path).is_file() for _, obj in read_jsonl(path)]
     positives = sum(not is_negative(o) for o in outputs)
-    seconds, tokens, epochs = t.get("train_runtime_s"), t.get("train_tokens"), t.get("epochs")
-    whole = not t.get("resumed_from")  # a resumed run's runtime covers its last part only
+    tokens, epochs = t.get("train_tokens"), t.get("epochs")
+    resumed = bool(t.get("resumed_from"))
+    # each step once in its last execution (tune train's step clock), else the trainer's runtime, which covers a
+    # resumed run's last part only (no rates then)
+    seconds = t.get("train_step_seconds")
+    whole = seconds is not None or not resumed
+    if seconds is None:
+        seconds = t.get("train_runtime_s")
     return {"train_records": len(outputs), "train_positives": positives, "train_negatives": len(outputs) - positives,
             "steps": t.get("global_step"), "epochs": epochs, "train_seconds": seconds,
             "tokens_per_s": tokens / seconds if whole and tokens and seconds else None,
             "seconds_per_epoch": seconds / epochs if whole and seconds and epochs else None,
-            "resumed": not whole, "final_train_loss": t.get("final_train_loss"),
+            "resumed": resumed, "final_train_loss": t.get("final_train_loss"),
             "loss_curve": t.get("loss_curve") or []}
 
 

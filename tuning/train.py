@@ -26,9 +26,11 @@ checkpoint by. The training files may mix tasks and datasets; the manifest count
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import Enum
@@ -319,6 +321,65 @@ class EvaluateAtEnd(TrainerCallback):
         return control
 
 
+STEP_TIMES = "step_times.jsonl"
+
+
+class StepClock(TrainerCallback):
+    """Append the wall time of every optimizer step's end to ``OUTPUT_DIR/step_times.jsonl`` (main process), after a
+    ``{"begin": STEP}`` line per training segment, so that a run resumed after a kill still knows what its steps
+    cost (:func:`step_seconds`)."""
+
+    def __init__(self, output_dir: str):
+        self.path = os.path.join(output_dir, STEP_TIMES)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._append({"begin": state.global_step, "t": time.time()})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._append({"step": state.global_step, "t": time.time()})
+
+
+def step_seconds(path: str | os.PathLike, steps: int) -> float | None:
+    """Seconds the training loop spent on steps 1..``steps``, each counted once in its last execution (a step redone
+    after a kill counts its second run; model loading and the time between segments are left out); None when a step
+    has no recorded end (a run begun before the clock existed, or a torn file).
+
+    >>> import tempfile
+    >>> rows = [{"begin": 0, "t": 100.0}, {"step": 1, "t": 110.0}, {"step": 2, "t": 130.0},  # killed in step 3
+    ...         {"begin": 1, "t": 500.0}, {"step": 2, "t": 512.0}, {"step": 3, "t": 520.0}]  # resumed from step 1
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write("".join(json.dumps(r) + "\\n" for r in rows))
+    >>> step_seconds(f.name, 3), step_seconds(f.name, 4)
+    (30.0, None)
+    """
+    if not os.path.isfile(path):
+        return None
+    last: dict[int, float] = {}
+    previous = None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                previous = None  # a torn line: the next step's start is unknown
+                continue
+            if "begin" in row:
+                previous = row["t"]
+            elif previous is not None:
+                last[row["step"]] = row["t"] - previous
+                previous = row["t"]
+    if not all(k in last for k in range(1, steps + 1)):
+        return None
+    return round(sum(last[k] for k in range(1, steps + 1)), 3)
+
+
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, Any]]:
     """Check every input (before any model is loaded), build the examples and trl's ``SFTTrainer``; return the
     trainer and what the manifest records about the data and the run. ``callbacks`` are extra
@@ -388,7 +449,8 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         model=cfg.model, args=args, train_dataset=sft_data.to_dataset(train_records),
         eval_dataset=sft_data.to_dataset(eval_records) if eval_records else None, processing_class=tokenizer,
         peft_config=sft_model.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules),
-        quantization_config=bnb, callbacks=[*callbacks, *([EvaluateAtEnd()] if eval_records else [])], **extra,
+        quantization_config=bnb, callbacks=[*callbacks, StepClock(cfg.output_dir),
+                                            *([EvaluateAtEnd()] if eval_records else [])], **extra,
     )
     quant = quantization.describe(bnb)
     if quant is not None:  # what bitsandbytes actually replaced, counted on the loaded model
@@ -460,6 +522,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
             "epochs": trainer.state.epoch,
             "train_runtime_s": result.metrics.get("train_runtime"),
+            # every step once, in its last execution: a resumed run's cost as if it had not been interrupted
+            "train_step_seconds": step_seconds(os.path.join(cfg.output_dir, STEP_TIMES),
+                                               trainer.state.global_step),
             "train_tokens": max((h["num_tokens"] for h in history if "num_tokens" in h), default=None),
             "eval_loss_before": min(evals, key=lambda h: h["step"])["eval_loss"] if evals else None,
             "eval_loss_after": final_eval.get("eval_loss"),

@@ -448,3 +448,25 @@ def test_an_ee_study_scores_argument_classification_and_keeps_its_negatives(tmp_
     assert (report["task"], report["metric"]) == ("ee", "argument_classification_f1")
     diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random"))
     assert diff["diff"] == pytest.approx(1 / 3) and diff["ci"][0] <= diff["diff"] <= diff["ci"][1]
+
+
+def test_a_resumed_run_reports_rates_from_its_step_clock_and_none_without_it(tmp_path):
+    from tuning.experiment_report import _training
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text(json.dumps({"id": "1", "output": "[]"}) + "\n")
+
+    def manifest(**training):
+        (adapter / "manifest.json").write_text(json.dumps({"config": {"train_files": [str(train_file)]}, "training": {
+            "global_step": 30, "epochs": 3.0, "train_tokens": 6000, "train_runtime_s": 40.0, **training}}))
+        return _training(tmp_path)
+
+    clocked = manifest(resumed_from="checkpoint-25", train_step_seconds=120.0)
+    assert clocked["resumed"] and clocked["train_seconds"] == 120.0
+    assert clocked["tokens_per_s"] == 50.0 and clocked["seconds_per_epoch"] == 40.0
+    unclocked = manifest(resumed_from="checkpoint-25", train_step_seconds=None)  # the runtime of the last part only
+    assert unclocked["train_seconds"] == 40.0 and unclocked["tokens_per_s"] is None
+    whole = manifest(resumed_from=None, train_step_seconds=None)
+    assert whole["tokens_per_s"] == 150.0 and not whole["resumed"]

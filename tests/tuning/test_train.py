@@ -227,6 +227,12 @@ def test_resume_from_the_last_checkpoint_reaches_the_same_step_count(tiny_model,
     assert manifest["training"]["global_step"] == 4
     assert manifest["training"]["resumed_from"] == str(out / "checkpoint-2")
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    # the step clock: two segments (from step 0, killed after step 2; from checkpoint 2), each step counted once
+    rows = [json.loads(line) for line in (out / "step_times.jsonl").read_text().splitlines()]
+    assert [r.get("begin", r.get("step")) for r in rows] == [0, 1, 2, 2, 3, 4]
+    assert [("begin" in r) for r in rows] == [True, False, False, True, False, False]
+    expected = (rows[2]["t"] - rows[0]["t"]) + (rows[5]["t"] - rows[3]["t"])
+    assert manifest["training"]["train_step_seconds"] == pytest.approx(expected, abs=1e-3)
 
 
 def _no_template(tiny_model: Path, tmp_path: Path) -> Path:
