@@ -103,6 +103,10 @@ def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
 
 def log_results(study_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], folders: Mapping[str, str]) -> int:
     """Log each finished run's row into its MLflow run, once (``mlflow_logged.json``); return how many were logged."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
     from curation.io import write_json
 
     client, logged = None, 0
@@ -112,9 +116,7 @@ def log_results(study_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
             continue
         client = client or _client()
         rid = run_id(study_dir, row["run"], folder)
-        from mlflow.entities import Metric, RunTag
-
-        now = _now_ms()
+        now = int(time.time() * 1000)
         client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics_of(row).items()],
                          tags=[RunTag(f"bioselect.{k}", str(row[k])) for k in ("arm", "ratio", "seed")
                                if row.get(k) is not None])
@@ -122,9 +124,3 @@ def log_results(study_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
         write_json(folder / LOGGED_FILE, {"run_id": rid})
         logged += 1
     return logged
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
