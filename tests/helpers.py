@@ -70,3 +70,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def mlflow_store(tmp_path: Path, monkeypatch, experiment: str):
+    """A local MLflow store (a SQLite file under ``tmp_path``, no server) made the process's and the environment's
+    tracking URI, with ``experiment`` as MLFLOW_EXPERIMENT_NAME and telemetry off; returns a client on it. Skips the
+    test where the tracking extra is not installed."""
+    mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed (bioselect[tracking])")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(uri)  # the process-wide URI (another test may have set one) is the store made here
+    return MlflowClient(tracking_uri=uri)

@@ -21,6 +21,7 @@ from curation.io import InputError
 from mtl_baselines import engine
 from mtl_baselines.engine import EngineArgs, linear_warmup_decay
 from tests.helpers import (
+    mlflow_store,
     one_torch_thread,  # noqa: F401 (autouse: the module's tests run on one torch thread)
     run_group,
 )
@@ -233,14 +234,7 @@ def test_mlflow_gets_settings_losses_and_dev_scores_and_a_resumed_run_logs_into_
     """A local SQLite store, read back through MLflow's client: the settings as parameters, every step's loss and
     learning rate, the dev evaluations; a run killed in step 10, after its checkpoint at step 8, and started again
     continues the same MLflow run (step 9 logged by both attempts)."""
-    mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed")
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "engine-test")
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(uri)
+    client = mlflow_store(tmp_path, monkeypatch, "engine-test")
     x, y = _data()
     dev_x, dev_y = _data(8, seed=1)
     plan = _plan(len(y), 6, 1) * 4  # 16 steps
@@ -264,6 +258,8 @@ def test_mlflow_gets_settings_losses_and_dev_scores_and_a_resumed_run_logs_into_
     with pytest.raises(KeyboardInterrupt):
         engine.fit(part, dies_at_step_10, plan, collate, _groups(part), out_dir=tmp_path / "run", lr=1e-2,
                    engine=args, evaluate=evaluate, eval_at=at, settings={"lr": 1e-2, "name": "toy"})
+    import mlflow
+
     mlflow.end_run(status="KILLED")  # what the killed process leaves: the run open in the store, no longer active
     torch.manual_seed(7)
     part = _model()
@@ -271,7 +267,6 @@ def test_mlflow_gets_settings_losses_and_dev_scores_and_a_resumed_run_logs_into_
                        evaluate=evaluate, eval_at=at, settings={"lr": 1e-2, "name": "toy"})
     assert state["resumed_from"] == 8
 
-    client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("engine-test").experiment_id])
     assert len(runs) == 1  # the resumed run logged into the run the first attempt opened
     run = runs[0]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from curation.io import run_lock
-from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
+from tests.helpers import mlflow_store, one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 from tuning import experiment as E
 
 SENTENCES = [
@@ -346,21 +346,13 @@ def test_mlflow_holds_one_run_per_study_run_with_its_training_and_test_scores(ti
     """`--report_to mlflow` into a local SQLite store, read back through MLflow's client: one MLflow run per study
     run, named by its key; the tuned run holds transformers' training loss and the study's test scores (equal to
     results.csv); a study started again after a run lost its scores logs into the same MLflow run, once."""
-    mlflow = pytest.importorskip("mlflow", reason="the tracking extra is not installed")
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "study-test")
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(uri)
+    client = mlflow_store(tmp_path, monkeypatch, "study-test")
     out = tmp_path / "run"
     argv = ["--model", str(tiny_model), "--train", str(corpus), "--test", str(corpus), "--output_dir", str(out),
             "--arms", "zero-shot", "lora-full", "--train_fraction", "1", "--test_fraction", "0.5", "--epochs", "1",
             "--batch_size", "4", "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12", "--bootstrap", "20",
             "--report_to", "mlflow"]
     assert E.main(argv) == 0
-    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("study-test")
 
     def runs():

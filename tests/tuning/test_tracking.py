@@ -9,6 +9,7 @@ import socket
 import pytest
 import torch
 
+from tests.helpers import mlflow_store
 from tests.tuning.test_eval_generate import ner_records, write
 from tuning.train import TrainConfig, train
 
@@ -31,13 +32,7 @@ def no_network(monkeypatch):
 
 
 def test_mlflow_gets_the_params_the_losses_and_the_generation_metrics(tiny_model, tmp_path, monkeypatch, no_network):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "bioselect-test")
-    mlflow.set_tracking_uri(uri)  # the process-wide URI (another test may have set one) is the store made here
+    client = mlflow_store(tmp_path, monkeypatch, "bioselect-test")
     torch.set_num_threads(1)
     data = write(tmp_path / "train.jsonl", ner_records(8, "toy"))
     dev = write(tmp_path / "dev.jsonl", ner_records(4, "dev", start=100))
@@ -47,7 +42,6 @@ def test_mlflow_gets_the_params_the_losses_and_the_generation_metrics(tiny_model
                       eval_max_new_tokens=16, report_to="mlflow", disable_tqdm=True)
     manifest = train(cfg)
 
-    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("bioselect-test")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
