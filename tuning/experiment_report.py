@@ -43,7 +43,8 @@ COMPARISONS = (
     ("lora-ifd", "zero-shot"),
 )
 COLUMNS = ("run", "arm", "ratio", "seed", "records", "strict_p", "strict_r", "strict_f1", "strict_f1_lo",
-           "strict_f1_hi", "relaxed_f1", "parse_error_rate", "schema_error_rate", "train_records", "train_positives",
+           "strict_f1_hi", "relaxed_f1", "parse_error_rate", "schema_error_rate", "empty_answers", "gold_empty",
+           "train_records", "train_positives",
            "train_negatives", "steps", "epochs", "train_seconds", "tokens_per_s", "seconds_per_epoch", "resumed",
            "final_train_loss")  # NER's; columns(task) for any task
 # the second score of a run's row: NER's relaxed F1, the record-level rate of the other tasks
@@ -102,6 +103,24 @@ def _training(folder: Path) -> dict[str, Any]:
             "loss_curve": t.get("loss_curve") or []}
 
 
+def _empty_answers(metrics: dict[str, Any], task: str) -> dict[str, int | None]:
+    """How many predicted and gold answers are ``[]`` (NER, RE, EE: a model that answers ``[]`` to nearly everything
+    has collapsed onto its negatives); None for TC, whose answers always name a class."""
+    if task == "tc":
+        return {"empty_answers": None, "gold_empty": None}
+    from curation.io import InputError, read_jsonl
+
+    def empty(path: str) -> int | None:
+        if not path or not Path(path).is_file():
+            return None
+        try:
+            return sum(str(obj.get("output", "")).strip() == "[]" for _, obj in read_jsonl(path))
+        except InputError:  # gold given as a corpus file (IOB, ...), not instruction JSONL
+            return None
+
+    return {"empty_answers": empty(metrics.get("pred")), "gold_empty": empty(metrics.get("gold"))}
+
+
 def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, list], list[str]]:
     """Rows of the finished runs, each run's per-record counts of the task's main metric (for pairing: ``[tp, fp,
     fn]`` per record for a micro F1, per record and type for TC's macro F1), and the missing runs' keys."""
@@ -140,7 +159,8 @@ def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[s
                      keys["second"]: (metrics["relaxed"]["micro"]["f1"] if task == "ner"
                                       else metrics[keys["second"]]["value"]),
                      "parse_error_rate": metrics["outputs"].get("parse_error_rate"),
-                     "schema_error_rate": metrics["outputs"].get("schema_error_rate"), **_training(folder)})
+                     "schema_error_rate": metrics["outputs"].get("schema_error_rate"),
+                     **_empty_answers(metrics, task), **_training(folder)})
     return rows, counts, missing
 
 
@@ -207,6 +227,15 @@ def _f(x: Any, scale: float = 100, digits: int = 2) -> str:
     return "-" if x is None else f"{scale * x:.{digits}f}"
 
 
+def _count(n: int | None, gold: int | None) -> str:
+    """``n`` with the gold count beside it: ``290 (gold 128)``.
+
+    >>> _count(290, 128), _count(None, None)
+    ('290 (gold 128)', '-')
+    """
+    return "-" if n is None else f"{n} (gold {gold})" if gold is not None else str(n)
+
+
 def format_report(cfg: Any, rows: Sequence[dict[str, Any]], means: Sequence[dict[str, Any]],
                   diffs: Sequence[dict[str, Any]], missing: Sequence[str]) -> str:
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
@@ -235,14 +264,15 @@ def format_report(cfg: Any, rows: Sequence[dict[str, Any]], means: Sequence[dict
         lines.append(f"| {d['a']} | {d['b']} | {_rho(d['ratio'])} | {d['seeds']} | "
                      f"{_f(d['diff'])} | {ci} | {_f(d['p_le_0'], 1, 3)} |")
     lines += ["", "## Runs", "",
-              f"| run | P | R | {label} (95% CI) | {second} | train records (pos/neg) | steps | "
-              "epochs | train s | tokens/s | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              f"| run | P | R | {label} (95% CI) | {second} | `[]` answers | train records (pos/neg) | steps | "
+              "epochs | train s | tokens/s | s/epoch |", "|---|" + "---:|" * 11]
     for r in rows:
         ci = f" ({_f(r[k['lo']])}–{_f(r[k['hi']])})" if r[k["lo"]] is not None else ""
         train = (f"{r['train_records']} ({r['train_positives']}/{r['train_negatives']})" if r.get("train_records")
                  else "-")
         lines.append(f"| {r['run']} | {_f(r[k['p']])} | {_f(r[k['r']])} | {_f(r[k['f1']])}{ci} | "
-                     f"{_f(r[k['second']])} | {train} | {r.get('steps') or '-'} | {_f(r.get('epochs'), 1)} | "
+                     f"{_f(r[k['second']])} | {_count(r.get('empty_answers'), r.get('gold_empty'))} | {train} | "
+                     f"{r.get('steps') or '-'} | {_f(r.get('epochs'), 1)} | "
                      f"{_f(r.get('train_seconds'), 1, 0)} | {_f(r.get('tokens_per_s'), 1, 0)} | "
                      f"{_f(r.get('seconds_per_epoch'), 1, 0)} |")
     return "\n".join(lines) + "\n"

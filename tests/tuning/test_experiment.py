@@ -436,6 +436,11 @@ def test_an_ee_study_scores_argument_classification_and_keeps_its_negatives(tmp_
     assert float(random["argument_classification_p"]) == 1.0 and float(random["argument_classification_r"]) == 0.5
     assert float(random["argument_classification_f1"]) == pytest.approx(2 / 3)
     assert float(rows["lora-full/seed-0"]["argument_classification_f1"]) == 0.0  # [] everywhere: nothing found
+    # answers [] counted beside the gold's: lora-full answered [] to all 12, the others to the 6 gold negatives
+    assert [(rows[k]["empty_answers"], rows[k]["gold_empty"]) for k in
+            ("lora-full/seed-0", "lora-ifd/rho-0.5/seed-0", "lora-random/rho-0.5/seed-0")] == [("12", "6"), ("6", "6"),
+                                                                                              ("6", "6")]
+    assert "| 12 (gold 6) |" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
     assert (report["task"], report["metric"]) == ("ee", "argument_classification_f1")
     diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random"))
