@@ -39,8 +39,8 @@ others follow the linear warm-up and decay of :func:`linear_warmup_decay`, trans
   ``MLFLOW_TRACKING_URI`` (a local ``sqlite:///...`` file or a server) and the experiment ``MLFLOW_EXPERIMENT_NAME``
   (default ``bioselect``); a resumed run logs into the MLflow run it started (its id is in the checkpoint), so the
   steps between the checkpoint and the kill appear twice in its history (other trackers start a new run on
-  resume); ``wandb``, ``comet_ml``, ``aim``,
-  ``clearml``, ``dvclive``, ``swanlab`` and ``trackio`` go through accelerate the same way when installed.
+  resume); ``wandb``, ``comet_ml``, ``aim``, ``clearml``, ``dvclive``, ``swanlab`` and ``trackio`` go through
+  accelerate the same way when installed.
 
 :func:`remove_checkpoints` drops the checkpoints once a run's last output is written.
 """
