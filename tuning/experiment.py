@@ -181,9 +181,9 @@ class ExperimentConfig:
         if self.max_steps == -1 and not self.epochs >= 1:
             raise InputError("--epochs", f"must be at least 1, got {self.epochs}")
         if self.report_to != "none":
-            from tuning.train import _check_report_to
+            from tuning.train import check_report_to
 
-            _check_report_to(self.report_to)
+            check_report_to(self.report_to)
         if self.auto_epochs <= 0:
             raise InputError("--auto_epochs", f"must be > 0, got {self.auto_epochs}")
 

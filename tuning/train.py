@@ -196,7 +196,7 @@ class TrainConfig(QuantizationArguments, SFTConfig):
             raise InputError("--eval-generate", "does not run under FSDP (each process would have to generate in "
                                                 "lockstep with the others); use DDP or DeepSpeed ZeRO-2")
         _check_best_metric(self.metric_for_best_model, self.eval_generate)
-        _check_report_to(self.report_to)
+        check_report_to(self.report_to)
         self.check_quantization()
         if self.bf16 is None:  # trl's default is on; here only where a CUDA GPU runs bf16
             import torch
@@ -288,7 +288,7 @@ def _check_best_metric(name: str | None, eval_generate: bool) -> None:
                                                     "not)")
 
 
-def _check_report_to(report_to: None | str | list[str]) -> None:
+def check_report_to(report_to: None | str | list[str]) -> None:
     """Refuse a logging integration transformers does not know or that is not installed (the Trainer would fail
     after the model loaded)."""
     from transformers.integrations.integration_utils import (
