@@ -58,12 +58,6 @@ class GenerationStats:
     constraint_seconds: float = 0.0  # of which building matchers and masking logits
     new_tokens: int = 0
     steps: int = 0  # decoding steps summed over batches
-    pad_tokens: int = 0  # left padding of the prompts, summed over batches
-    prompt_tokens: int = 0  # prompt tokens with their padding, summed over batches
-
-    @property
-    def padding_share(self) -> float:
-        return self.pad_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -343,7 +337,7 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     ``batches`` (lists of prompt indices; prompts in no batch get ``None``), and left-padded; in float32 a prompt's
     greedy answer does not depend on its batch (tested; lower precision can differ in rare near-ties). ``on_batch``
     is called with each finished batch's indices and answers (to save them as they come). ``stats`` (when given)
-    accumulates time, token counts and the batches' padding.
+    accumulates time and token counts.
     """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
@@ -360,9 +354,6 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     lengths = prompt_lengths(tokenizer, prompts)
     if batches is None:
         batches = plan_batches(lengths, batch_size)
-    pad, total = padding_tokens(lengths, batches)
-    stats.pad_tokens += pad
-    stats.prompt_tokens += total
     device = next(model.parameters()).device
     results: list[Generated | None] = [None] * len(prompts)
     for batch in batches:
