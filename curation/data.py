@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.cli import parse_config, run
-from curation.io import Files, InputError, atomic_write, provenance, read_jsonl, together, write_json, write_jsonl
+from curation.io import (
+    Files,
+    InputError,
+    atomic_write,
+    comma_floats,
+    provenance,
+    read_jsonl,
+    together,
+    write_json,
+    write_jsonl,
+)
 from curation.readers import READERS, detect_format, read_corpus
 from curation.records import Corpus, Record, Span
 
@@ -131,10 +141,7 @@ class SplitConfig(ReadArgs):
             raise InputError("--output", "is required")
 
     def shares(self) -> list[float]:
-        try:
-            shares = [float(x) for x in self.ratios.split(",") if x.strip()]
-        except ValueError:
-            raise InputError("--ratios", f"expected comma-separated numbers, got {self.ratios!r}") from None
+        shares = comma_floats(self.ratios, "--ratios")
         if len(shares) != 3 or any(r <= 0 for r in shares) or abs(sum(shares) - 1) > 1e-6:
             raise InputError("--ratios", f"must be three positive shares summing to 1, not {self.ratios!r}")
         return shares

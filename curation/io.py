@@ -517,3 +517,16 @@ def append_lines(path: str | os.PathLike, lines: Sequence[str]) -> None:
         f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def comma_floats(text: str, option: str) -> list[float]:
+    """The numbers of a comma-separated option value (empty items skipped); :class:`InputError` naming ``option``
+    otherwise.
+
+    >>> comma_floats("0.6, 0.2,0.2", "--split")
+    [0.6, 0.2, 0.2]
+    """
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(option, f"expected comma-separated numbers, got {text!r}") from None

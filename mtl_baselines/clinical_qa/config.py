@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from curation.io import Files, InputError
-from mtl_baselines.engine import EngineArgs, comma_floats
+from curation.io import Files, InputError, comma_floats
+from mtl_baselines.engine import EngineArgs
 
 VARIANTS = ("mtl", "qa_only", "cls_only")
 

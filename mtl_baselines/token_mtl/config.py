@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from curation.io import Files, InputError
-from mtl_baselines.engine import EngineArgs, comma_floats
+from curation.io import Files, InputError, comma_floats
+from mtl_baselines.engine import EngineArgs
 
 _VARIANT_HELP = ("Loss variant: single, heuristic, uw_sym, uw_asym or uw_class; a '-no_HEAD' suffix (HEAD one of "
                  "mtcls, bcls, mcls) drops an auxiliary head, e.g. uw_sym-no_mtcls.")
