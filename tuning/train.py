@@ -41,7 +41,7 @@ from transformers.trainer_utils import SchedulerType
 from trl import SFTConfig
 
 from curation.cli import parse_config, run
-from curation.io import Files, InputError, check_model_source
+from curation.io import Files, InputError, append_lines, check_model_source
 from tuning import quantization
 from tuning.quantization import QuantizationArguments
 from tuning.sft_data import MIX_STRATEGIES
@@ -334,8 +334,7 @@ class StepClock(TrainerCallback):
 
     def _append(self, row: dict[str, Any]) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append_lines(self.path, [json.dumps(row)])
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
