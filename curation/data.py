@@ -150,8 +150,9 @@ class SplitConfig(ReadArgs):
         return [Path(self.output) / f"{name}.jsonl" for name in ("train", "dev", "test")]
 
     def files(self) -> Files:
+        # a corpus folder is sealed: a split written inside it would sit in the corpus it was cut from
         return Files(reads=[self.path], writes=[*self.outputs(), *(f"{p}{MANIFEST}" for p in self.outputs())],
-                     folders=[self.output])
+                     folders=[self.output], sealed=[self.path] if Path(self.path).is_dir() else [])
 
 
 @dataclass
