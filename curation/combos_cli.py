@@ -86,7 +86,10 @@ class CombosConfig:
     steps: int | None = field(default=None, metadata={
         "help": "Optimizer steps per evaluation, the same for every mix; default 150 (encoder) or 300 (lora)."})
     batch_size: int | None = field(default=None, metadata={
-        "help": "Sentences per step; default 16 (encoder) or 8 (lora)."})
+        "help": "Sentences per step (lora: per forward pass); default 16 (encoder) or 8 (lora)."})
+    gradient_accumulation_steps: int | None = field(default=None, metadata={
+        "help": "lora: forward passes of --batch-size sentences summed into each optimizer step (the same steps "
+                "with less memory per pass); default 1."})
     lr: float | None = field(default=None, metadata={
         "help": "Peak learning rate; default 1e-4 (encoder) or 2e-4 (lora)."})
     max_length: int | None = field(default=None, metadata={
@@ -118,7 +121,7 @@ class CombosConfig:
         for name in ("budget", "members", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
-        for name in ("steps", "batch_size", "max_length", "threads", "max_new_tokens"):
+        for name in ("steps", "batch_size", "max_length", "threads", "max_new_tokens", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
@@ -126,6 +129,8 @@ class CombosConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 0")
+        if self.evaluator == "encoder" and self.gradient_accumulation_steps is not None:
+            raise InputError("--gradient-accumulation-steps", "applies to the lora evaluator only")
         if self.n_init is not None and self.n_init < 2:
             raise InputError("--n-init", "must be >= 2 (the baseline and at least one mix)")
         if self.hours is not None and self.hours <= 0:
@@ -145,6 +150,8 @@ class CombosConfig:
         work = Path(self.output) / "evals"
         if self.evaluator == "encoder":
             return {**opts, "device": self.device, "work_dir": work}
+        if self.gradient_accumulation_steps is not None:
+            opts["gradient_accumulation_steps"] = self.gradient_accumulation_steps
         return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained}
 
 

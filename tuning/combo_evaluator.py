@@ -45,13 +45,14 @@ class LoraEvaluator:
                  work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
                  lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
                  constrained: bool = True, generate_batch_size: int = 8, seed: int = 0,
-                 train_args: Sequence[str] = ()):
+                 gradient_accumulation_steps: int = 1, train_args: Sequence[str] = ()):
         self.target, self.model = target, os.path.expanduser(model)
         self.work_dir = Path(work_dir)
         self.max_train, self.steps, self.batch_size, self.lr, self.max_length = max_train, steps, batch_size, lr, \
             max_length
         self.dev_size, self.max_new_tokens, self.constrained = dev_size, max_new_tokens, constrained
         self.generate_batch_size, self.seed, self.train_args = generate_batch_size, seed, list(train_args)
+        self.gradient_accumulation_steps = gradient_accumulation_steps
         self.tasks = {name: corpus_task(folder) for name, folder in corpora.items()}
         self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks)
 
@@ -59,7 +60,10 @@ class LoraEvaluator:
         return {"evaluator": "lora", "model": self.model, "max_train": self.max_train, "steps": self.steps,
                 "batch_size": self.batch_size, "lr": self.lr, "max_length": self.max_length,
                 "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
-                "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks}
+                "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks,
+                # recorded when used, so that histories made before the option compare as they did
+                **({"gradient_accumulation_steps": self.gradient_accumulation_steps}
+                   if self.gradient_accumulation_steps > 1 else {})}
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""
@@ -101,6 +105,8 @@ class LoraEvaluator:
         files = [str(self.data_file(d)) for d in sorted(mix)]
         return ["--model", self.model, "--train-files", ",".join(files), "--output-dir", str(output_dir),
                 "--mix", "even", "--max-steps", str(self.steps), "--per-device-train-batch-size", str(self.batch_size),
+                *(("--gradient-accumulation-steps", str(self.gradient_accumulation_steps))
+                  if self.gradient_accumulation_steps > 1 else ()),
                 "--learning-rate", str(self.lr), "--max-length", str(self.max_length), "--seed", str(self.seed),
                 "--report-to", "none", "--resume-from-checkpoint", "no", "--save-steps", str(self.steps),
                 "--save-total-limit", "1", *self.train_args]

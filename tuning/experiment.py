@@ -53,7 +53,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,10 @@ class ExperimentConfig:
     max_steps: int = field(default=-1, metadata={
         "help": "Optimizer steps of every tuned arm instead of epochs (the equal-steps reading); -1: epochs."})
     auto_epochs: float = field(default=1.0, metadata={"help": "Epochs of the short runs that pick rho (auto arm)."})
-    batch_size: int = field(default=8, metadata={"help": "Training examples per step."})
+    batch_size: int = field(default=8, metadata={"help": "Training examples per forward pass."})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "Forward passes whose gradients make one optimizer step: each step sees batch_size x this many "
+                "examples, with the memory of batch_size (trl's option)."})
     lr: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up share (< 1) or steps."})
     max_length: int = field(default=256, metadata={"help": "Tokens per training example."})
@@ -186,6 +189,9 @@ class ExperimentConfig:
             check_report_to(self.report_to)
         if self.auto_epochs <= 0:
             raise InputError("--auto_epochs", f"must be > 0, got {self.auto_epochs}")
+        for name in ("batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name}", f"must be at least 1, got {getattr(self, name)}")
 
     def settings(self) -> dict[str, Any]:
         """What every run of the study shares (a folder made with other settings is refused)."""
@@ -277,8 +283,10 @@ def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | N
     length = ("--max_steps", str(cfg.max_steps)) if cfg.max_steps > 0 else ("--num_train_epochs", str(epochs))
     steps.append(Step("train", "tuning.train", (
         "--model", cfg.model, "--train_files", train_file, "--output_dir", str(adapter), *length,
-        "--per_device_train_batch_size", str(cfg.batch_size), "--learning_rate", str(cfg.lr),
-        "--warmup_steps", str(cfg.warmup_steps),
+        "--per_device_train_batch_size", str(cfg.batch_size),
+        *(("--gradient_accumulation_steps", str(cfg.gradient_accumulation_steps))
+          if cfg.gradient_accumulation_steps > 1 else ()),
+        "--learning_rate", str(cfg.lr), "--warmup_steps", str(cfg.warmup_steps),
         "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
         "--seed", str(seed), "--logging_steps", "1", "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
         "--report_to", cfg.report_to,
@@ -429,7 +437,10 @@ def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise InputError(path, f"not JSON ({err.msg}); delete it to start the study again") from None
     held = record.get("settings", {})
-    changed = sorted(k for k, v in cfg.settings().items() if held.get(k) != v)
+    # a setting added after the folder was made reads as its default there
+    defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+    changed = sorted(k for k, v in cfg.settings().items()
+                     if held.get(k, defaults.get(k)) != v or (k not in held and k not in defaults))
     if changed:
         raise InputError(path, f"this folder holds a study with other settings (differs in {', '.join(changed)}); "
                                "use another --output_dir or delete the folder")

@@ -248,7 +248,9 @@ def format_report(cfg: Any, rows: Sequence[dict[str, Any]], means: Sequence[dict
     lines = [f"# tune experiment: {Path(cfg.train).name} -> {Path(cfg.test).name}", "",
              f"Model `{cfg.model}`, IFD from `{cfg.scorer_model or cfg.model}` ({cfg.prompt_format} prompt); "
              f"training {length} per arm, "
-             f"batch {cfg.batch_size}, lr {cfg.lr:g}, LoRA r {cfg.lora_r}; negatives kept by the ratio arms: "
+             f"batch {cfg.batch_size}"
+             f"{f' x {cfg.gradient_accumulation_steps} accumulated' if cfg.gradient_accumulation_steps > 1 else ''}"
+             f", lr {cfg.lr:g}, LoRA r {cfg.lora_r}; negatives kept by the ratio arms: "
              f"{cfg.negative_ratio:g} ({cfg.negative_order}). Task {task}: {what} on the same "
              f"{rows[0]['records'] if rows else '?'} test sentences; {interval} ({cfg.bootstrap} resamples).", ""]
     if missing:

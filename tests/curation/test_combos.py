@@ -430,6 +430,14 @@ def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers
     calls.pop("train")
     scores = ev.test_score(frozenset({"Target", "Aux-A"}))
     assert "train" not in calls and 0 <= scores["test"]["f1"] <= 1
+    # accumulation: the same optimizer steps from smaller forward passes, recorded in the settings only when used
+    assert "gradient_accumulation_steps" not in ev.settings() and cfg.gradient_accumulation_steps == 1
+    accumulated = LoraEvaluator(corpora, "Target", str(model), work_dir=tmp_path / "w2", max_train=6, steps=7,
+                                batch_size=1, gradient_accumulation_steps=2, dev_size=8, constrained=False)
+    accumulated(frozenset({"Target"}))
+    cfg = calls["train"]
+    assert (cfg.max_steps, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (7, 1, 2)
+    assert accumulated.settings()["gradient_accumulation_steps"] == 2
 
 
 def test_lora_evaluator_stops_on_bad_generation_input_and_on_ctrl_c(data_root, tmp_path, monkeypatch):
@@ -522,6 +530,9 @@ def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model
     (["--datasets", "target"], "--datasets: name at least one auxiliary"),
     (["--budget", "0"], "--budget: must be >= 1"),
     (["--design", "grid"], "--design: must be one of balanced, single"),
+    (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps: must be >= 1"),
+    (["--evaluator", "encoder", "--gradient-accumulation-steps", "2"],
+     "--gradient-accumulation-steps: applies to the lora evaluator only"),
 ])
 def test_command_bad_input_is_one_line_and_exit_2(data_root, tiny_model, tmp_path, capsys, change, message):
     argv = _argv(data_root, tiny_model, tmp_path / "run")

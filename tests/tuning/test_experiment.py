@@ -113,6 +113,10 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
     assert full_train.name == "train" and arg(full_train, "--train_files") == shared[2].done
     equal = E.plan(replace(cfg, max_steps=7))[2].steps[1]
     assert arg(equal, "--max_steps") == "7" and "--num_train_epochs" not in equal.argv
+    assert "--gradient_accumulation_steps" not in train.argv
+    accumulated = E.plan(replace(cfg, batch_size=4, gradient_accumulation_steps=2))[2].steps[1]
+    assert (arg(accumulated, "--per_device_train_batch_size"), arg(accumulated, "--gradient_accumulation_steps")) \
+        == ("4", "2")
     by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
     assert "--positives_only" not in by_ifd.argv
     content = replace(cfg, arms=["lora-ifd", "lora-ifd-content"], ladder_seeds=None, seeds=[0], ratios=[0.5])
@@ -126,10 +130,11 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
     from tuning.train import TrainConfig
 
     capsys.readouterr()
-    for study in (cfg, replace(cfg, max_steps=7)):
+    for study in (cfg, replace(cfg, max_steps=7), replace(cfg, gradient_accumulation_steps=3)):
         for step in (s for r in E.plan(study) for s in r.steps if s.module == "tuning.train"):
             trained, _ = parse_config(TrainConfig, list(step.argv), prog="t")
             assert trained.per_device_train_batch_size == study.batch_size and trained.learning_rate == study.lr
+            assert trained.gradient_accumulation_steps == study.gradient_accumulation_steps
     assert capsys.readouterr().err == ""
 
 
@@ -193,6 +198,13 @@ def test_other_settings_are_refused_and_new_seeds_and_arms_join(tmp_path, corpus
             "--train_fraction", "1", "--test_fraction", "1", "--bootstrap", "50", "--epochs", "2"]
     assert E.main(argv) == 2
     assert "experiment.json: this folder holds a study with other settings" in capsys.readouterr().err
+    # a folder made before a setting existed reads as holding its default: still this study, another value is not
+    saved = json.loads((tmp_path / "study" / "experiment.json").read_text())
+    del saved["settings"]["gradient_accumulation_steps"]
+    (tmp_path / "study" / "experiment.json").write_text(json.dumps(saved))
+    assert E.run_experiment(cfg, fake_call(calls))[0] == 0 and calls == []
+    with pytest.raises(E.InputError, match="other settings .*gradient_accumulation_steps"):
+        E.run_experiment(replace(cfg, gradient_accumulation_steps=2), fake_call(calls))
     code, record = E.run_experiment(replace(cfg, arms=["zero-shot", "lora-ifd", "lora-random"], seeds=[0, 1]),
                                     fake_call(calls))
     assert code == 0 and len(record["runs"]) == 5
@@ -225,6 +237,7 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--negative_order", "ifd --arms lora-ifd-content", "empty answer has no content tokens"),
     ("--ladder_seeds", "5", "must be among --seeds"),
     ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1"),
+    ("--gradient_accumulation_steps", "0", "must be at least 1, got 0"),
     ("--task", "re", "--task is re, but the corpus holds no relations"), ("--task", "xx", "must be one of"),
     ("--task", "tc --negative_order ifd", "does not apply to tc")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
