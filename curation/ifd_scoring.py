@@ -729,15 +729,9 @@ def tokenizer_mismatch(weak, strong, samples: Sequence[str] = (), chat: bool = F
 
 
 def read_done(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
-    """``id -> line`` of every complete line in the partial score files (a line cut by a kill has no newline and is
-    ignored; the first line of an id wins)."""
-    done: dict[str, str] = {}
-    for path in paths:
-        with open(path, "rb") as f:
-            for raw in f.read().split(b"\n")[:-1]:
-                try:
-                    line = raw.decode("utf-8")
-                    done.setdefault(str(json.loads(line)["id"]), line)
-                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                    continue
-    return done
+    """``id -> line`` of every finished line in the partial score files (:func:`curation.io.read_finished_lines`:
+    a line cut by a kill is ignored, the first line of an id wins, any other bad line is refused)."""
+    from curation.io import read_finished_lines
+
+    return read_finished_lines(paths, "a score line of curate ifd",
+                               "delete the .partial* files beside the output to score again")

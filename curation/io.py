@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -517,6 +517,29 @@ def append_lines(path: str | os.PathLike, lines: Sequence[str]) -> None:
         f.write("".join(line + "\n" for line in lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_finished_lines(paths: Iterable[str | os.PathLike], what: str, hint: str) -> dict[str, str]:
+    """``id -> line`` of every finished line in the append-only part files a killed run left (the shared reader of
+    ``curate ifd``'s and ``tune generate``'s partial results). A line cut by the kill has no newline and is ignored;
+    the first line of an id wins. A finished line that is not a JSON object with an ``id`` was not written by the
+    run: :class:`InputError` naming the file and line, ``what`` the line should be and ``hint`` what to do.
+
+    >>> import tempfile
+    >>> part = Path(tempfile.mkdtemp()) / "rank-0.jsonl"
+    >>> _ = part.write_text('{"id": 1, "x": 0}\\n{"id": 2, "x": 1}\\n{"id": 1, "x": 2}\\n{"id": 3, "x"')
+    >>> read_finished_lines([part], "a result line", "delete it")
+    {'1': '{"id": 1, "x": 0}', '2': '{"id": 2, "x": 1}'}
+    """
+    done: dict[str, str] = {}
+    for path in paths:
+        for n, raw in enumerate(Path(path).read_bytes().split(b"\n")[:-1], 1):  # the last piece: "" or a cut line
+            try:
+                line = raw.decode("utf-8")
+                done.setdefault(str(json.loads(line)["id"]), line)
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(path, f"not {what}; {hint}", line=n) from None
+    return done
 
 
 def comma_floats(text: str, option: str) -> list[float]:

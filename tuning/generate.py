@@ -53,6 +53,7 @@ from curation.io import (
     check_model_source,
     drop_incomplete_tail,
     provenance,
+    read_finished_lines,
     read_jsonl,
     sha256_file,
     together,
@@ -208,15 +209,8 @@ def read_parts(parts: Path, settings: dict[str, Any]) -> dict[str, str]:
         changed = ", ".join(k for k in settings if previous.get(k) != settings[k]) or "the recorded keys"
         raise InputError(recorded, f"a killed run with other settings ({changed}) left partial predictions here; "
                                    f"rerun it with the same settings or delete {parts}")
-    done: dict[str, str] = {}
-    for path in sorted(parts.glob("rank-*.jsonl")):
-        for n, raw in enumerate(path.read_bytes().split(b"\n")[:-1], 1):  # the last piece: "" or a torn line
-            try:
-                line = raw.decode("utf-8")
-                done.setdefault(str(json.loads(line)["id"]), line)
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(path, f"not a prediction line; delete {parts} to start again", line=n) from None
-    return done
+    return read_finished_lines(sorted(parts.glob("rank-*.jsonl")), "a prediction line",
+                               f"delete {parts} to start again")
 
 
 def launched_processes():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import prompts
 from curation import ifd_scoring as S
 from curation.ifd import main as ifd_main
-from curation.io import append_lines, drop_incomplete_tail
+from curation.io import InputError, append_lines, drop_incomplete_tail
 from curation.pipeline import RunConfig
 from curation.pipeline import main as run_main
 from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
@@ -347,6 +347,10 @@ def test_partial_files_survive_a_cut_line(tmp_path):
     drop_incomplete_tail(part)
     append_lines(part, ['{"id": "c", "ifd": 0.1}'])
     assert list(S.read_done([part])) == ["a", "b", "c"]
+    # a finished line the run did not write is refused with its line number, not skipped and scored again
+    append_lines(part, ["not json"])
+    with pytest.raises(InputError, match=r"partial-0:4: not a score line of curate ifd"):
+        S.read_done([part])
 
 
 # --- the command -----------------------------------------------------------------------------------------------------

@@ -156,3 +156,17 @@ def test_an_empty_input_is_refused(tiny_model, tmp_path, capsys, content):
     path.write_text(content)
     line = one_line_error(capsys, ["--model", tiny_model, "--input", path, "--output", tmp_path / "o" / "p.jsonl"])
     assert "empty" in line and not (tmp_path / "o").exists()
+
+
+def test_a_partial_folder_line_the_run_did_not_write_is_refused(tmp_path):
+    from curation.io import InputError
+    from tuning.generate import read_parts
+
+    parts = tmp_path / f"pred.jsonl{PARTS}"
+    parts.mkdir()
+    (parts / SETTINGS).write_text(json.dumps({"model": "m"}))
+    (parts / "rank-0.jsonl").write_text('{"id": "a", "output": "[]"}\n{"id": "b", "out')  # the second cut by a kill
+    assert read_parts(parts, {"model": "m"}) == {"a": '{"id": "a", "output": "[]"}'}
+    (parts / "rank-1.jsonl").write_text('{"id": "c", "output": "[]"}\n["no id"]\n')
+    with pytest.raises(InputError, match=r"rank-1.jsonl:2: not a prediction line; delete .* to start again"):
+        read_parts(parts, {"model": "m"})
