@@ -174,8 +174,9 @@ class ExportConfig(ReadArgs):
             raise InputError("--output", "is required")
 
     def files(self) -> Files:
+        # a corpus folder is sealed: an export inside it would be read as part of the corpus next time
         return Files(reads=[self.path, self.input], writes=[Path(self.output) / "manifest.json"],
-                     folders=[self.output])
+                     folders=[self.output], sealed=[self.path] if Path(self.path).is_dir() else [])
 
 
 def _read(path: str, cfg: ReadArgs, fmt: str | None = None) -> Corpus:
@@ -336,10 +337,6 @@ def export_main(argv: Sequence[str]) -> int:
 
     cfg, _ = parse_config(ExportConfig, argv, "bioselect data export",
                           positional={"path": {"help": "Corpus file or folder, or predictions with --input."}})
-    source = Path(cfg.path).resolve()
-    if source.is_dir() and Path(cfg.output).resolve().is_relative_to(source):
-        raise InputError(cfg.output, f"is inside the corpus folder {cfg.path}, which would read it as input next "
-                                     "time; export elsewhere")
     missing = 0
     if cfg.input:
         records, missing = prediction_records(cfg.path, cfg.input)

@@ -74,7 +74,8 @@ def check_files(files: Files) -> None:
     curation.io.InputError: runs/lora/merged: is inside runs/lora, an input of this command; write the output elsewhere
     """
     reads = [r for r in [*files.reads, *files.sealed] if r]
-    for out, is_folder in [*((w, False) for w in files.writes if w), *((f, True) for f in files.folders if f)]:
+    # folders first: an output inside a sealed folder is named by its folder, not by the first file in it
+    for out, is_folder in [*((f, True) for f in files.folders if f), *((w, False) for w in files.writes if w)]:
         for src in reads:
             if _same(out, src):
                 same = "" if str(out) == str(src) else f" ({src})"

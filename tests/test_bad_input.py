@@ -99,7 +99,7 @@ ROWS: list[Row] = [
     Row("split missing corpus", "data split {w}/nope.tsv --output {w}/sp", "{w}/nope.tsv"),
     Row("split onto its corpus file", "data split {w}/corpus.tsv --output {w}/corpus.tsv", "{w}/corpus.tsv"),
     Row("split into its corpus folder", "data split {w}/brat_good --output {w}/brat_good/split",
-        "{w}/brat_good/split/train.jsonl: is inside {w}/brat_good, an input of this command"),
+        "{w}/brat_good/split: is inside {w}/brat_good, an input of this command"),
     Row("split into a folder with files", "data split {w}/corpus.tsv --output {w}/old_export",
         "{w}/old_export: exists and is not an empty folder"),
     Row("export without --to", "data export {w}/corpus.tsv --output {w}/x", "--to: is required"),
@@ -107,7 +107,7 @@ ROWS: list[Row] = [
     Row("export without output", "data export {w}/corpus.tsv --to brat", "--output"),
     Row("export into its brat folder", "data export {w}/brat_good --to brat --output {w}/brat_good", "{w}/brat_good"),
     Row("export into a folder inside its brat folder", "data export {w}/brat_good --to brat --output "
-        "{w}/brat_good/review", "{w}/brat_good/review: is inside the corpus folder"),
+        "{w}/brat_good/review", "{w}/brat_good/review: is inside {w}/brat_good, an input of this command"),
     Row("export onto a file", "data export {w}/corpus.tsv --to bioc --output {w}/hardlink.tsv", "{w}/hardlink.tsv"),
     Row("export predictions without their input", "data export {w}/pred_export.jsonl --to brat --output {w}/x",
         "{w}/pred_export.jsonl: looks like predictions"),
