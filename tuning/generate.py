@@ -73,7 +73,7 @@ from tuning.generation import (
     padding_tokens,
     plan_batches,
     prediction_row,
-    prompt_lengths,
+    prompt_token_ids,
     resolve_dtype,
 )
 
@@ -268,7 +268,8 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
 
     tokenizer = load_tokenizer(cfg.model, cfg.adapter)
     prompt_texts = [render_prompt(tokenizer, r) for r in records]
-    lengths = prompt_lengths(tokenizer, prompt_texts)
+    prompt_ids = prompt_token_ids(tokenizer, prompt_texts)
+    lengths = [len(x) for x in prompt_ids]
     batches = plan_batches(lengths, cfg.batch_size, cfg.sort_by_length)
     pad_tokens, prompt_tokens = padding_tokens(lengths, batches)
     mine = [b for k, b in enumerate(batches) if k % world == rank and any(ids[i] not in done for i in b)]
@@ -295,7 +296,8 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
 
         at = {i: p for p, i in enumerate(sub)}
         generate(model, tokenizer, [prompt_texts[i] for i in sub], grammars, cfg.batch_size, cfg.max_new_tokens,
-                 stats, batches=[[at[i] for i in b] for b in mine], on_batch=save)
+                 stats, batches=[[at[i] for i in b] for b in mine], on_batch=save,
+                 prompt_ids=[prompt_ids[i] for i in sub])
     every = _gather(state, {"seconds": stats.seconds, "constraint_seconds": stats.constraint_seconds,
                             "new_tokens": stats.new_tokens,
                             "records": sum(ids[i] not in done for b in mine for i in b)})  # waits for everyone

@@ -322,22 +322,24 @@ def padding_tokens(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> 
     return pad, total
 
 
-def prompt_lengths(tokenizer, prompts: Sequence[str]) -> list[int]:
-    """Token count of each rendered prompt (no special tokens added: the chat template has them)."""
-    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]] if prompts else []
+def prompt_token_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each rendered prompt (no special tokens added: the chat template has them)."""
+    return list(tokenizer(list(prompts), add_special_tokens=False)["input_ids"]) if prompts else []
 
 
 def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] | None = None, batch_size: int = 8,
              max_new_tokens: int = 256, stats: GenerationStats | None = None,
              batches: Sequence[Sequence[int]] | None = None,
-             on_batch: Callable[[list[int], list[Generated]], None] | None = None) -> list[Generated | None]:
+             on_batch: Callable[[list[int], list[Generated]], None] | None = None,
+             prompt_ids: Sequence[Sequence[int]] | None = None) -> list[Generated | None]:
     """Greedy answers to rendered prompts, in order; constrained by ``grammars`` (one Lark grammar per prompt).
 
     Prompts are batched by token length (:func:`plan_batches`: longest first, to waste little padding), or as
     ``batches`` (lists of prompt indices; prompts in no batch get ``None``), and left-padded; in float32 a prompt's
     greedy answer does not depend on its batch (tested; lower precision can differ in rare near-ties). ``on_batch``
     is called with each finished batch's indices and answers (to save them as they come). ``stats`` (when given)
-    accumulates time and token counts.
+    accumulates time and token counts. ``prompt_ids`` are the prompts' token ids (:func:`prompt_token_ids`) when the
+    caller has them already; each prompt is tokenized once.
     """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
@@ -351,14 +353,15 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     ll_tok = ll_tokenizer(tokenizer, vocab_size, stop_ids) if grammars is not None else None
     if ll_tok is not None:
         stats.constraint_seconds += time.perf_counter() - start
-    lengths = prompt_lengths(tokenizer, prompts)
+    token_ids = list(prompt_ids) if prompt_ids is not None else prompt_token_ids(tokenizer, prompts)
+    lengths = [len(x) for x in token_ids]
     if batches is None:
         batches = plan_batches(lengths, batch_size)
     device = next(model.parameters()).device
     results: list[Generated | None] = [None] * len(prompts)
     for batch in batches:
         idx = sorted(batch, key=lambda i: -lengths[i])  # the rows' order in the batch does not depend on the plan
-        enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt")
+        enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, padding=True, return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}
         processors = LogitsProcessorList()
         if grammars is not None:
