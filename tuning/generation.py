@@ -283,6 +283,10 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
         lm = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device), **placement)
     except (OSError, ValueError) as err:
         raise InputError(model, f"cannot load the model: {_first_line(err)}") from None
+    if quantization_config:
+        from tuning.quantization import release_mapped_checkpoint
+
+        release_mapped_checkpoint(lm)  # the unquantised layers' views keep the whole checkpoint mapped
     if adapter:
         from peft import PeftModel
 

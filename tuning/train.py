@@ -455,6 +455,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     if quant is not None:  # what bitsandbytes actually replaced, counted on the loaded model
         quant["quantized_layers"] = quantization.quantized_layers(trainer.model)
         quantization.keep_training_kernel(trainer.model)
+        quantization.release_mapped_checkpoint(trainer.model)
     info = {
         "base_model": cfg.model,
         "quantization": quant,

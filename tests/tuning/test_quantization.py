@@ -79,6 +79,40 @@ def test_4bit_forward_is_the_float_model_with_dequantised_weights(tiny, quant_ty
     assert (served - orig).abs().max() > 5e-2  # the check can fail: quantisation moves the logits this much
 
 
+def test_a_4bit_load_with_bf16_compute_keeps_no_view_of_the_mapped_checkpoint(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    # the checkpoint in bfloat16, as real ones are: a bfloat16 load keeps its unquantised tensors as file views
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16).save_pretrained(bf16)
+    checkpoint = str(bf16 / "model.safetensors")
+
+    def maps_checkpoint() -> bool:
+        return any(line.rstrip().endswith(checkpoint) for line in open("/proc/self/maps"))
+
+    config = quantization.bnb_config(True, False, "nf4", True, "bfloat16")
+    kept = AutoModelForCausalLM.from_pretrained(bf16, dtype=torch.bfloat16, quantization_config=config,
+                                                device_map={"": "cpu"})
+    assert maps_checkpoint()  # what transformers leaves: the embedding is a view of the file
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = kept(x).logits
+    embedding = kept.get_input_embeddings().weight.detach().clone()
+    norms = sum(p.numel() * 2 for n, p in kept.named_parameters() if "norm" in n)
+    # the embedding (tied with the head: one copy) and the norms; the 4-bit layers own their memory already
+    assert quantization.release_mapped_checkpoint(kept) == embedding.numel() * 2 + norms
+    assert kept.get_output_embeddings().weight is kept.get_input_embeddings().weight
+    assert torch.equal(kept.get_input_embeddings().weight, embedding)
+    with torch.no_grad():
+        assert torch.equal(kept(x).logits, before)
+    del kept
+    assert not maps_checkpoint()
+    assert quantization.release_mapped_checkpoint(torch.nn.Linear(2, 2)) == 0  # nothing mapped: nothing copied
+
+    loaded = load_model(str(bf16), dtype="bfloat16", quantization_config=config, device="cpu")  # tune generate's
+    assert not maps_checkpoint() and quantization.quantized_layers(loaded) == 2 * LAYERS_PER_BLOCK
+
+
 def test_4bit_training_saves_the_adapter_and_records_the_quantisation(tiny, tmp_path, capsys):
     data = write_records(tmp_path / "train.jsonl", 8)
     out = tmp_path / "out"
