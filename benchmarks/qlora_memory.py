@@ -1,15 +1,26 @@
 """Peak memory and time of the same LoRA run on a float32 base and on a 4-bit (QLoRA) base.
 
     .venv/bin/python benchmarks/qlora_memory.py --model ~/.cache/offline-models/qwen2.5-0.5b \\
-        --train-file runs/ncbi_train_64.jsonl --steps 3 --batch-size 2 --max-length 128
+        --train-file runs/ncbi_train_64.jsonl --steps 3 --batch-size 2 --max-length 256 \\
+        --variants float32,4bit,bf16,4bit-bf16
 
 Each run is ``bioselect tune train`` (:func:`tuning.train.train`) for ``--steps`` optimizer steps into a temporary
-folder, with the same data, seed and LoRA settings; the only difference is ``load_in_4bit`` (NF4, double
-quantisation, float32 compute). Each runs in a subprocess of its own, so that its peak resident set size
-(``getrusage(RUSAGE_SELF).ru_maxrss`` of that process: model loading, trl's data preparation and training) is its
-own. Also reported: the peak before the first step (loading) and the resident size when training starts, the
-model's own footprint (``get_memory_footprint``: parameters and buffers), and seconds per optimizer step (each step
-timed by a callback; the median of the steps after the first). The last line printed is the peak-memory ratio.
+folder, with the same data, seed and LoRA settings. ``float32`` (the reference) and ``4bit`` differ only in
+``load_in_4bit`` (NF4, double quantisation, float32 compute); ``bf16`` trains on a bfloat16 base in bfloat16, and
+``4bit-bf16`` is the QLoRA paper's recipe (NF4 linear layers, bfloat16 compute and bfloat16 embeddings, norms and
+head). Each runs in a subprocess of its own, so that its peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``
+of that process: model loading, trl's data preparation and training) is its own. Also reported: the peak before
+the first step (loading) and the resident size when training starts, the model's own footprint
+(``get_memory_footprint``: parameters and buffers), and seconds per optimizer step (each step timed by a callback;
+the median of the steps after the first).
+
+The resident set counts two kinds of pages: anonymous memory (tensors, optimizer state, Python objects) and file
+pages the process has mapped: the safetensors checkpoint, which transformers memory-maps. A float32 load copies
+every tensor out of it and drops the mapping; a bfloat16 load keeps the checkpoint's own bfloat16 tensors as views
+of the mapped file, so there the weights are file pages (clean ones, which the kernel may drop under pressure and
+read again at the next forward pass). A thread samples ``/proc/self/status`` (``RssAnon``, ``RssFile``, ``VmRSS``)
+every 20 ms, so each run also reports its peak anonymous memory, in loading and in training separately. A line per
+variant gives its ratios to float32; the last line is the issue's measure, 4-bit over float32 peak resident set.
 """
 
 from __future__ import annotations
@@ -25,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("float32", "4bit")
+# name -> (4-bit base, bf16): the base's unquantised layers and the compute dtype follow bf16
+VARIANTS = {"float32": (False, False), "4bit": (True, False), "bf16": (False, True), "4bit-bf16": (True, True)}
 
 
 def _maxrss() -> int:
@@ -38,8 +50,55 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+class Sampler:
+    """Peak ``RssAnon`` and ``RssFile`` of this process per phase, sampled from ``/proc/self/status`` by a thread."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.interval = interval
+        self.phase = "loading"
+        self.peaks: dict[str, dict[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> dict[str, int]:
+        out = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile", "VmRSS"):
+                    out[key] = int(value.split()[0]) * 1024  # kB
+        return out
+
+    def sample(self) -> None:
+        peaks = self.peaks.setdefault(self.phase, {})
+        for key, value in self.read().items():
+            peaks[key] = max(peaks.get(key, 0), value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def switch(self, phase: str) -> None:
+        self.sample()  # the last sample of the old phase
+        self.phase = phase
+        self.sample()
+
+
 def child(args: argparse.Namespace) -> dict:
     """One run in this process; returns what it measured."""
+    import torch
     from transformers import TrainerCallback
 
     from tuning.train import TrainConfig, train
@@ -51,6 +110,7 @@ def child(args: argparse.Namespace) -> dict:
             self.at_start: dict[str, int] = {}
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
+            sampler.switch("training")
             self.at_start = {"peak_rss_before_training": _maxrss(), "rss_at_training_start": _rss(),
                              "model_footprint": model.get_memory_footprint()}
 
@@ -61,17 +121,19 @@ def child(args: argparse.Namespace) -> dict:
             self.step_seconds.append(time.perf_counter() - self.start)
 
     meter = Meter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Sampler() as sampler:
         cfg = TrainConfig(model=args.model, train_files=[args.train_file], output_dir=str(Path(tmp) / "run"),
                           max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                           max_length=args.max_length,
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, seed=args.seed, logging_steps=1,
                           save_steps=args.steps + 1, report_to="none", resume_from_checkpoint="no",
-                          load_in_4bit=args.child == "4bit")
+                          load_in_4bit=VARIANTS[args.child][0], bf16=VARIANTS[args.child][1],
+                          use_cpu=not torch.cuda.is_available())  # transformers asks for it to train bf16 on a CPU
         manifest = train(cfg, callbacks=[meter])
     t = manifest["training"]
     return {"variant": args.child, "peak_rss": _maxrss(), **meter.at_start, "step_seconds": meter.step_seconds,
-            "steps": t["global_step"], "loss_curve": t["loss_curve"], "quantization": manifest["quantization"]}
+            "steps": t["global_step"], "loss_curve": t["loss_curve"], "quantization": manifest["quantization"],
+            "sampled_peaks": sampler.peaks}
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
@@ -100,6 +162,10 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128, help="Tokens per example.")
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r), all linear layers.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default="float32,4bit",
+                        help=f"Comma-separated runs, float32 first (the reference): {', '.join(VARIANTS)}. bf16: "
+                             "the base and the compute in bfloat16; 4bit-bf16: NF4 with bfloat16 compute and "
+                             "bfloat16 unquantised layers (the QLoRA paper's recipe).")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = str(Path(args.model).expanduser())
@@ -109,7 +175,10 @@ def main() -> None:
 
     start = time.perf_counter()
     results = {}
-    for variant in VARIANTS:
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if variants[:1] != ["float32"] or "4bit" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: float32 first, 4bit among them, from {', '.join(VARIANTS)}")
+    for variant in variants:
         r = results[variant] = run_variant(variant, args)
         per_step = statistics.median(r["step_seconds"][1:] or r["step_seconds"])
         losses = ", ".join(f"{loss:.3f}" for _, loss in r["loss_curve"])
@@ -119,12 +188,27 @@ def main() -> None:
               f", at its start {gib(r['rss_at_training_start'])}); model {gib(r['model_footprint'])}{layers}; "
               f"{per_step:.1f} s/step (steps: {', '.join(f'{s:.1f}' for s in r['step_seconds'])}); "
               f"losses {losses}", flush=True)
-    print(f"wall time {time.perf_counter() - start:.0f} s (both runs, model loading included)")
-    f32, q4 = results["float32"], results["4bit"]
-    time_ratio = statistics.median(q4["step_seconds"][1:]) / statistics.median(f32["step_seconds"][1:])
-    print(f"4-bit/float32 model footprint {q4['model_footprint'] / f32['model_footprint']:.2f}x, "
-          f"s/step {time_ratio:.2f}x")
-    print(f"4-bit/float32 peak RSS {q4['peak_rss'] / f32['peak_rss']:.2f}x")
+        peaks = r["sampled_peaks"]
+        print(f"  sampled peaks: loading anonymous {gib(peaks['loading']['RssAnon'])} + file "
+              f"{gib(peaks['loading']['RssFile'])} (resident {gib(peaks['loading']['VmRSS'])}); training anonymous "
+              f"{gib(peaks['training']['RssAnon'])} + file {gib(peaks['training']['RssFile'])} (resident "
+              f"{gib(peaks['training']['VmRSS'])})", flush=True)
+    print(f"wall time {time.perf_counter() - start:.0f} s (all runs, model loading included)")
+    f32 = results["float32"]
+
+    def anon(r: dict, phase: str | None = None) -> int:
+        return max(p["RssAnon"] for name, p in r["sampled_peaks"].items() if phase in (None, name))
+
+    def per_step(r: dict) -> float:
+        return statistics.median(r["step_seconds"][1:] or r["step_seconds"])
+
+    for variant in variants[1:]:
+        r = results[variant]
+        print(f"{variant}/float32: peak RSS {r['peak_rss'] / f32['peak_rss']:.2f}x, peak anonymous "
+              f"{anon(r) / anon(f32):.2f}x, training-phase anonymous peak "
+              f"{anon(r, 'training') / anon(f32, 'training'):.2f}x, model footprint "
+              f"{r['model_footprint'] / f32['model_footprint']:.2f}x, s/step {per_step(r) / per_step(f32):.2f}x")
+    print(f"4-bit/float32 peak RSS {results['4bit']['peak_rss'] / f32['peak_rss']:.2f}x")
 
 
 if __name__ == "__main__":
