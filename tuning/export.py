@@ -156,6 +156,15 @@ def check_inputs(cfg: ExportConfig) -> dict[str, Any]:
             raise
         raise InputError(err.path, f"{err.message} (the base named in {cfg.adapter}/adapter_config.json; give "
                                    "--model)") from None
+    if cfg.merge:
+        from tuning.quantization import saved_quantization
+
+        saved = saved_quantization(base)
+        if saved is not None:
+            bits = 4 if saved.load_in_4bit else 8
+            raise InputError(base, f"is saved quantised (bitsandbytes {bits}-bit): merging into it would quantise the "
+                                   "sum again and lose the adapter's update; merge into the unquantised original "
+                                   "with --model")
     try:
         config = AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as err:

@@ -261,7 +261,8 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     parts = Path(cfg.output + PARTS)
-    settings = run_settings(cfg, dtype, quantization.describe(bnb))
+    quant = quantization.describe(quantization.saved_quantization(cfg.model) or bnb)
+    settings = run_settings(cfg, dtype, quant)
     ids = [r["id"] for r in records]
     done = read_parts(parts, settings)
     resumed = sum(i in done for i in ids)
@@ -321,7 +322,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     generated = sum(s["new_tokens"] for s in every)
     manifest = provenance(
         cfg, [cfg.input], model=cfg.model, adapter=cfg.adapter, mode=cfg.mode, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, quantization=quantization.describe(bnb),
+        max_new_tokens=cfg.max_new_tokens, quantization=quant,
         tasks=dict(sorted(Counter(r["task"] for r in records).items())),
         labels=sorted({x for ls in label_sets for x in ls}), entity_types=cfg.entity_types, roles=cfg.roles,
         counts=counts, num_processes=world, resumed=resumed, generated_per_process=[s["records"] for s in every],

@@ -278,12 +278,17 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
         problem = adapter_mismatch(adapter_shapes(adapter), skeleton)
         if problem:
             raise InputError(adapter, f"adapter does not fit the model {model}: {problem}")
-    placement = {"quantization_config": quantization_config, "device_map": {"": device}} if quantization_config else {}
+    from tuning.quantization import saved_quantization
+
+    quantized = quantization_config is not None or saved_quantization(model) is not None  # saved so: loads so
+    placement = {"device_map": {"": device}} if quantized else {}
+    if quantization_config is not None:
+        placement["quantization_config"] = quantization_config
     try:
         lm = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device), **placement)
     except (OSError, ValueError) as err:
         raise InputError(model, f"cannot load the model: {_first_line(err)}") from None
-    if quantization_config:
+    if quantized:
         from tuning.quantization import release_mapped_checkpoint
 
         release_mapped_checkpoint(lm)  # the unquantised layers' views keep the whole checkpoint mapped
@@ -294,7 +299,7 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
             lm = PeftModel.from_pretrained(lm, adapter)
         except (RuntimeError, ValueError, KeyError, OSError) as err:
             raise InputError(adapter, f"adapter does not fit the model {model}: {_first_line(err)}") from None
-    return (lm if quantization_config else lm.to(device)).eval()
+    return (lm if quantized else lm.to(device)).eval()
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:

@@ -16,7 +16,9 @@ for. The option names are transformers' ``BitsAndBytesConfig`` field names, whic
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from curation.io import InputError
@@ -153,6 +155,25 @@ def check_quantizable(model: str, option: str) -> None:
     if not quantizable_layers(skeleton):
         raise InputError(model, f"bitsandbytes cannot quantise model type {config.model_type!r}: it has no plain "
                                 f"torch.nn.Linear layers (transformers would load it unquantised); drop {option}")
+
+
+def saved_quantization(model: str):
+    """The ``BitsAndBytesConfig`` a checkpoint was saved quantised with (its ``config.json`` holds a bitsandbytes
+    ``quantization_config``: a model saved after a 4-bit or 8-bit load, as the ``bnb-4bit`` checkpoints shared on the
+    Hub are), or None. Such a checkpoint loads quantised without ``--load-in-4bit``, from a third of the bytes."""
+    config_file = Path(model) / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None  # the loader reports an unreadable config
+    if not isinstance(saved, dict) or saved.get("quant_method") != "bitsandbytes":
+        return None
+    require_bitsandbytes(f"{model} (saved in bitsandbytes' {4 if saved.get('load_in_4bit') else 8}-bit format)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig.from_dict(saved)
 
 
 def quantized_layers(model) -> int:

@@ -398,6 +398,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     bnb = cfg.bnb_config("float32")  # the config set the 4-bit compute dtype
     if bnb is not None:
         quantization.check_quantizable(cfg.model, cfg.quantization_option)
+    saved = quantization.saved_quantization(cfg.model)  # a checkpoint saved quantised loads so, asked or not
     tokenizer = sft_model.load_tokenizer(cfg.model)
     end_of_turn = sft_model.end_of_turn_token(tokenizer)
     cfg.eos_token = cfg.eos_token or end_of_turn
@@ -451,9 +452,10 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         quantization_config=bnb, callbacks=[*callbacks, StepClock(cfg.output_dir),
                                             *([EvaluateAtEnd()] if eval_records else [])], **extra,
     )
-    quant = quantization.describe(bnb)
+    quant = quantization.describe(saved or bnb)  # transformers loads a saved-quantised checkpoint as it was saved
     if quant is not None:  # what bitsandbytes actually replaced, counted on the loaded model
         quant["quantized_layers"] = quantization.quantized_layers(trainer.model)
+        quant["saved_quantized"] = saved is not None
         quantization.keep_training_kernel(trainer.model)
         quantization.release_mapped_checkpoint(trainer.model)
     info = {
@@ -487,7 +489,7 @@ def _trainer_args(cfg: TrainConfig) -> TrainConfig:
     init_kwargs: dict[str, Any] = {"dtype": "bfloat16" if cfg.bf16 else "float32"}
     if cfg.attn_implementation:
         init_kwargs["attn_implementation"] = cfg.attn_implementation
-    if cfg.load_in_4bit or cfg.load_in_8bit:
+    if cfg.load_in_4bit or cfg.load_in_8bit or quantization.saved_quantization(cfg.model) is not None:
         # one whole quantised copy per process on its own device (device_map="auto" would split it across GPUs)
         from accelerate import PartialState
 

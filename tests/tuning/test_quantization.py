@@ -126,7 +126,7 @@ def test_4bit_training_saves_the_adapter_and_records_the_quantisation(tiny, tmp_
     assert manifest["quantization"] == {
         "method": "bitsandbytes", "bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
         "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "bfloat16",
-        "quantized_layers": 2 * LAYERS_PER_BLOCK}
+        "quantized_layers": 2 * LAYERS_PER_BLOCK, "saved_quantized": False}
     assert manifest["config"]["load_in_4bit"] is True and "bitsandbytes" in manifest["versions"]
 
     from safetensors.torch import load_file
@@ -196,7 +196,8 @@ def test_8bit_training_runs_on_the_cpu(tiny, tmp_path):
     out = tmp_path / "out"
     assert train_main(train_args(tiny, data, out, "--load-in-8bit", "true")) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["quantization"] == {"method": "bitsandbytes", "bits": 8, "quantized_layers": 2 * LAYERS_PER_BLOCK}
+    assert manifest["quantization"] == {"method": "bitsandbytes", "bits": 8, "quantized_layers": 2 * LAYERS_PER_BLOCK,
+                                           "saved_quantized": False}
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in manifest["training"]["loss_curve"])
 
 
@@ -221,6 +222,43 @@ def test_generate_on_a_4bit_base_with_the_adapter_gives_schema_valid_answers(tin
     manifest = json.loads((tmp_path / "pred.jsonl.manifest.json").read_text())
     assert manifest["quantization"]["bits"] == 4 and manifest["quantization"]["bnb_4bit_compute_dtype"] == "float32"
     assert manifest["adapter"] == str(adapter) and manifest["counts"]["ok"] == len(rows)
+
+
+def test_a_checkpoint_saved_in_4bit_trains_generates_and_is_not_merged_into(tiny, tmp_path, capsys):
+    """A model saved after a 4-bit load (a Hub ``bnb-4bit`` checkpoint) loads quantised without --load-in-4bit:
+    training records it and keeps the 4-bit layers off the inference kernel, generation loads it as it was saved,
+    and export refuses to merge into it."""
+    pytest.importorskip("llguidance", reason="pip install 'bioselect[constrained]'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuning.export import main as export_main
+    from tuning.generate import main as generate_main
+
+    saved = tmp_path / "tiny-bnb-4bit"
+    config = quantization.bnb_config(True, False, "fp4", False, "float32")  # not the defaults: read from the file
+    AutoModelForCausalLM.from_pretrained(tiny, quantization_config=config, device_map={"": "cpu"}).save_pretrained(
+        saved)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(saved)
+    assert quantization.saved_quantization(str(saved)).bnb_4bit_quant_type == "fp4"
+    assert quantization.saved_quantization(str(tiny)) is None
+
+    data = write_records(tmp_path / "train.jsonl", 6)
+    adapter = tmp_path / "adapter"
+    # an evaluation first, then steps: the 4-bit layers must stay on the trainable path (keep_training_kernel)
+    assert train_main(train_args(saved, data, adapter, "--max-steps", "2", "--eval-file", str(data))) == 0
+    quant = json.loads((adapter / "manifest.json").read_text())["quantization"]
+    assert (quant["bits"], quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"]) == (4, "fp4", False)
+    assert quant["saved_quantized"] is True and quant["quantized_layers"] == 2 * LAYERS_PER_BLOCK
+    pred = tmp_path / "pred.jsonl"
+    assert generate_main(["--model", str(saved), "--adapter", str(adapter), "--input", str(data), "--output",
+                          str(pred), "--labels", "Disease", "--max-new-tokens", "16"]) == 0
+    manifest = json.loads((tmp_path / "pred.jsonl.manifest.json").read_text())
+    assert manifest["quantization"]["bnb_4bit_quant_type"] == "fp4" and manifest["counts"]["ok"] == 6
+    capsys.readouterr()
+    assert export_main(["--adapter", str(adapter), "--output", str(tmp_path / "merged"), "--merge", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{saved}: is saved quantised (bitsandbytes 4-bit)" in err, err
+    assert not (tmp_path / "merged").exists()
 
 
 def _falcon(tmp_path: Path) -> Path:
