@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/qlora_memory.py --model ~/.cache/offline-models/qwen2.5-0.5b \\
         --train-file runs/ncbi_train_64.jsonl --steps 3 --batch-size 2 --max-length 256 \\
-        --variants float32,4bit,bf16,4bit-bf16
+        --variants float32,4bit,bf16,4bit-bf16,4bit-bf16-saved
 
 Each run is ``bioselect tune train`` (:func:`tuning.train.train`) for ``--steps`` optimizer steps into a temporary
 folder, with the same data, seed and LoRA settings. ``float32`` (the reference) and ``4bit`` differ only in
 ``load_in_4bit`` (NF4, double quantisation, float32 compute); ``bf16`` trains on a bfloat16 base in bfloat16, and
 ``4bit-bf16`` is the QLoRA paper's recipe (NF4 linear layers, bfloat16 compute and bfloat16 embeddings, norms and
-head). Each runs in a subprocess of its own, so that its peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``
+head); ``4bit-bf16-saved`` trains the same model from a checkpoint saved in 4 bits (made in a process of its own
+before the run, not measured), which loads quantised as saved and reads a third of the bytes. Each runs in a
+subprocess of its own, so that its peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``
 of that process: model loading, trl's data preparation and training) is its own. Also reported: the peak before
 the first step (loading) and the resident size when training starts, the model's own footprint
 (``get_memory_footprint``: parameters and buffers), and seconds per optimizer step (each step timed by a callback;
@@ -36,8 +38,23 @@ import tempfile
 import time
 from pathlib import Path
 
-# name -> (4-bit base, bf16): the base's unquantised layers and the compute dtype follow bf16
-VARIANTS = {"float32": (False, False), "4bit": (True, False), "bf16": (False, True), "4bit-bf16": (True, True)}
+# name -> (4-bit load, bf16): the base's unquantised layers and the compute dtype follow bf16. 4bit-bf16-saved
+# trains from the 4bit-bf16 model saved quantised (made before the run, not measured), which loads in 4 bits as saved
+VARIANTS = {"float32": (False, False), "4bit": (True, False), "bf16": (False, True), "4bit-bf16": (True, True),
+            "4bit-bf16-saved": (False, True)}
+
+
+def save_quantised(model: str, out: str) -> None:
+    """Save ``model`` loaded in 4 bits with bfloat16 compute (the 4bit-bf16 variant's load), with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuning.quantization import bnb_config
+
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16, device_map={"": "cpu"},
+                                              quantization_config=bnb_config(True, False, "nf4", True, "bfloat16"))
+    lm.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
 
 
 def _maxrss() -> int:
@@ -136,14 +153,17 @@ def child(args: argparse.Namespace) -> dict:
             "sampled_peaks": sampler.peaks}
 
 
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+
+
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
     """Run one variant in a fresh interpreter; its last stdout line is its JSON result."""
     cmd = [sys.executable, __file__, "--child", variant, "--model", args.model, "--train-file", args.train_file,
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
            "--lora-r", str(args.lora_r), "--seed", str(args.seed)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
         raise SystemExit(f"{variant} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -165,10 +185,15 @@ def main() -> None:
     parser.add_argument("--variants", default="float32,4bit",
                         help=f"Comma-separated runs, float32 first (the reference): {', '.join(VARIANTS)}. bf16: "
                              "the base and the compute in bfloat16; 4bit-bf16: NF4 with bfloat16 compute and "
-                             "bfloat16 unquantised layers (the QLoRA paper's recipe).")
+                             "bfloat16 unquantised layers (the QLoRA paper's recipe); 4bit-bf16-saved: the same "
+                             "model saved in 4 bits first, then trained from that checkpoint.")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--save-quantised", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = str(Path(args.model).expanduser())
+    if args.save_quantised:
+        save_quantised(args.model, args.save_quantised)
+        return
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -178,8 +203,19 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if variants[:1] != ["float32"] or "4bit" not in variants or not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: float32 first, 4bit among them, from {', '.join(VARIANTS)}")
+    saved_dir = tempfile.TemporaryDirectory()
     for variant in variants:
-        r = results[variant] = run_variant(variant, args)
+        if variant.endswith("-saved"):
+            saved = Path(saved_dir.name) / "model"
+            code = subprocess.run([sys.executable, __file__, "--save-quantised", str(saved), "--model", args.model,
+                                   "--train-file", args.train_file], env=child_env()).returncode
+            if code:
+                raise SystemExit(f"saving the 4-bit checkpoint failed ({code})")
+            size = sum(f.stat().st_size for f in saved.glob("*.safetensors"))
+            print(f"  {variant}: the 4-bit checkpoint holds {gib(size)} of safetensors", flush=True)
+            r = results[variant] = run_variant(variant, argparse.Namespace(**{**vars(args), "model": str(saved)}))
+        else:
+            r = results[variant] = run_variant(variant, args)
         per_step = statistics.median(r["step_seconds"][1:] or r["step_seconds"])
         losses = ", ".join(f"{loss:.3f}" for _, loss in r["loss_curve"])
         quant = r["quantization"]
@@ -193,6 +229,7 @@ def main() -> None:
               f"{gib(peaks['loading']['RssFile'])} (resident {gib(peaks['loading']['VmRSS'])}); training anonymous "
               f"{gib(peaks['training']['RssAnon'])} + file {gib(peaks['training']['RssFile'])} (resident "
               f"{gib(peaks['training']['VmRSS'])})", flush=True)
+    saved_dir.cleanup()
     print(f"wall time {time.perf_counter() - start:.0f} s (all runs, model loading included)")
     f32 = results["float32"]
 

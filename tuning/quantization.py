@@ -224,20 +224,32 @@ def release_mapped_checkpoint(model) -> int:
     bfloat16 embeddings, norms and head of a 4-bit load with bfloat16 compute, on the CPU) as a view of the mapping.
     That view keeps the whole file mapped, and every page read while loading stays in the process's resident set:
     the bfloat16 weights of the layers that were quantised too, which nothing reads again (3.1 GiB for Qwen2.5-1.5B,
-    more than its whole 4-bit model; docs/results/qlora_memory.md). Copying the few views out releases them. A CUDA
-    model holds no such views; a float32 load copied everything already.
+    more than its whole 4-bit model; docs/results/qlora_memory.md). Copying the few views out releases them. A
+    checkpoint saved in 4 bits loads its packed weights and their quantisation constants as views too; they are copied
+    the same way. A CUDA model holds no such views; a float32 load copied everything already.
     """
+    import torch
+
     ranges = mapped_file_ranges()
     if not ranges:
         return 0
+
+    def mapped(tensor) -> bool:
+        return (torch.is_tensor(tensor) and tensor.device.type == "cpu" and tensor.numel() > 0
+                and any(lo <= tensor.untyped_storage().data_ptr() < hi for lo, hi in ranges))
+
     copied = 0
     for module in model.modules():
         for table in (module._parameters, module._buffers):
             for tensor in table.values():
-                if tensor is None or tensor.device.type != "cpu" or tensor.numel() == 0:
-                    continue
-                address = tensor.untyped_storage().data_ptr()
-                if any(lo <= address < hi for lo, hi in ranges):
+                if mapped(tensor):
                     tensor.data = tensor.data.clone()
                     copied += tensor.untyped_storage().nbytes()
+            # a checkpoint saved in 4 bits: the layers' quantisation constants (absmax, code, nested state) too
+            states = [getattr(tensor, "quant_state", None) for tensor in table.values()]
+            for state in (s for q in states if q is not None for s in (q, getattr(q, "state2", None)) if s):
+                for name, value in vars(state).items():
+                    if mapped(value):
+                        setattr(state, name, value.clone())
+                        copied += value.untyped_storage().nbytes()
     return copied

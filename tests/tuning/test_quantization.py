@@ -241,6 +241,16 @@ def test_a_checkpoint_saved_in_4bit_trains_generates_and_is_not_merged_into(tiny
     AutoTokenizer.from_pretrained(tiny).save_pretrained(saved)
     assert quantization.saved_quantization(str(saved)).bnb_4bit_quant_type == "fp4"
     assert quantization.saved_quantization(str(tiny)) is None
+    # loaded, its packed weights and quantisation constants are views of the file until copied out
+    loaded = AutoModelForCausalLM.from_pretrained(saved, device_map={"": "cpu"})
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = loaded(x).logits
+    assert quantization.release_mapped_checkpoint(loaded) > 0
+    assert not any(line.rstrip().endswith(str(saved / "model.safetensors")) for line in open("/proc/self/maps"))
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, before)
+    del loaded
 
     data = write_records(tmp_path / "train.jsonl", 6)
     adapter = tmp_path / "adapter"
