@@ -335,11 +335,12 @@ def test_two_process_launch_runs_the_study_once(tiny_model, tmp_path, corpus):
     import os
     import sys
 
-    from tests.helpers import REPO, run_group
+    from tests.helpers import REPO, free_port, run_group
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tuning.experiment",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "tuning.experiment",
            "--model", str(tiny_model), "--train", str(corpus), "--test", str(corpus), "--output_dir", str(out),
            "--arms", "zero-shot", "lora-ifd", "--train_fraction", "1", "--test_fraction", "0.5", "--epochs", "1",
            "--batch_size", "2", "--lora_r", "4", "--lora_alpha", "8", "--max_new_tokens", "12", "--bootstrap", "20"]
