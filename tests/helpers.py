@@ -55,7 +55,8 @@ def run_group(cmd: list[str], timeout: float, **kwargs):
             child.kill()
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-3000:]}") from None
+        raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\nstdout: {out[-2000:]}\n"
+                             f"stderr: {err[-3000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
