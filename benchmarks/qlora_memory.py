@@ -9,7 +9,7 @@ folder, with the same data, seed and LoRA settings. ``float32`` (the reference) 
 ``load_in_4bit`` (NF4, double quantisation, float32 compute); ``bf16`` trains on a bfloat16 base in bfloat16, and
 ``4bit-bf16`` is the QLoRA paper's recipe (NF4 linear layers, bfloat16 compute and bfloat16 embeddings, norms and
 head); ``4bit-bf16-saved`` trains the same model from a checkpoint saved in 4 bits (made in a process of its own
-before the run, not measured), which loads quantised as saved and reads a third of the bytes. Each runs in a
+before the run, not measured), which loads quantised as saved and reads about half the bytes. Each runs in a
 subprocess of its own, so that its peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``
 of that process: model loading, trl's data preparation and training) is its own. Also reported: the peak before
 the first step (loading) and the resident size when training starts, the model's own footprint

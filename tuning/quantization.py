@@ -160,7 +160,7 @@ def check_quantizable(model: str, option: str) -> None:
 def saved_quantization(model: str):
     """The ``BitsAndBytesConfig`` a checkpoint was saved quantised with (its ``config.json`` holds a bitsandbytes
     ``quantization_config``: a model saved after a 4-bit or 8-bit load, as the ``bnb-4bit`` checkpoints shared on the
-    Hub are), or None. Such a checkpoint loads quantised without ``--load-in-4bit``, from a third of the bytes."""
+    Hub are), or None. Such a checkpoint loads quantised without ``--load-in-4bit``, from about half the bytes."""
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
         return None
