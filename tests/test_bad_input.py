@@ -90,7 +90,7 @@ ROWS: list[Row] = [
         "{w}/bioc_past.xml:22 (record d1): location [30, 39) of annotation 'A1' is empty or past its passage"),
     Row("stats bigbio text that differs", "data stats {w}/bigbio_text.jsonl",
         "{w}/bigbio_text.jsonl:1 (record doc1): entity 'e1'"),
-    # --- data export
+    # --- data split
     Row("split without output", "data split {w}/corpus.tsv", "--output: is required"),
     Row("split ratios not numbers", "data split {w}/corpus.tsv --ratios 0.6,x,0.2 --output {w}/sp",
         "--ratios: expected comma-separated numbers"),
@@ -102,6 +102,7 @@ ROWS: list[Row] = [
         "{w}/brat_good/split: is inside {w}/brat_good, an input of this command"),
     Row("split into a folder with files", "data split {w}/corpus.tsv --output {w}/old_export",
         "{w}/old_export: exists and is not an empty folder"),
+    # --- data export
     Row("export without --to", "data export {w}/corpus.tsv --output {w}/x", "--to: is required"),
     Row("export to an unknown format", "data export {w}/corpus.tsv --to conll --output {w}/x", "--to"),
     Row("export without output", "data export {w}/corpus.tsv --to brat", "--output"),
@@ -228,6 +229,12 @@ ROWS: list[Row] = [
         "--model {w}/model_corrupt --output {w}/c --evaluator svm", "--evaluator"),
     Row("combos unknown dataset", "curate combos --target a --datasets zz --data-root {w}/corpora "
         "--model {w}/model_corrupt --output {w}/c", "zz"),
+    Row("combos zero accumulation", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --evaluator lora --gradient-accumulation-steps 0",
+        "--gradient-accumulation-steps: must be >= 1"),
+    Row("combos accumulation for the encoder", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --evaluator encoder --gradient-accumulation-steps 2",
+        "--gradient-accumulation-steps: applies to the lora evaluator only"),
     Row("combos lora on a corpus of no task folder", "curate combos --target a --datasets b --data-root "
         "{w}/corpora --model {w}/model_corrupt --output {w}/c --evaluator lora", "{w}/corpora/a"),
     # --- mtl train
@@ -355,6 +362,8 @@ ROWS: list[Row] = [
         "--merge", "{w}/model_llama/merged: is inside {w}/model_llama"),
     Row("tune export merged into 4 bits", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
         "--load-in-4bit", "--load-in-4bit: a quantised output cannot be merged into"),
+    Row("tune export merged into a base saved in 4 bits", "tune export --adapter {w}/adapter_on_bnb4 --output {w}/x "
+        "--merge", "{w}/model_bnb4: is saved quantised (bitsandbytes 4-bit)"),
     Row("tune export merged in an unknown dtype", "tune export --adapter {w}/adapter_ok --output {w}/x --merge "
         "--dtype float64", "--dtype: must be base"),
     Row("tune export a dtype without merging", "tune export --adapter {w}/adapter_ok --output {w}/x --dtype float32",
@@ -385,6 +394,9 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --ratios 0.5 1.5", "--ratios"),
     Row("experiment no seeds", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --seeds -1", "--seeds"),
+    Row("experiment zero accumulation", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --gradient_accumulation_steps 0",
+        "--gradient_accumulation_steps: must be at least 1, got 0"),
     Row("experiment epochs below 1", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --epochs 0.5", "--epochs"),
     Row("experiment other scorer missing", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
@@ -456,10 +468,16 @@ def work(tmp_path_factory) -> Path:
         "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}) + "\n")
     (w / "model_llama" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    # the same Llama as a checkpoint saved in 4 bits (its config.json says so)
+    _write(w / "model_bnb4" / "config.json", json.dumps({
+        **json.loads((w / "model_llama" / "config.json").read_text()),
+        "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}) + "\n")
+    (w / "model_bnb4" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     _write(w / "p_other.jsonl.parts" / "settings.json", json.dumps({"model": "another model"}))
     (w / "p_foreign.jsonl.parts").mkdir()
     for name, width, base in (("adapter_ok", 32, "model_llama"), ("adapter_wide", 64, "model_llama"),
-                              ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model")):
+                              ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model"),
+                              ("adapter_on_bnb4", 32, "model_bnb4")):
         _write(w / name / "adapter_config.json", json.dumps({
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(w / base), "r": 4,
             "lora_alpha": 8, "target_modules": ["q_proj"]}) + "\n")

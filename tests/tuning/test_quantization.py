@@ -281,11 +281,12 @@ def _falcon(tmp_path: Path) -> Path:
     return folder
 
 
-def _prequantised(tiny: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "gptq"
+def _prequantised(tiny: Path, tmp_path: Path, quantization_config: dict | None = None) -> Path:
+    """The tiny model's folder with a ``quantization_config`` in its config.json (GPTQ unless given)."""
+    folder = tmp_path / "prequantised"
     shutil.copytree(tiny, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    config["quantization_config"] = quantization_config or {"quant_method": "gptq", "bits": 4, "group_size": 128}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -299,6 +300,7 @@ def _prequantised(tiny: Path, tmp_path: Path) -> Path:
     ("prequantised", "is already quantised (gptq); bitsandbytes cannot quantise it again: drop --load-in-4bit"),
     ("no_bitsandbytes", "--load-in-4bit: needs bitsandbytes, which is not installed: pip install "
                         "'bioselect[quantization]'"),
+    ("saved_no_bitsandbytes", "(saved in bitsandbytes' 4-bit format): needs bitsandbytes, which is not installed"),
 ])
 def test_bad_quantisation_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, monkeypatch, command, case, message):
     from tuning.generate import main as generate_main
@@ -317,6 +319,9 @@ def test_bad_quantisation_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, m
         model = _prequantised(tiny, tmp_path)
     elif case == "no_bitsandbytes":
         monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes raises ImportError
+    elif case == "saved_no_bitsandbytes":  # a checkpoint saved in 4 bits, without --load-in-4bit
+        model, extra = _prequantised(tiny, tmp_path, {"quant_method": "bitsandbytes", "load_in_4bit": True}), []
+        monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     out = tmp_path / "out"
     capsys.readouterr()  # what building the inputs printed (save_pretrained's progress bar)
     if command == "train":
