@@ -245,11 +245,13 @@ def release_mapped_checkpoint(model) -> int:
                 if mapped(tensor):
                     tensor.data = tensor.data.clone()
                     copied += tensor.untyped_storage().nbytes()
-            # a checkpoint saved in 4 bits: the layers' quantisation constants (absmax, code, nested state) too
-            states = [getattr(tensor, "quant_state", None) for tensor in table.values()]
-            for state in (s for q in states if q is not None for s in (q, getattr(q, "state2", None)) if s):
-                for name, value in vars(state).items():
-                    if mapped(value):
-                        setattr(state, name, value.clone())
-                        copied += value.untyped_storage().nbytes()
+                # a checkpoint saved in 4 bits: the layer's quantisation constants (absmax, code, nested state) too
+                state = getattr(tensor, "quant_state", None)
+                for part in (state, getattr(state, "state2", None)):
+                    if part is None:
+                        continue
+                    for name, value in vars(part).items():
+                        if mapped(value):
+                            setattr(part, name, value.clone())
+                            copied += value.untyped_storage().nbytes()
     return copied

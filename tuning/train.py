@@ -415,7 +415,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
             print(f"warning: {path}: {n} of {total} examples are longer than max_length ({cfg.max_length} tokens); "
                   "their answers are cut at the end", file=sys.stderr)
     resume = sft_model.resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    args = _trainer_args(cfg)
+    args = _trainer_args(cfg, quantized=bnb is not None or saved is not None)
 
     train_records = records
     if cfg.mix == "even":
@@ -483,13 +483,13 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     return trainer, info
 
 
-def _trainer_args(cfg: TrainConfig) -> TrainConfig:
+def _trainer_args(cfg: TrainConfig, quantized: bool) -> TrainConfig:
     """The config the trainer gets: ``cfg`` with the base model's loading options (dtype from ``bf16``, the
     attention kernel, one quantised copy per process) added to ``model_init_kwargs``, which win over them."""
     init_kwargs: dict[str, Any] = {"dtype": "bfloat16" if cfg.bf16 else "float32"}
     if cfg.attn_implementation:
         init_kwargs["attn_implementation"] = cfg.attn_implementation
-    if cfg.load_in_4bit or cfg.load_in_8bit or quantization.saved_quantization(cfg.model) is not None:
+    if quantized:
         # one whole quantised copy per process on its own device (device_map="auto" would split it across GPUs)
         from accelerate import PartialState
 
