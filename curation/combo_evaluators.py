@@ -46,6 +46,10 @@ class Evaluator(Protocol):
     """What ``bioselect curate combos`` needs of an evaluator (built as ``Evaluator(corpora, target, model,
     **options)``)."""
 
+    # settings added after histories were written, each with the value those histories used: a history whose header
+    # lacks one reads as holding it (see :func:`curation.combos.read_history`)
+    ADDED_SETTINGS: Mapping[str, Any]
+
     def settings(self) -> dict[str, Any]:
         """What a score depends on (a resumed search must use the same; see :func:`curation.combos.read_history`)."""
 

@@ -352,10 +352,12 @@ def _describe(target: str | None, candidates: Sequence[str]) -> str:
 
 
 def read_history(path: str | os.PathLike, target: str | None, candidates: Sequence[str],
-                 settings: Mapping[str, Any] | None = None) -> list[Row]:
+                 settings: Mapping[str, Any] | None = None, added: Mapping[str, Any] | None = None) -> list[Row]:
     """The rows of an existing history file made for the same target, candidates and ``settings`` (compared key by
-    key; ``None`` skips the check). A final line cut short (no newline, not JSON: a crash while writing) is dropped
-    from the file; anything else malformed, or a history made for another search, is an :class:`InputError`."""
+    key; ``None`` skips the check). ``added`` maps settings that evaluators gained after histories were written to
+    the value those histories used: a header without such a key reads as holding that value. A final line cut short
+    (no newline, not JSON: a crash while writing) is dropped from the file; anything else malformed, or a history
+    made for another search, is an :class:`InputError`."""
     path = Path(path)
     raw = path.read_bytes()
     lines = raw.decode("utf-8").split("\n")
@@ -382,7 +384,7 @@ def read_history(path: str | os.PathLike, target: str | None, candidates: Sequen
                                f"{_describe(target, candidates)}; give another history path (or the original dataset "
                                "list) to keep that history")
     if settings is not None:
-        before = header.get("settings") or {}
+        before = {**(added or {}), **(header.get("settings") or {})}
         diff = sorted(key for key in set(before) | set(settings) if before.get(key) != settings.get(key))
         if diff:
             changes = "; ".join(f"{key}: {before.get(key)!r} -> {settings.get(key)!r}" for key in diff)
@@ -436,8 +438,8 @@ def search_steps(evaluate: Callable[[frozenset], float], datasets: Sequence[str]
                  budget: int = 50, seed: int = 0, *, hours: float | None = None,
                  history_path: str | os.PathLike | None = None, design: str = "balanced", n_init: int | None = None,
                  members: int = 5, beta: float = 3.0, hidden: int = 32, fit_steps: int = 400, patience: int = 3,
-                 settings: Mapping[str, Any] | None = None, state: dict[str, Any] | None = None
-                 ) -> Iterator[Row]:
+                 settings: Mapping[str, Any] | None = None, added_settings: Mapping[str, Any] | None = None,
+                 state: dict[str, Any] | None = None) -> Iterator[Row]:
     """:func:`search` as a generator: yields each new :class:`Row` as soon as it is recorded (rows resumed from
     the history are not yielded) and fills ``state`` (``rows``, ``stopped_because``, ``predicted_top``,
     ``candidates``) as it goes. Stop iterating to end the search early; the history on disk stays valid."""
@@ -465,7 +467,7 @@ def search_steps(evaluate: Callable[[frozenset], float], datasets: Sequence[str]
     rows: list[Row] = []
     path = Path(history_path) if history_path is not None else None
     if path is not None and path.exists() and path.stat().st_size:
-        rows = read_history(path, target, candidates, settings)
+        rows = read_history(path, target, candidates, settings, added_settings)
         for r in rows:
             tried[int(r.bits[::-1], 2)] = True
         log.info("resuming %s: %d evaluations already made", path, len(rows))
@@ -554,7 +556,7 @@ def search(evaluate: Callable[[frozenset], float], datasets: Sequence[str], targ
 
     ``datasets`` may include ``target``; every other name is a candidate. ``options`` are those of
     :func:`search_steps`: ``hours``, ``history_path``, ``design``, ``n_init``, ``members``, ``beta``, ``hidden``,
-    ``fit_steps``, ``patience``, ``settings``.
+    ``fit_steps``, ``patience``, ``settings``, ``added_settings``.
 
     >>> value = {"a": 0.3, "b": -0.2, "c": 0.1}
     >>> r = search(lambda mix: sum(value.get(d, 0) for d in mix), ["t", "a", "b", "c"], target="t", budget=8)

@@ -274,7 +274,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     steps = search_steps(evaluator, list(corpora), target, cfg.budget, cfg.seed, hours=cfg.hours,
                          history_path=out / "history.jsonl", design=cfg.design, n_init=cfg.n_init,
                          members=cfg.members, beta=cfg.beta, hidden=cfg.hidden, patience=cfg.patience,
-                         settings=evaluator.settings(), state=state)
+                         settings=evaluator.settings(),
+                         added_settings=evaluator.ADDED_SETTINGS, state=state)
     for row in steps:
         score = f"dev F1 {100 * row.score:.2f}" if row.ok else f"failed ({row.error})"
         print(f"[{row.n}] {_mix_label(sorted(row.mix), target)}: {score} in {row.seconds:.0f} s", flush=True)  # noqa: T201

@@ -117,6 +117,15 @@ def _parts(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{glob.escape(out.name)}.partial-*"))
 
 
+def run_settings(cfg: IFDConfig) -> dict[str, Any]:
+    """What the partial scores of a killed run are recorded with and a resumed run must share: everything that
+    decides a score (the input's hash, the model, how records are tokenised, batched and scored)."""
+    return {"input_sha256": sha256_file(cfg.input), "model": cfg.model, "prompt_format": cfg.prompt_format,
+            "max_length": cfg.max_length, "variant": cfg.variant, "tokens": cfg.tokens, "dtype": cfg.dtype,
+            "positives_only": cfg.positives_only, "batch_size": cfg.batch_size,
+            "max_batch_tokens": cfg.max_batch_tokens, "chunk_size": cfg.chunk_size, "reuse_prefix": cfg.reuse_prefix}
+
+
 def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     """Score ``cfg.input`` into ``cfg.output``; return the manifest on the main process (``None`` on the others)."""
     check_model_source(cfg.model)  # --strong-model lends only its tokenizer, loaded (or refused) below
@@ -170,13 +179,12 @@ def run_ifd(cfg: IFDConfig) -> dict[str, Any] | None:
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta_path = out.with_name(out.name + PARTIAL_META)
-    settings = {"input_sha256": sha256_file(cfg.input), "model": cfg.model, "prompt_format": cfg.prompt_format,
-                "max_length": cfg.max_length, "variant": cfg.variant, "tokens": cfg.tokens, "dtype": cfg.dtype,
-                "positives_only": cfg.positives_only, "batch_size": cfg.batch_size,
-                "max_batch_tokens": cfg.max_batch_tokens, "chunk_size": cfg.chunk_size,
-                "reuse_prefix": cfg.reuse_prefix}
+    settings = run_settings(cfg)
     previous = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else None
-    if previous is not None and previous != settings and any(p.stat().st_size for p in _parts(out)):
+    if previous != settings and any(p.stat().st_size for p in _parts(out)):
+        if previous is None:  # a run writes its settings before any score: these scores are not of curate ifd
+            raise InputError(out.with_name(out.name + ".partial-*"), f"partial scores without their {PARTIAL_META} "
+                                                                     "(not left by curate ifd); delete them to start")
         changed = ", ".join(k for k in settings if previous.get(k) != settings[k])
         raise InputError(meta_path, f"a killed run with other settings ({changed}) left partial scores here; rerun "
                                     "it with the same settings or delete the .partial* files")

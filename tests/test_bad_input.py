@@ -186,6 +186,12 @@ ROWS: list[Row] = [
     Row("ifd unknown config key", "curate ifd --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
     Row("ifd missing input", "curate ifd --model {w}/model_no_tokenizer --input {w}/nope.jsonl --output {w}/s.jsonl",
         "{w}/nope.jsonl"),
+    Row("ifd resumed over partial scores it did not write (a bad finished line)", "curate ifd --model "
+        "{w}/model_tok --input {w}/instr.jsonl --output {w}/s_badline.jsonl",
+        "{w}/s_badline.jsonl.partial-0:2: not a score line of curate ifd"),
+    Row("ifd resumed over partial scores without their settings file", "curate ifd --model {w}/model_tok "
+        "--input {w}/instr.jsonl --output {w}/s_nometa.jsonl",
+        "{w}/s_nometa.jsonl.partial-*: partial scores without their .partial.json"),
     # --- curate filter
     Row("filter scores of another file", "curate filter --input {w}/instr.jsonl --scores {w}/scores_other.jsonl "
         "--output {w}/f.jsonl", "{w}/scores_other.jsonl: has no score for any of the 2 positive records"),
@@ -332,6 +338,9 @@ ROWS: list[Row] = [
     Row("generate into a partial folder that tune generate did not make", "tune generate --model {w}/model_llama "
         "--input {w}/instr.jsonl --output {w}/p_foreign.jsonl",
         "{w}/p_foreign.jsonl.parts: not a partial folder of tune generate"),
+    Row("generate resumed over a partial folder with a finished line it did not write", "tune generate --model "
+        "{w}/model_llama --input {w}/instr.jsonl --output {w}/p_badline.jsonl",
+        "{w}/p_badline.jsonl.parts/rank-0.jsonl:2: not a prediction line"),
     Row("generate an RE record whose instruction names no relation types", "tune generate --model "
         "{w}/model_corrupt --input {w}/re_nolabels.jsonl --output {w}/p.jsonl", "{w}/re_nolabels.jsonl:2"),
     Row("generate --labels over records of two tasks", "tune generate --model {w}/model_corrupt --input "
@@ -475,6 +484,26 @@ def work(tmp_path_factory) -> Path:
     (w / "model_bnb4" / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     _write(w / "p_other.jsonl.parts" / "settings.json", json.dumps({"model": "another model"}))
     (w / "p_foreign.jsonl.parts").mkdir()
+    # partial results of killed runs recorded with the settings of the rows that resume them, each with a finished
+    # line the run did not write (and partial scores without the settings file a run writes first)
+    from curation.ifd import IFDConfig
+    from curation.ifd import run_settings as ifd_settings
+    from tests.curation.test_ifd import make_tokenizer
+    from tuning.generate import GenerateConfig
+    from tuning.generate import run_settings as generate_settings
+
+    shutil.copytree(w / "model_llama", w / "model_tok")
+    make_tokenizer().save_pretrained(w / "model_tok")
+    first = json.dumps({"id": rows[0]["id"], "ifd": 0.5}) + "\n"
+    _write(w / "s_badline.jsonl.partial.json", json.dumps(ifd_settings(IFDConfig(
+        model=str(w / "model_tok"), input=str(w / "instr.jsonl"), output=str(w / "s_badline.jsonl")))))
+    _write(w / "s_badline.jsonl.partial-0", first + "scores follow\n")
+    _write(w / "s_nometa.jsonl.partial-0", first)
+    settings = generate_settings(GenerateConfig(model=str(w / "model_llama"), input=str(w / "instr.jsonl"),
+                                                output=str(w / "p_badline.jsonl")), "float32", None)
+    _write(w / "p_badline.jsonl.parts" / "settings.json", json.dumps(settings))
+    _write(w / "p_badline.jsonl.parts" / "rank-0.jsonl", json.dumps({"id": rows[0]["id"], "output": "[]"}) + "\n"
+           + '{"output": "[]"}\n')
     for name, width, base in (("adapter_ok", 32, "model_llama"), ("adapter_wide", 64, "model_llama"),
                               ("adapter_no_weights", 32, "model_llama"), ("adapter_lost", 32, "no_model"),
                               ("adapter_on_bnb4", 32, "model_bnb4")):

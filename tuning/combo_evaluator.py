@@ -41,6 +41,8 @@ class LoraEvaluator:
     ``tune train`` options (``["--lora-r", "8"]``).
     """
 
+    ADDED_SETTINGS = {"gradient_accumulation_steps": 1}  # histories made before the option trained in one pass
+
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
                  work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
                  lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
@@ -61,9 +63,7 @@ class LoraEvaluator:
                 "batch_size": self.batch_size, "lr": self.lr, "max_length": self.max_length,
                 "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
                 "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks,
-                # recorded when used, so that histories made before the option compare as they did
-                **({"gradient_accumulation_steps": self.gradient_accumulation_steps}
-                   if self.gradient_accumulation_steps > 1 else {})}
+                "gradient_accumulation_steps": self.gradient_accumulation_steps}
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""

@@ -261,7 +261,8 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
     if cfg.adapter:
         check_adapter_files(cfg.adapter)
     parts = Path(cfg.output + PARTS)
-    quant = quantization.describe(quantization.saved_quantization(cfg.model) or bnb)
+    saved = quantization.saved_quantization(cfg.model)
+    quant = quantization.describe(saved or bnb)
     settings = run_settings(cfg, dtype, quant)
     ids = [r["id"] for r in records]
     done = read_parts(parts, settings)
@@ -280,7 +281,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
         grammars = (answer_grammars(tokenizer, [records[i]["input"] for i in sub], [label_sets[i] for i in sub],
                                     [records[i]["task"] for i in sub], cfg.entity_types, cfg.roles)
                     if cfg.constrained else None)
-        model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb)
+        model = load_model(cfg.model, cfg.adapter, cfg.dtype, device, bnb, saved_quantized=saved is not None)
     _barrier(state)  # every process has read what is done, and passed every check, before anything is written
     if rank == 0 and not parts.exists():
         with atomic_folder(parts) as tmp:  # the folder appears with its settings, or not at all

@@ -253,12 +253,13 @@ def default_device() -> str:
 
 
 def load_model(model: str, adapter: str | None = None, dtype: str = "auto", device: str | None = None,
-               quantization_config=None):
+               quantization_config=None, saved_quantized: bool | None = None):
     """The causal LM in eval mode on ``device`` (CUDA when available), with the adapter applied when given.
 
     ``dtype`` ``auto`` is float32 on CPU and bfloat16 on CUDA; it is the dtype of the layers a
     ``quantization_config`` (``transformers.BitsAndBytesConfig``, :func:`tuning.quantization.bnb_config`) leaves
-    unquantised. A quantised model is loaded straight onto ``device``.
+    unquantised. A quantised model is loaded straight onto ``device``. ``saved_quantized``: whether the checkpoint was
+    saved quantised (:func:`tuning.quantization.saved_quantization`), read from its config when not given.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -278,9 +279,11 @@ def load_model(model: str, adapter: str | None = None, dtype: str = "auto", devi
         problem = adapter_mismatch(adapter_shapes(adapter), skeleton)
         if problem:
             raise InputError(adapter, f"adapter does not fit the model {model}: {problem}")
-    from tuning.quantization import saved_quantization
+    if saved_quantized is None:
+        from tuning.quantization import saved_quantization
 
-    quantized = quantization_config is not None or saved_quantization(model) is not None  # saved so: loads so
+        saved_quantized = saved_quantization(model) is not None
+    quantized = quantization_config is not None or saved_quantized  # a checkpoint saved quantised loads so
     placement = {"device_map": {"": device}} if quantized else {}
     if quantization_config is not None:
         placement["quantization_config"] = quantization_config

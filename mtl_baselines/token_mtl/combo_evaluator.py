@@ -64,6 +64,8 @@ class EncoderEvaluator:
     the dev set the search compares mixes on). Deterministic for a seed on CPU.
     """
 
+    ADDED_SETTINGS: dict[str, Any] = {}  # every setting has been recorded since the first history
+
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
                  tokenizer: str | None = None, max_train: int = 300, steps: int = 150, batch_size: int = 16,
                  lr: float = 1e-4, max_length: int = 128, dev_size: int = 400, warmup_ratio: float = 0.1,

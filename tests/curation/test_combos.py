@@ -272,6 +272,17 @@ def test_a_history_from_another_search_is_refused_and_kept(tmp_path):
     same = search(lambda m: 0.0, ["t", *reversed(NAMES5)], target="t", budget=4, history_path=path,
                   settings={"steps": 150})
     assert len(same.history) == 4
+    # a setting added after the history was written reads as the value it had then, and only that value
+    with pytest.raises(InputError, match="\\(passes: None -> 1\\)"):
+        search(lambda m: 0.0, ["t", *NAMES5], target="t", budget=4, history_path=path,
+               settings={"steps": 150, "passes": 1})
+    added = search(lambda m: 0.0, ["t", *NAMES5], target="t", budget=4, history_path=path,
+                   settings={"steps": 150, "passes": 1}, added_settings={"passes": 1})
+    assert len(added.history) == 4
+    with pytest.raises(InputError, match="\\(passes: 1 -> 2\\)"):
+        search(lambda m: 0.0, ["t", *NAMES5], target="t", budget=4, history_path=path,
+               settings={"steps": 150, "passes": 2}, added_settings={"passes": 1})
+    assert path.read_bytes() == before
     other = tmp_path / "other.jsonl"
     other.write_text('{"id": 1}\n')
     with pytest.raises(InputError, match="first line must be its header"):
@@ -430,8 +441,8 @@ def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers
     calls.pop("train")
     scores = ev.test_score(frozenset({"Target", "Aux-A"}))
     assert "train" not in calls and 0 <= scores["test"]["f1"] <= 1
-    # accumulation: the same optimizer steps from smaller forward passes, recorded in the settings only when used
-    assert "gradient_accumulation_steps" not in ev.settings() and cfg.gradient_accumulation_steps == 1
+    # accumulation: the same optimizer steps from smaller forward passes, always in the settings
+    assert ev.settings()["gradient_accumulation_steps"] == 1 and cfg.gradient_accumulation_steps == 1
     accumulated = LoraEvaluator(corpora, "Target", str(model), work_dir=tmp_path / "w2", max_train=6, steps=7,
                                 batch_size=1, gradient_accumulation_steps=2, dev_size=8, constrained=False)
     accumulated(frozenset({"Target"}))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import prompts
 from curation import ifd_scoring as S
+from curation.ifd import IFDConfig, run_settings
 from curation.ifd import main as ifd_main
 from curation.io import InputError, append_lines, drop_incomplete_tail
 from curation.pipeline import RunConfig
@@ -400,7 +401,13 @@ def test_resume_from_partial_files(tiny, clean_run, tmp_path):
     out = tmp_path / "scores.jsonl"
     (tmp_path / "scores.jsonl.partial-0").write_text("\n".join(lines[:30:2]) + "\n" + lines[40][:25])
     (tmp_path / "scores.jsonl.partial-1").write_text("\n".join(lines[1:30:2]) + "\n")
-    assert ifd_main(["--model", str(tiny), "--input", str(data), "--output", str(out), "--chunk-size", "8"]) == 0
+    args = ["--model", str(tiny), "--input", str(data), "--output", str(out), "--chunk-size", "8"]
+    # scores without the settings a run writes before its first score are not of curate ifd: refused, kept
+    assert ifd_main(args) == 2
+    assert (tmp_path / "scores.jsonl.partial-1").read_text() == "\n".join(lines[1:30:2]) + "\n" and not out.exists()
+    cfg = IFDConfig(model=str(tiny), input=str(data), output=str(out), chunk_size=8)
+    (tmp_path / "scores.jsonl.partial.json").write_text(json.dumps(run_settings(cfg)))
+    assert ifd_main(args) == 0
     assert out.read_bytes() == clean.read_bytes()
     assert not list(tmp_path.glob("*.partial*"))
 

@@ -224,7 +224,7 @@ def test_generate_on_a_4bit_base_with_the_adapter_gives_schema_valid_answers(tin
     assert manifest["adapter"] == str(adapter) and manifest["counts"]["ok"] == len(rows)
 
 
-def test_a_checkpoint_saved_in_4bit_trains_generates_and_is_not_merged_into(tiny, tmp_path, capsys):
+def test_a_checkpoint_saved_in_4bit_trains_generates_and_is_not_merged_into(tiny, tmp_path, capsys, monkeypatch):
     """A model saved after a 4-bit load (a Hub ``bnb-4bit`` checkpoint) loads quantised without --load-in-4bit:
     training records it and keeps the 4-bit layers off the inference kernel, generation loads it as it was saved,
     and export refuses to merge into it."""
@@ -254,14 +254,19 @@ def test_a_checkpoint_saved_in_4bit_trains_generates_and_is_not_merged_into(tiny
 
     data = write_records(tmp_path / "train.jsonl", 6)
     adapter = tmp_path / "adapter"
+    reads = []  # each command reads the checkpoint's saved quantisation once
+    read = quantization.saved_quantization
+    monkeypatch.setattr(quantization, "saved_quantization", lambda model: reads.append(model) or read(model))
     # an evaluation first, then steps: the 4-bit layers must stay on the trainable path (keep_training_kernel)
     assert train_main(train_args(saved, data, adapter, "--max-steps", "2", "--eval-file", str(data))) == 0
+    assert reads == [str(saved)]
     quant = json.loads((adapter / "manifest.json").read_text())["quantization"]
     assert (quant["bits"], quant["bnb_4bit_quant_type"], quant["bnb_4bit_use_double_quant"]) == (4, "fp4", False)
     assert quant["saved_quantized"] is True and quant["quantized_layers"] == 2 * LAYERS_PER_BLOCK
     pred = tmp_path / "pred.jsonl"
     assert generate_main(["--model", str(saved), "--adapter", str(adapter), "--input", str(data), "--output",
                           str(pred), "--labels", "Disease", "--max-new-tokens", "16"]) == 0
+    assert reads == [str(saved)] * 2
     manifest = json.loads((tmp_path / "pred.jsonl.manifest.json").read_text())
     assert manifest["quantization"]["bnb_4bit_quant_type"] == "fp4" and manifest["counts"]["ok"] == 6
     capsys.readouterr()
