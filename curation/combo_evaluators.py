@@ -139,6 +139,29 @@ def capped_indices(records: Sequence[Any], cap: int, seed: int) -> list[int]:
     return sorted(i for unit in sampling_order(list(records), seed)[:cap] for i in unit)
 
 
+def thin_negatives(records: Sequence[Any], indices: Sequence[int], task: str, ratio: float, seed: int) -> list[int]:
+    """``indices`` with all of their positives and a seeded ``ratio`` of their negatives (records with no mention,
+    relation or event: the ones whose answer is ``[]``; a TC record always has a class, so TC has none), in order.
+
+    >>> from curation.records import Record, Span
+    >>> recs = [Record(id=str(i), text="x", spans=[Span(0, 1, "A")] * (i % 3 == 0)) for i in range(9)]
+    >>> kept = thin_negatives(recs, range(9), "ner", 0.5, seed=0)
+    >>> [i for i in kept if i % 3 == 0], len(kept)
+    ([0, 3, 6], 6)
+    """
+    import random
+
+    from curation.filter import share
+
+    what = {"ner": "spans", "re": "relations", "ee": "events"}.get(task)
+    negatives = [i for i in indices if what is not None and not getattr(records[i], what)]
+    if ratio >= 1 or not negatives:
+        return list(indices)
+    kept = set(random.Random(f"negatives-{seed}").sample(negatives, share(ratio, len(negatives))))
+    dropped = set(negatives) - kept
+    return [i for i in indices if i not in dropped]
+
+
 def shared_label_types(types_by_dataset: Mapping[str, Sequence[str]], mix: frozenset) -> list[str]:
     """The entity types trained on for a mix: the union of its datasets' types, one label per name.
 
@@ -154,12 +177,13 @@ class Corpora:
     evaluator trains and scores on)."""
 
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, max_train: int, dev_size: int,
-                 seed: int, tasks: Mapping[str, str] | None = None):
+                 seed: int, tasks: Mapping[str, str] | None = None, negative_ratio: float = 1.0):
         if target not in corpora:
             raise InputError("--target", f"{target!r} is not among the datasets ({', '.join(corpora)})")
         self.paths = {name: Path(p) for name, p in corpora.items()}
         self.tasks = dict(tasks) if tasks is not None else {name: "ner" for name in corpora}  # dataset -> task
         self.target, self.max_train, self.dev_size, self.seed = target, max_train, dev_size, seed
+        self.negative_ratio = negative_ratio  # share of each capped training sample's negatives kept
         self._splits: dict[str, Any] = {}
         self._train: dict[str, list] = {}
 
@@ -173,7 +197,9 @@ class Corpora:
     def train(self, name: str) -> list:
         if name not in self._train:
             recs = self.splits(name).train
-            self._train[name] = [recs[i] for i in capped_indices(recs, self.max_train, self.seed)]
+            kept = thin_negatives(recs, capped_indices(recs, self.max_train, self.seed), self.tasks[name],
+                                  self.negative_ratio, self.seed)
+            self._train[name] = [recs[i] for i in kept]
             if not self.labels(name):
                 what = {"ner": "entity mention", "re": "relation", "ee": "event", "tc": "class label"}
                 del self._train[name]

@@ -90,6 +90,10 @@ class CombosConfig:
     gradient_accumulation_steps: int | None = field(default=None, metadata={
         "help": "lora: forward passes of --batch-size sentences summed into each optimizer step (the same steps "
                 "with less memory per pass); default 1."})
+    negative_ratio: float = field(default=1.0, metadata={
+        "help": "Share of each capped training sample's negatives kept (sentences with no mention, relation or "
+                "event: the answer []; a TC sentence always has a class), seeded; 1: all, 0: none. A model tuned "
+                "on mostly [] answers may answer [] to everything."})
     lr: float | None = field(default=None, metadata={
         "help": "Peak learning rate; default 1e-4 (encoder) or 2e-4 (lora)."})
     max_length: int | None = field(default=None, metadata={
@@ -131,6 +135,8 @@ class CombosConfig:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 0")
         if self.evaluator == "encoder" and self.gradient_accumulation_steps is not None:
             raise InputError("--gradient-accumulation-steps", "applies to the lora evaluator only")
+        if not 0 <= self.negative_ratio <= 1:
+            raise InputError("--negative-ratio", f"must be between 0 and 1, got {self.negative_ratio}")
         if self.n_init is not None and self.n_init < 2:
             raise InputError("--n-init", "must be >= 2 (the baseline and at least one mix)")
         if self.hours is not None and self.hours <= 0:
@@ -147,6 +153,7 @@ class CombosConfig:
         opts = {k: getattr(self, k) for k in ("max_train", "steps", "batch_size", "lr", "max_length", "dev_size")
                 if getattr(self, k) is not None}
         opts["seed"] = self.seed
+        opts["negative_ratio"] = self.negative_ratio
         work = Path(self.output) / "evals"
         if self.evaluator == "encoder":
             return {**opts, "device": self.device, "work_dir": work}

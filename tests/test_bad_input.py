@@ -238,6 +238,8 @@ ROWS: list[Row] = [
     Row("combos zero accumulation", "curate combos --target a --datasets b --data-root {w}/corpora "
         "--model {w}/model_corrupt --output {w}/c --evaluator lora --gradient-accumulation-steps 0",
         "--gradient-accumulation-steps: must be >= 1"),
+    Row("combos negative ratio above 1", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --negative-ratio 1.5", "--negative-ratio"),
     Row("combos accumulation for the encoder", "curate combos --target a --datasets b --data-root {w}/corpora "
         "--model {w}/model_corrupt --output {w}/c --evaluator encoder --gradient-accumulation-steps 2",
         "--gradient-accumulation-steps: applies to the lora evaluator only"),

@@ -41,13 +41,14 @@ class LoraEvaluator:
     ``tune train`` options (``["--lora-r", "8"]``).
     """
 
-    ADDED_SETTINGS = {"gradient_accumulation_steps": 1}  # histories made before the option trained in one pass
+    # histories made before these options trained in one pass, on every negative
+    ADDED_SETTINGS = {"gradient_accumulation_steps": 1, "negative_ratio": 1.0}
 
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
                  work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
                  lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
                  constrained: bool = True, generate_batch_size: int = 8, seed: int = 0,
-                 gradient_accumulation_steps: int = 1, train_args: Sequence[str] = ()):
+                 gradient_accumulation_steps: int = 1, negative_ratio: float = 1.0, train_args: Sequence[str] = ()):
         self.target, self.model = target, os.path.expanduser(model)
         self.work_dir = Path(work_dir)
         self.max_train, self.steps, self.batch_size, self.lr, self.max_length = max_train, steps, batch_size, lr, \
@@ -56,14 +57,16 @@ class LoraEvaluator:
         self.generate_batch_size, self.seed, self.train_args = generate_batch_size, seed, list(train_args)
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.tasks = {name: corpus_task(folder) for name, folder in corpora.items()}
-        self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks)
+        self.negative_ratio = negative_ratio
+        self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks, negative_ratio)
 
     def settings(self) -> dict[str, Any]:
         return {"evaluator": "lora", "model": self.model, "max_train": self.max_train, "steps": self.steps,
                 "batch_size": self.batch_size, "lr": self.lr, "max_length": self.max_length,
                 "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
                 "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps}
+                "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                "negative_ratio": self.negative_ratio}
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""

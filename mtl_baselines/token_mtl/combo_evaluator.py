@@ -64,20 +64,21 @@ class EncoderEvaluator:
     the dev set the search compares mixes on). Deterministic for a seed on CPU.
     """
 
-    ADDED_SETTINGS: dict[str, Any] = {}  # every setting has been recorded since the first history
+    ADDED_SETTINGS = {"negative_ratio": 1.0}  # histories made before the option trained on every negative
 
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
                  tokenizer: str | None = None, max_train: int = 300, steps: int = 150, batch_size: int = 16,
                  lr: float = 1e-4, max_length: int = 128, dev_size: int = 400, warmup_ratio: float = 0.1,
                  weight_decay: float = 0.01, dropout: float = 0.1, seed: int = 0, device: str = "auto",
-                 work_dir: str | os.PathLike | None = None):
+                 negative_ratio: float = 1.0, work_dir: str | os.PathLike | None = None):
         self.target, self.model = target, os.path.expanduser(model)
         self.tokenizer_name = os.path.expanduser(tokenizer) if tokenizer else None
         self.max_train, self.steps, self.batch_size, self.lr = max_train, steps, batch_size, lr
         self.max_length, self.dev_size, self.warmup_ratio = max_length, dev_size, warmup_ratio
         self.weight_decay, self.dropout, self.seed, self.device = weight_decay, dropout, seed, device
         self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.corpora = Corpora(corpora, target, max_train, dev_size, seed)
+        self.negative_ratio = negative_ratio
+        self.corpora = Corpora(corpora, target, max_train, dev_size, seed, negative_ratio=negative_ratio)
         self._tokenizer = None
 
     def settings(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ class EncoderEvaluator:
                 "max_train": self.max_train, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                 "max_length": self.max_length, "dev_size": self.dev_size, "warmup_ratio": self.warmup_ratio,
                 "weight_decay": self.weight_decay, "dropout": self.dropout, "seed": self.seed,
+                "negative_ratio": self.negative_ratio,
                 "label_space": "shared by type name, target labels only at prediction"}
 
     def check(self) -> None:

@@ -618,7 +618,7 @@ def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_pa
     ev = LoraEvaluator({"DDI-toy": target, "Aux-A": aux}, "DDI-toy", str(model), work_dir=tmp_path / "w",
                        max_train=6, steps=2, batch_size=2, dev_size=4, max_new_tokens=24, constrained=True,
                        train_args=["--lora-r", "4", "--lora-alpha", "8", "--max-length", "256"])
-    assert ev.settings()["tasks"] == {"DDI-toy": "re", "Aux-A": "ner"}
+    assert ev.settings()["tasks"] == {"DDI-toy": "re", "Aux-A": "ner"} and ev.settings()["negative_ratio"] == 1.0
     ev.check()
     mix = frozenset({"DDI-toy", "Aux-A"})
     score = ev(mix)
@@ -634,6 +634,31 @@ def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_pa
                      "--output", str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
     reference = json.loads((tmp_path / "eval.json").read_text())
     assert reference["task"] == "re" and score == reference["strict"]["micro"]["f1"]
+
+
+def test_negative_ratio_thins_the_negatives_of_each_training_sample_only(tmp_path):
+    """A share of each capped training sample's negatives (RE: no relation, whatever its entities; NER: no mention)
+    is kept with every positive, in corpus order; the dev set every mix is scored on stays whole."""
+    from curation.combo_evaluators import Corpora
+
+    root = tmp_path / "data"
+    paths = {"DDI-toy": write_re_corpus(root / "re" / "DDI-toy", n=12), "Aux-A": write_corpus(root / "ner" / "Aux-A",
+                                                                                                "A", n=8)}
+    with open(paths["Aux-A"] / "train.tsv", "a", encoding="utf-8") as f:  # 5 sentences without a mention
+        f.write("".join(f"\nnothing\tO\nhere\tO\n{k}\tO\n" for k in range(5)))
+    tasks = {"DDI-toy": "re", "Aux-A": "ner"}
+    full, half, none = (Corpora(paths, "DDI-toy", 0, 0, 0, tasks, negative_ratio=r) for r in (1.0, 0.5, 0.0))
+    for name, what in (("DDI-toy", "relations"), ("Aux-A", "spans")):
+        every = [r.id for r in full.train(name)]
+        positives = [r.id for r in full.train(name) if getattr(r, what)]
+        negatives = [i for i in every if i not in positives]
+        assert len(negatives) >= 2 and positives, name  # the toy corpora hold both
+        assert [r.id for r in none.train(name)] == positives
+        kept = [r.id for r in half.train(name)]
+        assert set(positives) <= set(kept) and len(set(kept) - set(positives)) == len(negatives) // 2
+        assert kept == [i for i in every if i in kept]
+    assert [r.id for r in half.eval_records("dev")] == [r.id for r in full.eval_records("dev")]
+    assert len(full.eval_records("dev")) == 12
 
 
 def test_a_corpus_whose_task_cannot_be_read_and_an_encoder_on_re_are_refused(tmp_path, capsys):
