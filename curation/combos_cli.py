@@ -24,6 +24,7 @@ history made for other datasets or other evaluator settings, and bad options exi
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import os
@@ -106,6 +107,11 @@ class CombosConfig:
         "help": "lora: generate without the JSON grammar (the default is constrained, which needs llguidance)."})
     test: bool = field(default=True, metadata={
         "help": "After the search, retrain the best mix and the target-only baseline and score the test set."})
+    exposure: bool = field(default=True, metadata={
+        "help": "After the search, retrain the target alone for as many target draws as it gets in the best mix "
+                "that holds an auxiliary (--steps over the mix's datasets: the even mix's share) and report its dev "
+                "score beside the mix's: do the auxiliaries help at equal exposure to the target, apart from the "
+                "dilution a fixed step budget brings?"})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (torch.set_num_threads); torch's default when not set."})
     device: str = field(default="auto", metadata={"help": "encoder: torch device (auto, cpu, cuda, cuda:1, ...)."})
@@ -180,8 +186,8 @@ def _mix_label(mix: Sequence[str], target: str) -> str:
     return target + (" + " + " + ".join(rest) if rest else " (alone)")
 
 
-def markdown(result: dict[str, Any], tests: list[dict[str, Any]]) -> str:
-    """The result's tables: every evaluation (mix, dev F1), then the test scores."""
+def markdown(result: dict[str, Any], tests: list[dict[str, Any]], exposure: dict[str, Any] | None = None) -> str:
+    """The result's tables: every evaluation (mix, dev F1), the test scores, then the equal-exposure control."""
     target = result["target"]
     lines = [f"# Combination search, target {target}", "",
              f"Best mix: {_mix_label(result['best_mix'] or [], target)}, dev F1 {_fmt(result['best_score'])}; "
@@ -201,6 +207,15 @@ def markdown(result: dict[str, Any], tests: list[dict[str, Any]]) -> str:
             d, s = t["dev"], t["test"]
             lines.append(f"| {t['role']} | {_mix_label(t['mix'], target)} | {_fmt(d['f1'])} | {_fmt(s['precision'])} "
                          f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} |")
+    if exposure:
+        mix, n = _mix_label(exposure["mix"], target), exposure["target_steps"]
+        lines += ["", f"Equal exposure to the target: {mix} trains {exposure['steps']} steps of which about {n} "
+                      f"draw {target}; {target} alone for {n} steps:", "",
+                  "| training | steps | dev F1 |", "|---|---|---|",
+                  f"| {mix} | {exposure['steps']} | {_fmt(exposure['mix_dev'])} |",
+                  f"| {target} alone | {n} | "
+                  + (_fmt(exposure["target_dev"]) if exposure.get("error") is None
+                     else f"failed: {exposure['error'][:80]}") + " |"]
     return "\n".join(lines) + "\n"
 
 
@@ -241,6 +256,39 @@ def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger)
         _append(path, row)
         out.append({**row, "role": role})
     return out
+
+
+def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str, steps: int, result,
+                     path: Path, log: logging.Logger) -> dict[str, Any] | None:
+    """The target alone, trained for as many target draws as it gets in the best evaluated mix that holds an
+    auxiliary (``steps / len(mix)``: each example of an even mix comes from each dataset with equal probability),
+    with the search's evaluator otherwise; read from ``path`` when already there (written to it otherwise). None
+    when no mix with an auxiliary was scored."""
+    from curation.io import write_json
+
+    mixes = [r for r in result.rows if r.ok and len(r.mix) > 1]
+    if not mixes:
+        return None
+    best = max(mixes, key=lambda r: r.score)  # the earliest of equal scores
+    target_steps = max(1, round(steps / len(best.mix)))
+    row = {"mix": sorted(best.mix), "mix_dev": best.score, "steps": steps, "target_steps": target_steps}
+    if path.is_file():
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if {k: done.get(k) for k in row} == row:
+            return done
+    log.info("equal exposure: %s alone for %d steps", target, target_steps)
+    options = {**cfg.evaluator_options(), "steps": target_steps,
+               "work_dir": Path(cfg.output) / "evals" / f"exposure-{target_steps}"}
+    start = time.perf_counter()
+    try:
+        score = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **options)(frozenset({target}))
+        row.update(target_dev=score, error=None)
+    except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
+        row.update(target_dev=None, error=f"{type(err).__name__}: {err}")
+        log.warning("equal-exposure control failed: %s", row["error"])
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    write_json(path, row)
+    return row
 
 
 def check_encoder_tasks(corpora: Mapping[str, str | os.PathLike]) -> None:
@@ -288,13 +336,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"[{row.n}] {_mix_label(sorted(row.mix), target)}: {score} in {row.seconds:.0f} s", flush=True)  # noqa: T201
     result = result_from(state)
     tests = score_tests(evaluator, result, target, out / "test.jsonl", log) if cfg.test else []
+    steps_per_eval = evaluator.settings()["steps"]
+    exposure = (exposure_control(cfg, corpora, target, steps_per_eval, result, out / "exposure.json", log)
+                if cfg.exposure else None)
     summary = result.to_dict()
-    report = {**summary, "tests": tests, "corpora": {k: str(v) for k, v in corpora.items()},
+    report = {**summary, "tests": tests, "exposure": exposure, "corpora": {k: str(v) for k, v in corpora.items()},
               "evaluator_settings": evaluator.settings(),
               "provenance": provenance(cfg, [out / "history.jsonl"])}
     write_json(out / "result.json", report)
     with atomic_write(out / "result.md") as f:
-        f.write(markdown(summary, tests))
+        f.write(markdown(summary, tests, exposure))
     if result.rows:
         plot_best_so_far(result, out / "best_so_far.png", f"{cfg.evaluator} evaluator, target {target}")
     best = _mix_label(sorted(result.best_mix), target) if result.best_mix else "none (every evaluation failed)"
@@ -303,6 +354,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     for t in tests:
         if not t.get("error"):
             print(f"test F1 {_fmt(t['test']['f1'])}: {t['role']} ({_mix_label(t['mix'], target)})")  # noqa: T201
+    if exposure and exposure.get("error") is None:
+        print(f"equal exposure: {_mix_label(exposure['mix'], target)} dev F1 {_fmt(exposure['mix_dev'])} in "  # noqa: T201
+              f"{exposure['steps']} steps; {target} alone dev F1 {_fmt(exposure['target_dev'])} in "
+              f"{exposure['target_steps']} steps")
     print(f"wrote {out}/result.json, result.md, best_so_far.png")  # noqa: T201
     return 0
 

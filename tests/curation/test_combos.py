@@ -509,6 +509,15 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     assert [t["role"] for t in result["tests"]][-1].endswith("target only") and "git_commit" in result["provenance"]
     assert result["evaluator_settings"]["steps"] == 2
     assert (out / "best_so_far.png").is_file() and "| # | mix |" in (out / "result.md").read_text()
+    # the equal-exposure control: the target alone for the target's share of the best mix with an auxiliary
+    mixes = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()[1:]]
+    best = max((r for r in mixes if len(r["mix"]) > 1), key=lambda r: r["score"])
+    exposure = result["exposure"]
+    assert exposure["mix"] == sorted(best["mix"]) and exposure["mix_dev"] == best["score"]
+    assert exposure["target_steps"] == max(1, round(2 / len(best["mix"]))) and 0 <= exposure["target_dev"] <= 1
+    assert (out / "evals" / f"exposure-{exposure['target_steps']}" / "Target").is_dir()
+    assert f"Target alone | {exposure['target_steps']} |" in (out / "result.md").read_text()
+    assert "equal exposure:" in printed
     n_tests = len((out / "test.jsonl").read_text().splitlines())
     history = (out / "history.jsonl").read_text()
     # run again with a larger budget: the three evaluations and the test scores are not repeated
@@ -517,6 +526,10 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     assert (out / "history.jsonl").read_text().startswith(history) and len(lines) == 1 + 4
     assert len({tuple(json.loads(x)["mix"]) for x in lines[1:]}) == 4
     assert len((out / "test.jsonl").read_text().splitlines()) >= n_tests
+    made = (out / "exposure.json").stat().st_mtime_ns, (out / "exposure.json").read_bytes()
+    assert combos_main(_argv(data_root, tiny_model, out, "--budget", "4")) == 0  # nothing new: the control is read
+    assert ((out / "exposure.json").stat().st_mtime_ns, (out / "exposure.json").read_bytes()) == made
+    assert json.loads((out / "result.json").read_text())["exposure"] == json.loads(made[1])
 
 
 def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model, tmp_path, capsys):
