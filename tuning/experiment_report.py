@@ -41,6 +41,7 @@ COMPARISONS = (
     ("lora-ifd-auto", "lora-full"),  # rho chosen on dev
     ("lora-full", "zero-shot"),
     ("lora-ifd", "zero-shot"),
+    ("lora-random", "zero-shot"),
 )
 COLUMNS = ("run", "arm", "ratio", "seed", "records", "strict_p", "strict_r", "strict_f1", "strict_f1_lo",
            "strict_f1_hi", "relaxed_f1", "parse_error_rate", "schema_error_rate", "empty_answers", "gold_empty",
