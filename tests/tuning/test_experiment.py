@@ -212,7 +212,8 @@ def test_other_settings_are_refused_and_new_seeds_and_arms_join(tmp_path, corpus
         "lora-ifd/rho-0.5/seed-1", "lora-random/rho-0.5/seed-0", "lora-random/rho-0.5/seed-1"}
     report = json.loads((tmp_path / "study" / "report.json").read_text())
     pooled = [d for d in report["comparisons"] if d["seeds"] == "seeds 0,1"]
-    assert {(d["a"], d["b"]) for d in pooled} == {("lora-ifd", "lora-random"), ("lora-ifd", "zero-shot")}
+    assert {(d["a"], d["b"]) for d in pooled} == {("lora-ifd", "lora-random"), ("lora-ifd", "zero-shot"),
+                                                 ("lora-random", "zero-shot")}
 
 
 def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corpus):
