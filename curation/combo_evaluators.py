@@ -154,9 +154,9 @@ def thin_negatives(records: Sequence[Any], indices: Sequence[int], task: str, ra
     from curation.filter import share
 
     what = {"ner": "spans", "re": "relations", "ee": "events"}.get(task)
-    negatives = [i for i in indices if what is not None and not getattr(records[i], what)]
-    if ratio >= 1 or not negatives:
+    if what is None or ratio >= 1:
         return list(indices)
+    negatives = [i for i in indices if not getattr(records[i], what)]
     kept = set(random.Random(f"negatives-{seed}").sample(negatives, share(ratio, len(negatives))))
     dropped = set(negatives) - kept
     return [i for i in indices if i not in dropped]

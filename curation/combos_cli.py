@@ -273,8 +273,12 @@ def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str
     target_steps = max(1, round(steps / len(best.mix)))
     row = {"mix": sorted(best.mix), "mix_dev": best.score, "steps": steps, "target_steps": target_steps}
     if path.is_file():
-        done = json.loads(path.read_text(encoding="utf-8"))
-        if {k: done.get(k) for k in row} == row:
+        try:
+            done = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(path, f"not the JSON this command writes ({err}); delete it to make the control "
+                                   "again") from None
+        if isinstance(done, dict) and {k: done.get(k) for k in row} == row:
             return done
     log.info("equal exposure: %s alone for %d steps", target, target_steps)
     options = {**cfg.evaluator_options(), "steps": target_steps,
@@ -325,23 +329,22 @@ def _main(argv: Sequence[str] | None = None) -> int:
     evaluator.check()  # bad corpora, tokenizer or model exit with code 2 here, before any training
 
     out = Path(cfg.output)
+    settings = evaluator.settings()  # what every score depends on: the history's header, the control, the report
     state: dict[str, Any] = {}
     steps = search_steps(evaluator, list(corpora), target, cfg.budget, cfg.seed, hours=cfg.hours,
                          history_path=out / "history.jsonl", design=cfg.design, n_init=cfg.n_init,
                          members=cfg.members, beta=cfg.beta, hidden=cfg.hidden, patience=cfg.patience,
-                         settings=evaluator.settings(),
-                         added_settings=evaluator.ADDED_SETTINGS, state=state)
+                         settings=settings, added_settings=evaluator.ADDED_SETTINGS, state=state)
     for row in steps:
         score = f"dev F1 {100 * row.score:.2f}" if row.ok else f"failed ({row.error})"
         print(f"[{row.n}] {_mix_label(sorted(row.mix), target)}: {score} in {row.seconds:.0f} s", flush=True)  # noqa: T201
     result = result_from(state)
     tests = score_tests(evaluator, result, target, out / "test.jsonl", log) if cfg.test else []
-    steps_per_eval = evaluator.settings()["steps"]
-    exposure = (exposure_control(cfg, corpora, target, steps_per_eval, result, out / "exposure.json", log)
+    exposure = (exposure_control(cfg, corpora, target, settings["steps"], result, out / "exposure.json", log)
                 if cfg.exposure else None)
     summary = result.to_dict()
     report = {**summary, "tests": tests, "exposure": exposure, "corpora": {k: str(v) for k, v in corpora.items()},
-              "evaluator_settings": evaluator.settings(),
+              "evaluator_settings": settings,
               "provenance": provenance(cfg, [out / "history.jsonl"])}
     write_json(out / "result.json", report)
     with atomic_write(out / "result.md") as f:

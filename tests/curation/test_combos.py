@@ -530,6 +530,12 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     assert combos_main(_argv(data_root, tiny_model, out, "--budget", "4")) == 0  # nothing new: the control is read
     assert ((out / "exposure.json").stat().st_mtime_ns, (out / "exposure.json").read_bytes()) == made
     assert json.loads((out / "result.json").read_text())["exposure"] == json.loads(made[1])
+    (out / "exposure.json").write_text('{"mix": ')  # not what the command writes: refused, kept, nothing retrained
+    capsys.readouterr()
+    assert combos_main(_argv(data_root, tiny_model, out, "--budget", "4")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'exposure.json'}: not the JSON this command writes" in err, err
+    assert (out / "exposure.json").read_text() == '{"mix": '
 
 
 def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model, tmp_path, capsys):
