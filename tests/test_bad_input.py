@@ -388,6 +388,8 @@ ROWS: list[Row] = [
         "--output {w}/c.json", "--pred"),
     Row("tune evaluate missing predictions", "tune evaluate --gold {w}/scoring/gold.tsv "
         "--pred a={w}/pred_partial.jsonl --output {w}/c.json", "{w}/pred_partial.jsonl"),
+    Row("tune evaluate baseline that is not a model", "tune evaluate --gold {w}/scoring/gold.tsv "
+        "--pred a={w}/pred.json b={w}/pred.json --baseline c --output {w}/cmp.json", "--baseline"),
     Row("tune evaluate unknown config key", "tune evaluate --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),
     # --- tune experiment
     Row("experiment unknown config key", "tune experiment --config {w}/unknown_key.yaml", "{w}/unknown_key.yaml"),

@@ -10,6 +10,13 @@ JSONL) and encoder baselines' span files or IOB files sit in one table. Writes O
 plus provenance), OUT.md (the table) and OUT.png (strict micro F1 with its interval per model), and prints the
 table. RE, EE and TC gold (``--task`` as for ``bioselect evaluate``) give a table of every mode's F1 and the task's
 rate (exact match, accuracy); the plot shows the headline mode (:data:`HEADLINE`).
+
+With two or more models, every model is also compared with a baseline (``--baseline NAME``, the first ``--pred`` by
+default) by a paired bootstrap of the task's main metric (:data:`curation.scoring.MAIN_METRICS`: strict micro F1
+for NER and RE, argument classification micro F1 for EE, label macro F1 for TC) on the same gold records
+(:func:`curation.scoring.paired_bootstrap`): the difference, its 95% interval and the share of resamples where the
+model does not beat the baseline. This is the interval to quote for "A beats B": two overlapping per-model intervals
+do not say that A and B tie, since both were scored on the same sentences.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ class CompareConfig:
     plot: bool = field(default=True, metadata={"help": "Write OUT.png, strict F1 per model with its interval."})
     allow_missing: bool = field(default=False, metadata={
         "help": "Score gold records without a prediction as empty answers; else they are an error."})
+    baseline: str | None = field(default=None, metadata={
+        "help": "NAME of the --pred every other model is compared with by a paired bootstrap of the task's main "
+                "metric on the same gold records (needs --bootstrap > 0); the first --pred when not given."})
 
     def __post_init__(self):
         if Path(self.output).suffix != ".json":
@@ -55,6 +65,8 @@ class CompareConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError("--pred", f"model names must be unique; repeated: {', '.join(dupes)}")
+        if self.baseline is not None and self.baseline not in names:
+            raise InputError("--baseline", f"{self.baseline!r} is not a --pred name ({', '.join(names)})")
 
     def paths(self) -> dict[str, str]:
         """Model name -> predictions file."""
@@ -105,6 +117,59 @@ def _task_row(r: dict[str, Any]) -> dict[str, Any]:
             rate: r[rate]["value"], f"{rate}_ci": r[rate]["ci"],
             "parse_error_rate": r["outputs"]["parse_error_rate"],
             "schema_error_rate": r["outputs"]["schema_error_rate"]}
+
+
+def paired_differences(results: list[dict[str, Any]], baseline: str, n_resamples: int = 1000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Every model's main metric minus the baseline's, with a paired bootstrap interval over the gold records.
+
+    ``results`` are :func:`curation.evaluate.score_files` reports made with ``per_record=True`` on one gold set (so
+    their records are in the same order). Returns one row per model other than the baseline: ``model``,
+    ``baseline``, ``metric`` (:func:`curation.scoring.main_metric_name`) and the ``diff``, ``ci``, ``p_le_0``,
+    ``records`` and ``resamples`` of :func:`curation.scoring.paired_bootstrap`.
+    """
+    from curation.scoring import MAIN_METRICS, main_metric_name, paired_bootstrap, type_counts
+
+    task = results[0].get("task", "ner")
+    mode, average = MAIN_METRICS[task]
+    key = "per_record" if average == "micro" else "per_record_types"
+    base = next(r for r in results if r["name"] == baseline)
+    out = []
+    for r in results:
+        if r is base:
+            continue
+        a, b = [r[key][mode]], [base[key][mode]]
+        if average == "macro":  # one type list for both sides
+            both = type_counts([*a, *b])
+            a, b = both[:1], both[1:]
+        out.append({"model": r["name"], "baseline": baseline, "metric": main_metric_name(task),
+                    **paired_bootstrap(a, b, n_resamples, seed, average=average)})
+    return out
+
+
+def format_paired(paired: list[dict[str, Any]]) -> str:
+    """The paired differences in Markdown (points of the metric, in %).
+
+    >>> print(format_paired([{"model": "a", "baseline": "b", "metric": "strict_f1", "diff": 0.1, "ci": [0.02, 0.2],
+    ...                       "p_le_0": 0.01, "records": 9, "resamples": 100}]), end="")
+    <BLANKLINE>
+    Paired differences against b (strict_f1, 100 resamples of the 9 gold records):
+    <BLANKLINE>
+    | model | difference (95% CI) | P(difference <= 0) |
+    |---|---:|---:|
+    | a | +10.00 (+2.00 to +20.00) | 0.010 |
+    """
+    if not paired:
+        return ""
+    first = paired[0]
+    lines = ["", f"Paired differences against {first['baseline']} ({first['metric']}, {first['resamples']} resamples "
+             f"of the {first['records']} gold records):", "",
+             "| model | difference (95% CI) | P(difference <= 0) |", "|---|---:|---:|"]
+    for p in paired:
+        ci = f" ({100 * p['ci'][0]:+.2f} to {100 * p['ci'][1]:+.2f})" if p["ci"] else ""
+        p_le_0 = "-" if p["p_le_0"] is None else f"{p['p_le_0']:.3f}"
+        lines.append(f"| {p['model']} | {100 * p['diff']:+.2f}{ci} | {p_le_0} |")
+    return "\n".join(lines) + "\n"
 
 
 def _format_task_comparison(rows: list[dict[str, Any]], title: str) -> str:
@@ -179,18 +244,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
     base = EvaluateConfig(gold=cfg.gold, pred="", output=cfg.output, bootstrap=cfg.bootstrap, seed=cfg.seed,
                           labels=cfg.labels, allow_missing=cfg.allow_missing, task=cfg.task)
     gold = read_gold(base)
-    results = [score_files(replace(base, pred=path, name=name), gold=gold) for name, path in cfg.paths().items()]
+    paired_on = len(cfg.pred) > 1 and cfg.bootstrap > 0
+    results = [score_files(replace(base, pred=path, name=name), gold=gold, per_record=paired_on)
+               for name, path in cfg.paths().items()]
     for result in results:
         warn_missing(result)
     rows = comparison_rows(results)
-    markdown = format_comparison(rows, Path(cfg.gold).name)
+    paired = []
+    if paired_on:
+        paired = paired_differences(results, cfg.baseline or results[0]["name"], cfg.bootstrap, cfg.seed)
+        for result in results:  # per-record counts: what the paired bootstrap resampled, not part of the report
+            result.pop("per_record", None)
+            result.pop("per_record_types", None)
+    markdown = format_comparison(rows, Path(cfg.gold).name) + format_paired(paired)
     out = Path(cfg.output)
     with together():  # the table, the plot and the results land together or not at all
         if cfg.plot:
             plot_comparison(rows, out.with_suffix(".png"))
         with atomic_write(out.with_suffix(".md")) as f:
             f.write(markdown)
-        write_json(out, {"rows": rows, "models": results,
+        write_json(out, {"rows": rows, "paired": paired, "models": results,
                          "provenance": provenance(cfg, [cfg.gold, *cfg.paths().values()])})
     print(markdown, end="")
     return 0
