@@ -1,11 +1,13 @@
 """Every command against bad input, the project's rule: exit code 2 (130 for Ctrl-C), exactly one line on stderr that
 names the offending file or option, no traceback, and every input file byte for byte as it was.
 
-Run: ``pytest tests/test_bad_input.py -q``. Each row of :data:`ROWS` runs ``python -m curation.cli WORDS ...`` as a
-subprocess in one shared folder of small project-written inputs (built once by the ``work`` fixture) and checks the
-whole folder's SHA-256 afterwards. A new command joins by adding rows; :func:`test_every_command_has_rows` fails
-until it has them. Rows marked ``fs="ro"`` or ``fs="full"`` write their output onto a read-only or a nearly full
-tmpfs mounted in a private user and mount namespace (``unshare -Urm``); they are skipped where that is not allowed.
+Run: ``pytest tests/test_bad_input.py -q``. Each row of :data:`ROWS` runs ``python -m curation.cli WORDS ...`` in a
+process of its own (forked from :mod:`tests.cli_server`, which has the heavy libraries imported; the ``fs`` rows and
+the Ctrl-C test start ``python`` itself) in one shared folder of small project-written inputs (built once by the
+``work`` fixture) and checks the whole folder's SHA-256 afterwards. A new command joins by adding rows;
+:func:`test_every_command_has_rows` fails until it has them. Rows marked ``fs="ro"`` or ``fs="full"`` write their
+output onto a read-only or a nearly full tmpfs mounted in a private user and mount namespace (``unshare -Urm``); they
+are skipped where that is not allowed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from curation.cli import COMMANDS
+from tests.cli_server import CliServer
 from tests.helpers import ASSETS, REPO
 
 PYTHON = sys.executable
@@ -586,11 +589,24 @@ def command(argv: list[str], fs: str = "") -> list[str]:
     return ["unshare", "-Urm", "sh", "-c", script, "sh", *cmd]
 
 
-def run_row(row: Row, w: Path) -> subprocess.CompletedProcess:
+def row_env(w: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "MNT": str(w / "mnt"), "OMP_NUM_THREADS": "1",
+            "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def cli(work):
+    """The fork server the rows without ``fs`` run in (:mod:`tests.cli_server`: each row its own process, without
+    seven seconds of imports each)."""
+    with CliServer(row_env(work)) as server:
+        yield server
+
+
+def run_row(row: Row, w: Path, cli: CliServer) -> subprocess.CompletedProcess:
     argv = row.argv.format(w=w).split()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MNT": str(w / "mnt"), "OMP_NUM_THREADS": "1",
-           "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command(argv, row.fs), capture_output=True, text=True, env=env, cwd=w, timeout=300)
+    if not row.fs:
+        return cli.run(argv, cwd=w)
+    return subprocess.run(command(argv, row.fs), capture_output=True, text=True, env=row_env(w), cwd=w, timeout=300)
 
 
 def check_one_line(proc: subprocess.CompletedProcess, names: str, code: int = 2) -> str:
@@ -603,11 +619,11 @@ def check_one_line(proc: subprocess.CompletedProcess, names: str, code: int = 2)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
-def test_bad_input_is_one_line_and_changes_nothing(row, work):
+def test_bad_input_is_one_line_and_changes_nothing(row, work, cli):
     if row.fs and not _unshare_works():
         pytest.skip("unshare -Urm (a private mount namespace for a read-only or full tmpfs) is not allowed here")
     before = snapshot(work)
-    proc = run_row(row, work)
+    proc = run_row(row, work, cli)
     check_one_line(proc, row.names.format(w=work))
     assert snapshot(work) == before  # no input changed, nothing new written
     if row.fs:
