@@ -120,7 +120,11 @@ class ExperimentConfig:
                 "examples, with the memory of batch_size (trl's option)."})
     lr: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up share (< 1) or steps."})
-    max_length: int = field(default=256, metadata={"help": "Tokens per training example."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per training example (per packed row)."})
+    packing: bool = field(default=False, metadata={
+        "help": "Train every tuned arm on packed rows of max_length tokens (trl's packing, position ids restarting "
+                "at every example, so none attends to another): batch_size then counts rows, not examples, and an "
+                "epoch takes fewer steps. The same for all arms, so the comparison stays fair."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (what a killed run resumes)."})
@@ -287,8 +291,9 @@ def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | N
         *(("--gradient_accumulation_steps", str(cfg.gradient_accumulation_steps))
           if cfg.gradient_accumulation_steps > 1 else ()),
         "--learning_rate", str(cfg.lr), "--warmup_steps", str(cfg.warmup_steps),
-        "--max_length", str(cfg.max_length), "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
-        "--seed", str(seed), "--logging_steps", "1", "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
+        "--max_length", str(cfg.max_length), *(("--packing", "true") if cfg.packing else ()),
+        "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha), "--seed", str(seed), "--logging_steps", "1",
+        "--save_steps", str(cfg.save_steps), "--save_total_limit", "1",
         "--report_to", cfg.report_to,
         *(("--run_name", folder.relative_to(Path(cfg.output_dir) / "runs").as_posix())
           if cfg.report_to != "none" else ())), str(adapter / "manifest.json")))

@@ -113,7 +113,7 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
     assert full_train.name == "train" and arg(full_train, "--train_files") == shared[2].done
     equal = E.plan(replace(cfg, max_steps=7))[2].steps[1]
     assert arg(equal, "--max_steps") == "7" and "--num_train_epochs" not in equal.argv
-    assert "--gradient_accumulation_steps" not in train.argv
+    assert "--gradient_accumulation_steps" not in train.argv and "--packing" not in train.argv
     accumulated = E.plan(replace(cfg, batch_size=4, gradient_accumulation_steps=2))[2].steps[1]
     assert (arg(accumulated, "--per_device_train_batch_size"), arg(accumulated, "--gradient_accumulation_steps")) \
         == ("4", "2")
@@ -130,11 +130,13 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
     from tuning.train import TrainConfig
 
     capsys.readouterr()
-    for study in (cfg, replace(cfg, max_steps=7), replace(cfg, gradient_accumulation_steps=3)):
+    for study in (cfg, replace(cfg, max_steps=7), replace(cfg, gradient_accumulation_steps=3),
+                  replace(cfg, packing=True)):
         for step in (s for r in E.plan(study) for s in r.steps if s.module == "tuning.train"):
             trained, _ = parse_config(TrainConfig, list(step.argv), prog="t")
             assert trained.per_device_train_batch_size == study.batch_size and trained.learning_rate == study.lr
             assert trained.gradient_accumulation_steps == study.gradient_accumulation_steps
+            assert trained.packing is study.packing  # every arm alike
     assert capsys.readouterr().err == ""
 
 
