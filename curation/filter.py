@@ -9,6 +9,9 @@ the prompt does not help the model) are dropped, or only reported with ``--keep-
 or the top ``--ratio`` share of all positives (Superfiltering's convention: the share is of every positive, scored or
 not), are kept. ``--order bottom`` keeps the lowest instead and ``--order random`` a seeded random sample of the same
 size from the same candidates (the control that separates IFD ranking from the change in class balance).
+``--order matched`` is a stricter control: a seeded random sample that holds, for every answer size (the number of
+entities, relations or events in the answer; a TC answer's label), as many records as the top-IFD selection does, so
+it has the same number of mentions as the IFD selection and differs from it only in which sentences of each size.
 Negatives are all kept, or a ``--negative-ratio`` share: a seeded random one, or with ``--negative-order ifd`` the
 negatives of highest IFD (they must be scored: ``curate ifd`` without ``--positives-only``).
 The kept records are written unchanged, in input order, with ``OUTPUT.manifest.json`` (inputs, model, prompt
@@ -34,7 +37,7 @@ from curation.cli import parse_config, run
 from curation.io import Files, InputError, read_jsonl, sha256_file, staged, together, write_json
 
 KEPT = "kept"
-ORDERS = ("top", "bottom", "random")
+ORDERS = ("top", "bottom", "random", "matched")
 NEGATIVE_ORDERS = ("random", "ifd")
 
 
@@ -50,10 +53,12 @@ class FilterConfig:
         default=False, metadata={"help": "Rank positives above --max-ifd with the others instead of dropping them "
                                          "(they are reported either way)."})
     negative_ratio: float = field(default=1.0, metadata={"help": "Share of negatives (output []) to keep."})
-    seed: int = field(default=0, metadata={"help": "Seed of the negative sample (and of --order random)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative sample (and of --order random or matched)."})
     order: str = field(default="top", metadata={
-        "help": "Which positives are kept: 'top' (highest IFD), 'bottom' (lowest) or 'random' (seeded sample of the "
-                "same size from the same candidates: the control arm)."})
+        "help": "Which positives are kept: 'top' (highest IFD), 'bottom' (lowest), 'random' (seeded sample of the "
+                "same size from the same candidates: the control arm) or 'matched' (seeded sample with as many "
+                "records of each answer size, i.e. number of answer items or TC label, as the top selection: the "
+                "same number of mentions)."})
     negative_order: str = field(default="random", metadata={
         "help": "Which negatives --negative-ratio keeps: 'random' (seeded) or 'ifd' (highest IFD first)."})
     tokens: Literal["answer", "content"] | None = field(
@@ -95,13 +100,31 @@ def share(ratio: float, n: int) -> int:
     return math.floor(ratio * n + 1e-9)
 
 
+def answer_size(output: str) -> int | str:
+    """The stratum of ``--order matched``: the number of items of a JSON list answer (entities, relations, events),
+    a TC answer's label, 0 for anything else.
+
+    >>> answer_size('[{"name": "gout"}, {"name": "FAP"}]'), answer_size('{"label": "advice"}'), answer_size("x")
+    (2, 'advice', 0)
+    """
+    try:
+        value = json.loads(output)
+    except (json.JSONDecodeError, TypeError):
+        return 0
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        return value["label"]
+    return 0
+
+
 def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], ratio: float = 0.5,
            count: int | None = None, max_ifd: float = 1.0, keep_high_ifd: bool = False,
            negative_ratio: float = 1.0, seed: int = 0, order: str = "top",
            negative_order: str = "random") -> list[str]:
     """The fate of each row: ``"kept"`` or why it was dropped (``invalid``: see
     :func:`~curation.ifd_scoring.record_problem`; ``duplicate_id``, ``unscored``, ``ifd_above_max``, ``below_cut``,
-    ``not_sampled`` (``order="random"``), ``negative_sampled_out``).
+    ``not_sampled`` (``order="random"`` or ``"matched"``), ``negative_sampled_out``).
 
     >>> rows = [{"id": i, "instruction": "Find diseases.", "output": o} for i, o in [("a", '[{"name": "gout"}]'),
     ...         ("b", "[]"), ("c", '[{"name": "FAP"}]'), ("d", '[{"name": "AT"}]'), ("e", '[{"name": "DM"}]')]]
@@ -115,6 +138,12 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
     >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5, order="bottom")
     ['kept', 'kept', 'below_cut', 'ifd_above_max', 'kept']
     >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5, order="random").count("kept")
+    3
+
+    ``order="matched"`` draws at random within each answer size as many as the top selection holds (here two
+    one-mention answers of the three candidates):
+
+    >>> select(rows, {"a": 0.6, "c": 0.9, "d": 1.2, "e": 0.3}, ratio=0.5, order="matched").count("kept")
     3
     """
     from curation.ifd_scoring import is_negative, record_problem
@@ -144,6 +173,16 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
     n_keep = count if count is not None else share(ratio, len(positives))
     if order == "random":  # a stream of its own, so the negatives drawn below are the same as for the other orders
         chosen = set(random.Random(f"positives-{seed}").sample(candidates, min(n_keep, len(candidates))))
+        for i in candidates:
+            fate[i] = KEPT if i in chosen else "not_sampled"
+    elif order == "matched":  # the top selection's count per answer size, drawn at random within each size
+        top = sorted(candidates, key=lambda i: (-scores[str(rows[i]["id"])], i))[:n_keep]
+        need = Counter(answer_size(rows[i]["output"]) for i in top)
+        rng = random.Random(f"matched-{seed}")
+        chosen = set()
+        for size in sorted(need, key=str):
+            pool = [i for i in candidates if answer_size(rows[i]["output"]) == size]
+            chosen.update(rng.sample(pool, need[size]))
         for i in candidates:
             fate[i] = KEPT if i in chosen else "not_sampled"
     else:

@@ -12,6 +12,9 @@ Arms (``--arms``, in table order):
   its negatives (Hybrid Superfiltering);
 * ``lora-random``: the control: a seeded random sample of as many positives from the same candidates, plus the same
   negatives, so that it differs from ``lora-ifd`` in the IFD ranking only and not in the class balance;
+* ``lora-random-matched``: the stricter control: a seeded random sample with as many positives of each answer size
+  (number of mentions, relations or events; a TC label) as ``lora-ifd`` keeps, plus the same negatives, so that it
+  also has the same number of mentions (``curate filter --order matched``);
 * ``lora-ifd-content``: the top ``rho`` by the IFD of the answers' content tokens only (the mentions, not the JSON
   scaffolding around them: ``curate ifd --tokens content``);
 * ``lora-ifd-low``: the bottom ``rho`` by IFD;
@@ -61,10 +64,11 @@ from curation.cli import parse_config, run
 from curation.io import Files, InputError
 from curation.scoring import main_metric, main_metric_name
 
-ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-ifd-content", "lora-ifd-low", "lora-ifd-other",
-        "lora-ifd-auto")
+ARMS = ("zero-shot", "lora-full", "lora-ifd", "lora-random", "lora-random-matched", "lora-ifd-content", "lora-ifd-low",
+        "lora-ifd-other", "lora-ifd-auto")
 # arms that select a share of the positives: arm -> (IFD scores it ranks by, order of `curate filter`)
-SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"), "lora-ifd-content": ("content", "top"),
+SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"),
+             "lora-random-matched": ("main", "matched"), "lora-ifd-content": ("content", "top"),
              "lora-ifd-low": ("main", "bottom"), "lora-ifd-other": ("other", "top"), "lora-ifd-auto": ("main", "top")}
 # steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
 DISTRIBUTED = ("curation.ifd", "tuning.train")

@@ -32,6 +32,8 @@ from typing import Any
 # (a, b): the report gives a - b; each pair answers one question of the study
 COMPARISONS = (
     ("lora-ifd", "lora-random"),  # does the IFD ranking matter beyond the change in class balance?
+    ("lora-ifd", "lora-random-matched"),  # ... beyond the answer sizes (mention counts) it picks?
+    ("lora-random-matched", "lora-random"),  # do the answer sizes alone matter?
     ("lora-ifd", "lora-full"),  # BioSelectTune's claim
     ("lora-random", "lora-full"),  # what the smaller, more negative set alone does
     ("lora-ifd-content", "lora-ifd"),  # IFD of the mentions vs of the whole JSON answer

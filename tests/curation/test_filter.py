@@ -185,6 +185,45 @@ def test_orders_draw_as_many_positives_from_the_same_candidates_with_the_same_ne
     assert unscored[-1] == "unscored"
 
 
+def test_matched_order_draws_the_top_selections_answer_sizes_at_random():
+    from collections import Counter
+
+    # 40 positives: sentence i has 1 + i % 4 mentions; IFD rises with the mention count (so the top keeps long answers)
+    def answer(n):
+        return json.dumps([{"entity": "Disease", "name": f"d{k}"} for k in range(n)])
+
+    rows = [{"id": f"p{i}", "instruction": "Find.", "output": answer(1 + i % 4)} for i in range(40)]
+    rows += [{"id": f"n{i}", "instruction": "Find.", "output": "[]"} for i in range(12)]
+    scores = {f"p{i}": (i % 4) / 4 + i / 1000 for i in range(40)}
+
+    def kept(order, seed=0):
+        fate = select(rows, scores, ratio=0.25, negative_ratio=0.5, seed=seed, order=order)
+        return [r for r, f in zip(rows, fate, strict=True) if f == "kept"]
+
+    def sizes(kept_rows):
+        return Counter(len(json.loads(r["output"])) for r in kept_rows if r["id"].startswith("p"))
+
+    top, matched, rand = kept("top"), kept("matched"), kept("random")
+    assert sizes(top) == {4: 10}  # the ten 4-mention sentences have the highest IFD
+    assert sizes(matched) == sizes(top) and sizes(rand) != sizes(top)
+    assert sum(k * v for k, v in sizes(matched).items()) == 40  # as many mentions as the IFD selection
+    ids = {o: {r["id"] for r in k} for o, k in (("top", top), ("matched", matched), ("random", rand))}
+    assert {i for i in ids["matched"] if i.startswith("n")} == {i for i in ids["top"] if i.startswith("n")}
+    # ratio 0.3 (12 positives): the top keeps the ten 4-mention sentences and the two best 3-mention ones; matched
+    # keeps all ten 4-mention ones and draws two of the ten 3-mention ones by the seed
+    mixed = {s: select(rows, scores, ratio=0.3, seed=s, order="matched") for s in (0, 1)}
+    picked = {s: {rows[i]["id"] for i, f in enumerate(fate) if f == "kept" and rows[i]["id"].startswith("p")}
+              for s, fate in mixed.items()}
+    assert sizes([r for r in rows if r["id"] in picked[0]]) == {4: 10, 3: 2}
+    assert picked[0] != picked[1]  # the two 3-mention records are drawn by the seed
+    assert all(f in ("kept", "not_sampled") for f in mixed[0][:40])
+    # TC: the stratum is the label
+    tc = [{"id": f"t{i}", "instruction": "Classify.", "output": json.dumps({"label": "ab"[i % 2]})} for i in range(8)]
+    tc_scores = {f"t{i}": (0.9 if i % 2 else 0.1) + i / 100 for i in range(8)}
+    fate = select(tc, tc_scores, ratio=0.5, order="matched")
+    assert [json.loads(r["output"])["label"] for r, f in zip(tc, fate, strict=True) if f == "kept"] == ["b"] * 4
+
+
 def test_bad_order_is_refused(tmp_path):
     with pytest.raises(InputError, match="--order"):
         FilterConfig(input="a", scores="b", output=str(tmp_path / "c"), order="middle")

@@ -119,6 +119,10 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
         == ("4", "2")
     by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
     assert "--positives_only" not in by_ifd.argv
+    matched = replace(cfg, arms=["lora-ifd", "lora-random-matched"], ladder_seeds=None, seeds=[3], ratios=[0.5])
+    matched_select = next(r for r in E.plan(matched) if r.arm == "lora-random-matched").steps[0]
+    assert (arg(matched_select, "--order"), arg(matched_select, "--seed")) == ("matched", "3")
+    assert arg(matched_select, "--scores") == shared[-1].done  # the main IFD scores: it matches lora-ifd's pick
     content = replace(cfg, arms=["lora-ifd", "lora-ifd-content"], ladder_seeds=None, seeds=[0], ratios=[0.5])
     scoring = {s.name: s for s in E.shared_steps(content)}
     assert arg(scoring["score content"], "--tokens") == "content" and "--tokens" not in scoring["score main"].argv
@@ -172,6 +176,29 @@ def test_resume_runs_only_what_is_missing_and_reports(tmp_path, corpus, capsys):
     assert saved["settings"]["epochs"] == 3.0 and saved["provenance"]["config"]["train"] == str(corpus)
     calls.clear()
     assert E.run_experiment(cfg, fake_call(calls))[0] == 0 and calls == []
+
+
+def test_the_matched_control_keeps_the_ifd_selections_mention_count(tmp_path, corpus):
+    from collections import Counter
+
+    cfg = make_config(tmp_path, corpus, arms=["lora-ifd", "lora-random-matched"], seeds=[0, 1])
+    code, record = E.run_experiment(cfg, fake_call([]))
+    assert code == 0 and record["missing"] == []
+    out = tmp_path / "study"
+
+    def sizes(run):
+        kept = [json.loads(x) for x in (out / "runs" / run / "train.jsonl").read_text().splitlines()]
+        return Counter(len(json.loads(r["output"])) for r in kept)
+
+    for seed in (0, 1):
+        assert sizes(f"lora-random-matched/rho-0.5/seed-{seed}") == sizes(f"lora-ifd/rho-0.5/seed-{seed}")
+    manifest = json.loads((out / "runs/lora-random-matched/rho-0.5/seed-0/train.jsonl.manifest.json").read_text())
+    assert manifest["config"]["order"] == "matched"
+    report = json.loads((out / "report.json").read_text())
+    pairs = {(d["a"], d["b"]) for d in report["comparisons"] if d["seeds"] == "seeds 0,1"}
+    assert ("lora-ifd", "lora-random-matched") in pairs
+    diff = next(d for d in report["comparisons"] if (d["a"], d["b"]) == ("lora-ifd", "lora-random-matched"))
+    assert diff["diff"] == pytest.approx(1.0)  # the fake lora-ifd copies the gold, the matched control answers []
 
 
 def test_a_run_another_worker_holds_is_skipped_and_reported_missing(tmp_path, corpus, capsys):
