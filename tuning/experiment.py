@@ -24,10 +24,11 @@ Arms (``--arms``, in table order):
   (``auto_epochs``) over the ladder, then the final adapter at that ``rho`` (the choice is in ``choice.json``).
 
 Every tuned arm runs for each seed of ``--seeds`` (the seed of the adapter, the batches and the random control) and
-the ratio arms for each ``rho`` of ``--ratios`` (the first is the main one; ``--ladder_seeds`` limits the others to
-some seeds). Training lasts ``epochs`` passes over the arm's own data (so a smaller curated set takes fewer steps, as
-in the paper), or ``max_steps`` for every arm (the equal-steps reading). The training and test subsets are sampled
-once (``data_seed``), so every run is scored on the same test sentences and differences can be paired.
+the ratio arms for each ``rho`` of ``--ratios`` (the first is the main one; ``--ladder_arms`` and ``--ladder_seeds``
+limit the others to some arms and some seeds). Training lasts ``epochs`` passes over the arm's own data (so a
+smaller curated set takes fewer steps, as in the paper), or ``max_steps`` for every arm (the equal-steps reading).
+The training and test subsets are sampled once (``data_seed``), so every run is scored on the same test sentences
+and differences can be paired.
 
 The study runs the project's own commands (``data convert``/``sample``, ``curate ifd``/``filter``, ``tune train``,
 ``tune generate``, ``evaluate``); a step whose output exists is skipped, so a killed study started again goes on where
@@ -73,7 +74,7 @@ SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"),
 # steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
 DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
-GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "require_better", "report_only", "report_to")
+GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "ladder_arms", "require_better", "report_only", "report_to")
 TASKS = ("ner", "re", "ee", "tc")
 # what each task's annotations are called (a corpus without any cannot be studied for that task)
 ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
@@ -108,6 +109,9 @@ class ExperimentConfig:
         "help": "rho ladder: shares of the positives kept by the ratio arms; the first is the main one."})
     ladder_seeds: list[int] | None = field(default=None, metadata={
         "help": "Seeds that run the ratios after the first (default: every seed)."})
+    ladder_arms: list[str] | None = field(default=None, metadata={
+        "help": "Ratio arms that run the ratios after the first (default: every ratio arm; e.g. lora-ifd lora-random, "
+                "the paper's ladder, while a control such as lora-random-matched runs at the main rho only)."})
     max_ifd: float = field(default=1.0, metadata={"help": "Positives with IFD above this are dropped."})
     negative_ratio: float = field(default=1.0, metadata={
         "help": "Share of negatives kept by the ratio arms (1: all, as the paper)."})
@@ -185,6 +189,10 @@ class ExperimentConfig:
                                                  "answer has no content tokens; use random")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError("--seeds", f"expected distinct seeds >= 0, got {self.seeds}")
+        ladder_able = [a for a in ARMS if a in SELECTION and a != "lora-ifd-auto"]
+        if self.ladder_arms is not None and not set(self.ladder_arms) <= set(ladder_able):
+            raise InputError("--ladder_arms", f"expected ratio arms among {', '.join(ladder_able)}, "
+                                              f"got {self.ladder_arms}")
         if self.ladder_seeds is not None and not set(self.ladder_seeds) <= set(self.seeds):
             raise InputError("--ladder_seeds", f"must be among --seeds {self.seeds}, got {self.ladder_seeds}")
         if self.max_steps == 0 or self.max_steps < -1:
@@ -359,6 +367,9 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
     for ratio, seed in cells:
         for arm in cfg.arms:
             if arm in ("zero-shot", "lora-ifd-auto") or (arm == "lora-full" and ratio != cfg.ratios[0]):
+                continue
+            if ratio != cfg.ratios[0] and arm != "lora-full" and cfg.ladder_arms is not None \
+                    and arm not in cfg.ladder_arms:
                 continue
             r = None if arm == "lora-full" else ratio
             folder = run_folder(cfg, arm, r, seed)

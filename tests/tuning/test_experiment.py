@@ -119,6 +119,10 @@ def test_plan_feeds_each_step_its_predecessor(tmp_path, corpus, capsys):
         == ("4", "2")
     by_ifd = E.shared_steps(replace(cfg, negative_order="ifd"))[-1]
     assert "--positives_only" not in by_ifd.argv
+    laddered = E.plan(replace(cfg, arms=["lora-full", "lora-ifd", "lora-random-matched"], ladder_seeds=None,
+                              seeds=[0], ratios=[0.5, 0.25], ladder_arms=["lora-ifd"]))
+    assert [r.key for r in laddered] == ["lora-full/seed-0", "lora-ifd/rho-0.5/seed-0",
+                                         "lora-random-matched/rho-0.5/seed-0", "lora-ifd/rho-0.25/seed-0"]
     matched = replace(cfg, arms=["lora-ifd", "lora-random-matched"], ladder_seeds=None, seeds=[3], ratios=[0.5])
     matched_select = next(r for r in E.plan(matched) if r.arm == "lora-random-matched").steps[0]
     assert (arg(matched_select, "--order"), arg(matched_select, "--seed")) == ("matched", "3")
@@ -265,7 +269,7 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--arms", "lora-ifd-other", "needs a scoring model of another family"),
     ("--arms", "lora-ifd-auto", "picks rho on a dev corpus"),
     ("--negative_order", "ifd --arms lora-ifd-content", "empty answer has no content tokens"),
-    ("--ladder_seeds", "5", "must be among --seeds"),
+    ("--ladder_seeds", "5", "must be among --seeds"), ("--ladder_arms", "lora-full", "expected ratio arms among"),
     ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1"),
     ("--gradient_accumulation_steps", "0", "must be at least 1, got 0"),
     ("--task", "re", "--task is re, but the corpus holds no relations"), ("--task", "xx", "must be one of"),
