@@ -176,13 +176,13 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
         for i in candidates:
             fate[i] = KEPT if i in chosen else "not_sampled"
     elif order == "matched":  # the top selection's count per answer size, drawn at random within each size
+        size = {i: answer_size(rows[i]["output"]) for i in candidates}
         top = sorted(candidates, key=lambda i: (-scores[str(rows[i]["id"])], i))[:n_keep]
-        need = Counter(answer_size(rows[i]["output"]) for i in top)
+        need = Counter(size[i] for i in top)
         rng = random.Random(f"matched-{seed}")
         chosen = set()
-        for size in sorted(need, key=str):
-            pool = [i for i in candidates if answer_size(rows[i]["output"]) == size]
-            chosen.update(rng.sample(pool, need[size]))
+        for stratum in sorted(need, key=str):
+            chosen.update(rng.sample([i for i in candidates if size[i] == stratum], need[stratum]))
         for i in candidates:
             fate[i] = KEPT if i in chosen else "not_sampled"
     else:
