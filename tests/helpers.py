@@ -40,6 +40,7 @@ def free_port() -> int:
 def run_group(cmd: list[str], timeout: float, **kwargs):
     """``subprocess.run`` in a new process group that is killed whole on timeout, with every descendant (a
     launcher's workers included), so a hung multi-process test fails instead of leaving ranks behind."""
+    import contextlib
     import signal
     import subprocess
 
@@ -50,9 +51,25 @@ def run_group(cmd: list[str], timeout: float, **kwargs):
     except subprocess.TimeoutExpired:
         import psutil
 
-        # torchrun starts its workers in sessions of their own, out of reach of killpg: kill every descendant
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
+        # torchrun starts its workers in sessions of their own, out of reach of killpg: kill every descendant. Stop
+        # the group first and every descendant found until none is new, so nothing forks between the listing and
+        # the kill (a child started in its own session just after a listing would otherwise survive)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        stopped: dict[int, psutil.Process] = {}
+        while True:
+            try:
+                new = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.pid not in stopped]
+            except psutil.NoSuchProcess:
+                new = []
+            if not new:
+                break
+            for child in new:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.suspend()
+                stopped[child.pid] = child
+        for child in stopped.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         raise AssertionError(f"timed out after {timeout} s: {' '.join(cmd)}\nstdout: {out[-2000:]}\n"
