@@ -368,8 +368,7 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
         for arm in cfg.arms:
             if arm in ("zero-shot", "lora-ifd-auto") or (arm == "lora-full" and ratio != cfg.ratios[0]):
                 continue
-            if ratio != cfg.ratios[0] and arm != "lora-full" and cfg.ladder_arms is not None \
-                    and arm not in cfg.ladder_arms:
+            if ratio != cfg.ratios[0] and cfg.ladder_arms is not None and arm not in cfg.ladder_arms:
                 continue
             r = None if arm == "lora-full" else ratio
             folder = run_folder(cfg, arm, r, seed)
