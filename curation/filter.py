@@ -171,13 +171,17 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
         else:
             candidates.append(i)
     n_keep = count if count is not None else share(ratio, len(positives))
+
+    def by_ifd(sign: int) -> list[int]:  # highest IFD first for sign -1, lowest for 1; ties in input order
+        return sorted(candidates, key=lambda i: (sign * scores[str(rows[i]["id"])], i))
+
     if order == "random":  # a stream of its own, so the negatives drawn below are the same as for the other orders
         chosen = set(random.Random(f"positives-{seed}").sample(candidates, min(n_keep, len(candidates))))
         for i in candidates:
             fate[i] = KEPT if i in chosen else "not_sampled"
     elif order == "matched":  # the top selection's count per answer size, drawn at random within each size
         size = {i: answer_size(rows[i]["output"]) for i in candidates}
-        top = sorted(candidates, key=lambda i: (-scores[str(rows[i]["id"])], i))[:n_keep]
+        top = by_ifd(-1)[:n_keep]
         need = Counter(size[i] for i in top)
         rng = random.Random(f"matched-{seed}")
         chosen = set()
@@ -186,9 +190,7 @@ def select(rows: Sequence[dict[str, Any]], scores: dict[str, float | None], rati
         for i in candidates:
             fate[i] = KEPT if i in chosen else "not_sampled"
     else:
-        sign = -1 if order == "top" else 1
-        candidates.sort(key=lambda i: (sign * scores[str(rows[i]["id"])], i))
-        for rank, i in enumerate(candidates):
+        for rank, i in enumerate(by_ifd(-1 if order == "top" else 1)):
             fate[i] = KEPT if rank < n_keep else "below_cut"
     n_negatives = share(negative_ratio, len(negatives))
     if negative_order == "ifd":

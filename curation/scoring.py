@@ -582,6 +582,35 @@ def main_metric(result: dict[str, Any]) -> float:
     return result[mode][average]["f1"]
 
 
+def main_metric_counts(result: dict[str, Any]) -> list:
+    """The per-record counts of a report's main metric (a :func:`score` or :func:`score_answers` report made with
+    ``per_record=True``): ``[tp, fp, fn]`` per record for a micro F1, ``{type: [tp, fp, fn]}`` per record for a
+    macro F1, as :func:`paired_main_metric` takes them.
+
+    >>> main_metric_counts({"task": "tc", "per_record_types": {"label": [{"a": [1, 0, 0]}]}})
+    [{'a': [1, 0, 0]}]
+    """
+    mode, average = MAIN_METRICS[result.get("task", "ner")]
+    return result["per_record" if average == "micro" else "per_record_types"][mode]
+
+
+def paired_main_metric(a: Sequence[list], b: Sequence[list], task: str, n_resamples: int = 1000,
+                       seed: int = 0) -> dict[str, Any]:
+    """:func:`paired_bootstrap` of a task's main metric between two sides of runs, each run the
+    :func:`main_metric_counts` of one report on the same records; for a macro F1 the types are aligned over both
+    sides first (:func:`type_counts`).
+
+    >>> runs = [[{"a": [1, 0, 0]}, {"b": [0, 1, 0]}]], [[{"a": [1, 0, 0]}, {"b": [1, 0, 0]}]]
+    >>> paired_main_metric(*runs, "tc", n_resamples=0)["diff"]  # macro F1 (1 + 0) / 2 - (1 + 1) / 2
+    -0.5
+    """
+    average = MAIN_METRICS[task][1]
+    if average == "macro":
+        both = type_counts([*a, *b])
+        a, b = both[:len(a)], both[len(a):]
+    return paired_bootstrap(a, b, n_resamples, seed, average=average)
+
+
 def answer_items(task: str, obj: Any) -> tuple:
     """The normalised items of a schema-valid RE, EE or TC answer object (:class:`Answer`).
 

@@ -128,22 +128,16 @@ def paired_differences(results: list[dict[str, Any]], baseline: str, n_resamples
     ``baseline``, ``metric`` (:func:`curation.scoring.main_metric_name`) and the ``diff``, ``ci``, ``p_le_0``,
     ``records`` and ``resamples`` of :func:`curation.scoring.paired_bootstrap`.
     """
-    from curation.scoring import MAIN_METRICS, main_metric_name, paired_bootstrap, type_counts
+    from curation.scoring import main_metric_counts, main_metric_name, paired_main_metric
 
     task = results[0].get("task", "ner")
-    mode, average = MAIN_METRICS[task]
-    key = "per_record" if average == "micro" else "per_record_types"
     base = next(r for r in results if r["name"] == baseline)
     out = []
     for r in results:
-        if r is base:
-            continue
-        a, b = [r[key][mode]], [base[key][mode]]
-        if average == "macro":  # one type list for both sides
-            both = type_counts([*a, *b])
-            a, b = both[:1], both[1:]
-        out.append({"model": r["name"], "baseline": baseline, "metric": main_metric_name(task),
-                    **paired_bootstrap(a, b, n_resamples, seed, average=average)})
+        if r is not base:
+            out.append({"model": r["name"], "baseline": baseline, "metric": main_metric_name(task),
+                        **paired_main_metric([main_metric_counts(r)], [main_metric_counts(base)], task,
+                                             n_resamples, seed)})
     return out
 
 

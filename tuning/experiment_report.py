@@ -128,7 +128,7 @@ def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[s
     """Rows of the finished runs, each run's per-record counts of the task's main metric (for pairing: ``[tp, fp,
     fn]`` per record for a micro F1, per record and type for TC's macro F1), and the missing runs' keys."""
     from curation.evaluate import EvaluateConfig, read_gold, score_files
-    from curation.scoring import MAIN_METRICS
+    from curation.scoring import MAIN_METRICS, main_metric_counts
 
     task = getattr(cfg, "task", "ner")
     mode, average = MAIN_METRICS[task]
@@ -148,7 +148,7 @@ def collect(cfg: Any, runs: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[s
         ecfg = EvaluateConfig(gold=metrics["gold"], pred=metrics["pred"], output=str(metrics_file), bootstrap=0)
         gold = gold if gold is not None else read_gold(ecfg)
         scored = score_files(ecfg, gold, per_record=True)
-        counts[run_.key] = scored["per_record" if average == "micro" else "per_record_types"][mode]
+        counts[run_.key] = main_metric_counts(scored)
         main = metrics[mode][average]
         ci = main.get("ci") or {}  # a macro F1 has no bootstrap interval in the metrics file
         ratio = run_.ratio
@@ -186,15 +186,14 @@ def seed_means(rows: Sequence[dict[str, Any]], key: str = "strict_f1") -> list[d
 
 
 def comparisons(rows: Sequence[dict[str, Any]], counts: dict[str, list], n_resamples: int = 1000,
-                seed: int = 0, average: str = "micro") -> list[dict[str, Any]]:
-    """Paired differences for :data:`COMPARISONS`: per seed and over the seeds both sides have, at every rho.
-    ``counts`` are each run's per-record counts (per type too for ``average="macro"``, see
-    :func:`curation.scoring.paired_bootstrap`).
+                seed: int = 0, task: str = "ner") -> list[dict[str, Any]]:
+    """Paired differences of the task's main metric for :data:`COMPARISONS`: per seed and over the seeds both sides
+    have, at every rho. ``counts`` are each run's :func:`curation.scoring.main_metric_counts`.
 
     Runs without a rho (``lora-full``, ``zero-shot``, ``lora-ifd-auto``) pair with every rho of the other side;
     ``zero-shot`` (one greedy run) pairs with every seed.
     """
-    from curation.scoring import paired_bootstrap, type_counts
+    from curation.scoring import paired_main_metric
 
     def cells(arm: str) -> dict[tuple, str]:
         return {(None if arm == "lora-ifd-auto" else r["ratio"], r["seed"]): r["run"] for r in rows if r["arm"] == arm}
@@ -214,10 +213,7 @@ def comparisons(rows: Sequence[dict[str, Any]], counts: dict[str, list], n_resam
                 groups.append(("seeds " + ",".join(str(s) for s, _, _ in pairs), pairs))
             for label, chosen in groups:
                 side_a, side_b = [counts[x] for _, x, _ in chosen], [counts[y] for _, _, y in chosen]
-                if average == "macro":  # one type list for both sides
-                    both = type_counts([*side_a, *side_b])
-                    side_a, side_b = both[:len(side_a)], both[len(side_a):]
-                result = paired_bootstrap(side_a, side_b, n_resamples, seed, average=average)
+                result = paired_main_metric(side_a, side_b, task, n_resamples, seed)
                 out.append({"a": a, "b": b, "ratio": ratio, "seeds": label, **result})
     return out
 
@@ -347,14 +343,13 @@ def write_report(cfg: Any, runs: Sequence[Any]) -> dict[str, Any]:
     """Write the report files of the finished runs; return ``runs`` (rows), ``main_metric`` (run -> the task's main
     metric), ``metric``/``metric_label`` (its row key and its name in words) and ``missing``."""
     from curation.io import atomic_write, write_json
-    from curation.scoring import MAIN_METRICS
 
     task = getattr(cfg, "task", "ner")
     key = metric_keys(task)["f1"]
     out = Path(cfg.output_dir)
     rows, counts, missing = collect(cfg, runs)
     means = seed_means(rows, key)
-    diffs = comparisons(rows, counts, cfg.bootstrap, average=MAIN_METRICS[task][1])
+    diffs = comparisons(rows, counts, cfg.bootstrap, task=task)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns(task), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
