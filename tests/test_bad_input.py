@@ -408,6 +408,10 @@ ROWS: list[Row] = [
         "--report-to nope", "--report-to: one of none, tensorboard, mlflow"),
     Row("experiment rho above 1", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --ratios 0.5 1.5", "--ratios"),
+    Row("experiment ladder arm that is not a ratio arm", "tune experiment --model {w}/model_corrupt --train "
+        "{w}/corpus.tsv --test {w}/scoring/gold.tsv --output_dir {w}/x --ladder_arms lora-full", "--ladder_arms"),
+    Row("experiment packing not a boolean", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/x --packing maybe", "--packing"),
     Row("experiment no seeds", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --seeds -1", "--seeds"),
     Row("experiment zero accumulation", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
