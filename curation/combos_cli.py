@@ -112,6 +112,9 @@ class CombosConfig:
                 "that holds an auxiliary (--steps over the mix's datasets: the even mix's share) and report its dev "
                 "score beside the mix's: do the auxiliaries help at equal exposure to the target, apart from the "
                 "dilution a fixed step budget brings?"})
+    save_steps: int = field(default=25, metadata={
+        "help": "lora: checkpoint an evaluation's training every N steps; a stopped search resumes the evaluation "
+                "it was in from its last checkpoint (the same adapter as an uninterrupted run)."})
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (torch.set_num_threads); torch's default when not set."})
     device: str = field(default="auto", metadata={"help": "encoder: torch device (auto, cpu, cuda, cuda:1, ...)."})
@@ -131,7 +134,8 @@ class CombosConfig:
         for name in ("budget", "members", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
-        for name in ("steps", "batch_size", "max_length", "threads", "max_new_tokens", "gradient_accumulation_steps"):
+        for name in ("steps", "batch_size", "max_length", "threads", "max_new_tokens", "gradient_accumulation_steps",
+                     "save_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
@@ -165,7 +169,8 @@ class CombosConfig:
             return {**opts, "device": self.device, "work_dir": work}
         if self.gradient_accumulation_steps is not None:
             opts["gradient_accumulation_steps"] = self.gradient_accumulation_steps
-        return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained}
+        return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained,
+                "save_steps": self.save_steps}
 
 
 def build_evaluator(name: str, corpora: Mapping[str, str | os.PathLike], target: str, model: str,

@@ -38,7 +38,9 @@ class LoraEvaluator:
 
     ``work_dir`` receives ``data/`` (each dataset's capped instruction JSONL, the dev subset and the test set) and
     one folder per mix (``adapter/``, ``pred_dev.jsonl``, ``metrics.json``). ``train_args`` are further
-    ``tune train`` options (``["--lora-r", "8"]``).
+    ``tune train`` options (``["--lora-r", "8"]``). Training saves a checkpoint every ``save_steps`` steps and a
+    killed evaluation resumes from its last one (the same batches: the adapter equals an uninterrupted run's), as
+    its generation resumes from the answers already written; ``save_steps`` is not a setting of the scores.
     """
 
     # histories made before these options trained in one pass, on every negative
@@ -48,7 +50,8 @@ class LoraEvaluator:
                  work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
                  lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
                  constrained: bool = True, generate_batch_size: int = 8, seed: int = 0,
-                 gradient_accumulation_steps: int = 1, negative_ratio: float = 1.0, train_args: Sequence[str] = ()):
+                 gradient_accumulation_steps: int = 1, negative_ratio: float = 1.0, save_steps: int = 25,
+                 train_args: Sequence[str] = ()):
         self.target, self.model = target, os.path.expanduser(model)
         self.work_dir = Path(work_dir)
         self.max_train, self.steps, self.batch_size, self.lr, self.max_length = max_train, steps, batch_size, lr, \
@@ -58,6 +61,9 @@ class LoraEvaluator:
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.tasks = {name: corpus_task(folder) for name, folder in corpora.items()}
         self.negative_ratio = negative_ratio
+        if save_steps < 1:
+            raise InputError("--save-steps", f"must be at least 1, got {save_steps}")
+        self.save_steps = save_steps
         self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks, negative_ratio)
 
     def settings(self) -> dict[str, Any]:
@@ -111,7 +117,8 @@ class LoraEvaluator:
                 *(("--gradient-accumulation-steps", str(self.gradient_accumulation_steps))
                   if self.gradient_accumulation_steps > 1 else ()),
                 "--learning-rate", str(self.lr), "--max-length", str(self.max_length), "--seed", str(self.seed),
-                "--report-to", "none", "--resume-from-checkpoint", "no", "--save-steps", str(self.steps),
+                "--report-to", "none", "--resume-from-checkpoint", "auto",
+                "--save-steps", str(min(self.save_steps, self.steps)),
                 "--save-total-limit", "1", *self.train_args]
 
     def generate_argv(self, adapter: str | os.PathLike, split: str, output: str | os.PathLike) -> list[str]:

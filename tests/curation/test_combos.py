@@ -424,6 +424,8 @@ def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers
     f1 = ev(frozenset({"Target", "Aux-A"}))
     cfg = calls["train"]
     assert cfg.mix == "even" and cfg.max_steps == 7 and cfg.per_device_train_batch_size == 2 and cfg.report_to == []
+    # a killed evaluation resumes from its last checkpoint (every save_steps, 25 by default, at most every step)
+    assert cfg.resume_from_checkpoint == "auto" and cfg.save_steps == 7
     assert sorted(Path(p).name for p in cfg.train_files) == ["Aux-A.train.jsonl", "Target.train.jsonl"]
     assert [len(Path(p).read_text().splitlines()) for p in sorted(cfg.train_files)] == [6, 6]
     gen = calls["generate"][0]
@@ -448,6 +450,12 @@ def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers
     accumulated(frozenset({"Target"}))
     cfg = calls["train"]
     assert (cfg.max_steps, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (7, 1, 2)
+    checkpointed = LoraEvaluator(corpora, "Target", str(model), work_dir=tmp_path / "w3", max_train=6, steps=7,
+                                 dev_size=8, constrained=False, save_steps=3)
+    checkpointed(frozenset({"Target"}))
+    assert calls["train"].save_steps == 3 and "save_steps" not in checkpointed.settings()
+    with pytest.raises(InputError, match="--save-steps"):
+        LoraEvaluator(corpora, "Target", str(model), work_dir=tmp_path / "w4", save_steps=0)
     assert accumulated.settings()["gradient_accumulation_steps"] == 2
 
 
@@ -561,6 +569,7 @@ def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model
     (["--budget", "0"], "--budget: must be >= 1"),
     (["--design", "grid"], "--design: must be one of balanced, single"),
     (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps: must be >= 1"),
+    (["--save-steps", "0"], "--save-steps: must be >= 1"),
     (["--evaluator", "encoder", "--gradient-accumulation-steps", "2"],
      "--gradient-accumulation-steps: applies to the lora evaluator only"),
 ])
