@@ -28,7 +28,10 @@ def read_records(path: str | os.PathLike, dataset: str = "") -> Corpus:
     for n, obj in read_jsonl(path):
         try:
             rec = Record.from_dict(obj)
-        except (KeyError, TypeError, ValueError) as err:
+        except KeyError as err:
+            raise InputError(path, f"not a record: it has no {err.args[0]!r} (a records line has id, text and spans; "
+                                   "a generator's answer line has id and output)", line=n) from None
+        except (TypeError, ValueError) as err:
             raise InputError(path, f"not a record ({type(err).__name__}: {err})", line=n) from None
         if rec.id in seen:
             raise InputError(path, f"duplicate id {rec.id!r}", line=n)

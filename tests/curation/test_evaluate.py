@@ -144,7 +144,9 @@ def _lines(path: Path) -> list[str]:
      "dup.jsonl:2: duplicate id 'scoring/gold/0'", []),
     ("nooutput.jsonl", lambda: '{"id": "scoring/gold/0", "prediction": "[]"}\n',
      "nooutput.jsonl:1: a prediction needs 'id' and 'output'", ["--format-pred", "predictions"]),
-    ("notrecord.jsonl", lambda: '{"id": "scoring/gold/0", "prediction": "[]"}\n', "not a record", []),
+    ("notrecord.jsonl", lambda: '{"id": "scoring/gold/0", "prediction": "[]"}\n',
+     "notrecord.jsonl:1: not a record: it has no 'text' (a records line has id, text and spans; a generator's answer "
+     "line has id and output)", []),
     ("listoutput.jsonl", lambda: '{"id": "scoring/gold/0", "output": []}\n', "must be the generated text", []),
     ("badspans.jsonl", lambda: '{"id": "scoring/gold/0", "output": "[]", "spans": [[0, 99, "Chemical"]]}\n',
      "outside the gold text", []),
