@@ -74,7 +74,8 @@ SELECTION = {"lora-ifd": ("main", "top"), "lora-random": ("main", "random"),
 # steps that run on every process under `accelerate launch` (they shard their work); the others run on the main one
 DISTRIBUTED = ("curation.ifd", "tuning.train")
 # fields that may change between invocations on one folder: which runs exist, not how a run is made
-GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "ladder_arms", "require_better", "report_only", "report_to")
+GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "ladder_arms", "require_better", "report_only", "report_to",
+            "export_records")
 TASKS = ("ner", "re", "ee", "tc")
 # what each task's annotations are called (a corpus without any cannot be studied for that task)
 ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
@@ -149,6 +150,11 @@ class ExperimentConfig:
                 "(store MLFLOW_TRACKING_URI, experiment MLFLOW_EXPERIMENT_NAME, default bioselect)."})
     report_only: bool = field(default=False, metadata={
         "help": "Write the report from the finished runs and list the missing ones; train nothing."})
+    export_records: str = field(default="", metadata={
+        "help": "Write the report (train nothing), then the study's records to this new folder: settings, step logs, "
+                "report, and each finished run's answers, scores and training manifest, without adapters or data "
+                "(tuning/experiment_records.py). Copied into an empty OUTPUT_DIR, the same command rebuilds the data, "
+                "scores and selections, checks them against the records, and reports without retraining."})
 
     def __post_init__(self):
         for name in ("model", "scorer_model", "other_scorer_model", "train", "test", "dev", "output_dir"):
@@ -522,11 +528,17 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     import importlib
 
     from curation.io import provenance, run_lock, write_json
+    from tuning.experiment_records import check_export_dest, check_records, export_records
     from tuning.experiment_report import write_report
 
     out = Path(cfg.output_dir)
     record = _check_folder(cfg)
-    if not cfg.report_only and not all(Path(step.done).is_file() for step in shared_steps(cfg)):
+    if cfg.export_records and not (out / "experiment.json").is_file():
+        raise InputError("--export_records", f"{out} holds no study to record")
+    if cfg.export_records:
+        check_export_dest(out, cfg.export_records)
+    report_only = cfg.report_only or bool(cfg.export_records)
+    if not report_only and not all(Path(step.done).is_file() for step in shared_steps(cfg)):
         check_task(cfg)  # before the folder is made: a study of the wrong task leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     call, main_process = _distributed(
@@ -537,7 +549,8 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     else:
         lock = run_lock
     held: list[str] = []
-    if not cfg.report_only:
+    check_records(out)
+    if not report_only:
         with lock(out, wait=True):  # one worker converts, samples and scores; the others wait for it
             _check_folder(cfg)
             log: dict[str, Any] = {}
@@ -548,6 +561,7 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
                 _save_log(out / "shared_steps.json", log)
             if code:
                 return code, record
+            check_records(out)  # a folder rebuilt from records: the same data and scores, or nothing trains
         for run_ in plan(cfg):
             with lock(Path(run_.folder)) as free:
                 if not free:
@@ -572,6 +586,7 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
                     return code, record
     if not main_process:
         return 0, record
+    check_records(out)  # the rebuilt selections too, before a report reads them
     report = write_report(cfg, plan(cfg))
     shared = out / "shared_steps.json"
     record.update(settings=cfg.settings(), config=asdict(cfg),
@@ -584,17 +599,22 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
             from tuning.experiment_tracking import log_results
 
             log_results(out, report["runs"], {r.key: r.folder for r in plan(cfg)})
+    code = 0
     if report["missing"]:
         print(f"[experiment] {len(report['missing'])} run(s) not finished: {', '.join(report['missing'])}")
-        return 0, record
-    ok, line = verdict(report["main_metric"], report["metric_label"])
-    record["tuned_beats_zero_shot"] = ok if "zero-shot" in cfg.arms else None
-    write_json(out / "experiment.json", record)
-    print(line)
-    if cfg.require_better and not ok:
-        print(f"error: a tuned model does not beat the zero-shot model's {report['metric_label']}", file=sys.stderr)
-        return 1, record
-    return 0, record
+    else:
+        ok, line = verdict(report["main_metric"], report["metric_label"])
+        record["tuned_beats_zero_shot"] = ok if "zero-shot" in cfg.arms else None
+        write_json(out / "experiment.json", record)
+        print(line)
+        if cfg.require_better and not ok:
+            print(f"error: a tuned model does not beat the zero-shot model's {report['metric_label']}",
+                  file=sys.stderr)
+            code = 1
+    if cfg.export_records:
+        kept = export_records(out, plan(cfg), cfg.export_records)
+        print(f"[experiment] records of {len(kept['runs'])} finished run(s) in {cfg.export_records}")
+    return code, record
 
 
 def verdict(scores: dict[str, float], label: str = "strict F1") -> tuple[bool, str]:

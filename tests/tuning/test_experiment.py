@@ -249,6 +249,58 @@ def test_other_settings_are_refused_and_new_seeds_and_arms_join(tmp_path, corpus
                                                  ("lora-random", "zero-shot")}
 
 
+def test_records_rebuild_the_report_without_training_and_refuse_other_data(tmp_path, corpus, capsys):
+    import shutil
+
+    cfg = make_config(tmp_path, corpus, arms=["zero-shot", "lora-ifd", "lora-random"])
+    out, records = tmp_path / "study", tmp_path / "records"
+    held = E.run_folder(cfg, "lora-random", 0.5, 0)
+    with run_lock(held):  # lora-random is not finished when the records are written
+        assert E.run_experiment(cfg, fake_call([]))[0] == 0
+    calls: list[str] = []
+    code, record = E.run_experiment(replace(cfg, export_records=str(records)), fake_call(calls))
+    assert code == 0 and calls == []  # exporting trains nothing
+    assert record["missing"] == ["lora-random/rho-0.5/seed-0"]
+    kept = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
+    ifd = "runs/lora-ifd/rho-0.5/seed-0/"
+    assert {f"{ifd}pred.jsonl", f"{ifd}eval.json", f"{ifd}adapter/manifest.json", "runs/zero-shot/eval.json",
+            "experiment.json", "report.md", "records.json"} <= set(kept)
+    assert not any(k.startswith(("data/", "scores/", "runs/lora-random/")) or k.endswith("train.jsonl")
+                   for k in kept)
+    hashes = json.loads((records / "records.json").read_text())["sha256"]
+    assert set(hashes) == {"data/train.jsonl", "data/test.jsonl", "data/train_subset.jsonl",
+                           "data/test_subset.jsonl", "scores/main.jsonl", f"{ifd}train.jsonl"}
+    assert E.main(["--model", "m", "--train", cfg.train, "--test", cfg.test, "--output_dir", cfg.output_dir,
+                   "--train_fraction", "1", "--test_fraction", "1", "--bootstrap", "50",
+                   "--export_records", str(records)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err  # records are never written over
+
+    # the study folder is lost; the records copied into a new one rebuild data, scores and selections, nothing else
+    before = (out / "results.csv").read_text()
+    shutil.move(out, tmp_path / "lost")
+    shutil.copytree(records, out)
+    calls.clear()
+    code, record = E.run_experiment(cfg, fake_call(calls))
+    ran = [(c.split()[0], c.split()[-1]) for c in calls]
+    assert [name for name, _ in ran if "/runs/lora-random/" not in _] == [
+        "convert", "convert", "sample", "sample", "score", "select"]  # lora-ifd: select again, no train/generate
+    assert {name for name, where in ran if "/runs/lora-random/" in where} == {"select", "train", "generate",
+                                                                             "evaluate"}
+    assert code == 0 and record["missing"] == []
+    rows = (out / "results.csv").read_text().splitlines()
+    assert [r for r in rows if "lora-random" not in r] == before.splitlines()  # the recorded runs as they were
+
+    # rebuilt from other data: refused before anything trains or is reported
+    shutil.rmtree(out)
+    shutil.copytree(records, out)
+    corpus.write_text(corpus.read_text().replace("Gout\tB-Disease", "Gout\tO"))
+    calls.clear()
+    with pytest.raises(E.InputError, match="differs from the file the recorded runs were made from"):
+        E.run_experiment(cfg, fake_call(calls))
+    assert not any(c.startswith(("train", "generate", "select")) for c in calls)
+    assert not (out / "runs/lora-random/rho-0.5/seed-0/pred.jsonl").exists()
+
+
 def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corpus):
     cfg = make_config(tmp_path, corpus, arms=["lora-ifd-auto"], dev=str(corpus), dev_fraction=1.0,
                       ratios=[0.5, 0.25])

@@ -1,0 +1,90 @@
+"""A study's records: what a finished study is, without its adapters and its data (``bioselect tune experiment
+--export_records DIR``).
+
+    bioselect tune experiment --config configs/bioselecttune_study_ncbi.yaml --export_records records/ncbi
+    mkdir -p runs/bioselecttune_study/ncbi && cp -r records/ncbi/. runs/bioselecttune_study/ncbi/
+    bioselect tune experiment --config configs/bioselecttune_study_ncbi.yaml     # rebuilds data, scores, selections
+
+The records of a study folder are its settings and step log (``experiment.json``, ``shared_steps.json``), its report
+(``report.md``, ``report.json``, ``results.csv``, the plots), and for every finished run its answers (``pred.jsonl``:
+ids and generated text, no input text), its scores (``eval.json``), its step log and the manifests of its training
+and selection (``adapter/manifest.json``: the resolved config, the loss curve, seconds and tokens, provenance), a few
+hundred kB in all. ``records.json`` adds the sha256 of every data, score and selection file the runs were made from.
+
+Copied into an empty study folder, the records make the same command rebuild what they leave out and nothing else: the
+data and IFD steps and the selections run again (deterministic), while training, generation and scoring are skipped
+because their outputs are there; the rebuilt files are checked against ``records.json`` (other data, another
+scorer or another selection code would make other files: refused, exit code 2, before anything is reported). The
+report is then written as it was, and new arms, ratios or seeds may be added to the study. The adapters are not in
+the records: a restored run cannot be generated from again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curation.io import InputError, atomic_folder, sha256_file, write_json
+
+# files of the study folder and of each finished run that the records hold (when present)
+STUDY_FILES = ("experiment.json", "shared_steps.json", "report.md", "report.json", "results.csv", "f1_vs_ratio.png",
+               "train_loss.png")
+RUN_FILES = ("eval.json", "pred.jsonl", "pred.jsonl.manifest.json", "steps.json", "adapter/manifest.json",
+             "train.jsonl.manifest.json")
+RECORDS = "records.json"
+
+
+def _hashed(out: Path, runs: Sequence[Any]) -> list[Path]:
+    """The rebuilt files a study's runs were made from: its data and scores, and each run's selection."""
+    files = sorted(p for sub in ("data", "scores") for p in (out / sub).glob("*.jsonl"))
+    return files + [Path(r.folder) / "train.jsonl" for r in runs if (Path(r.folder) / "train.jsonl").is_file()]
+
+
+def check_export_dest(out: Path, dest: str | Path) -> None:
+    """Refuse a records folder inside the study folder, or one that exists and holds anything."""
+    dest = Path(dest)
+    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+        raise InputError("--export_records", f"{dest} is inside the study folder {out}; name a folder outside it")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError("--export_records", f"{dest} exists and is not an empty folder; name a new one (records are "
+                                             "never written over)")
+
+
+def export_records(out: Path, runs: Sequence[Any], dest: str | Path) -> dict[str, Any]:
+    """Write the records of study folder ``out`` (its finished ``runs``) to the new folder ``dest`` (refused when it
+    exists and holds anything: nothing is written over) in one rename. Returns what ``records.json`` holds."""
+    check_export_dest(out, dest)
+    finished = [r for r in runs if (Path(r.folder) / "eval.json").is_file()]
+    if not finished:
+        raise InputError("--export_records", f"no finished run in {out}: nothing to record")
+    hashes = {p.relative_to(out).as_posix(): sha256_file(p) for p in _hashed(out, finished)}
+    record = {"runs": [r.key for r in finished], "sha256": hashes}
+    with atomic_folder(dest) as tmp:
+        copies = [name for name in STUDY_FILES if (out / name).is_file()]
+        copies += [(Path(r.folder) / name).relative_to(out).as_posix() for r in finished for name in RUN_FILES
+                   if (Path(r.folder) / name).is_file()]
+        for name in copies:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / name, tmp / name)
+        write_json(tmp / RECORDS, record)
+    return record
+
+
+def check_records(out: Path) -> None:
+    """Refuse a study folder rebuilt from records (``records.json``) whose rebuilt data, scores or selections differ
+    from the files the recorded runs were made from; files not rebuilt yet are not checked."""
+    path = out / RECORDS
+    if not path.is_file():
+        return
+    try:
+        hashes = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(path, f"not a records file ({type(err).__name__}: {err})") from None
+    for name, digest in sorted(hashes.items()):
+        rebuilt = out / name
+        if rebuilt.is_file() and sha256_file(rebuilt) != digest:
+            raise InputError(rebuilt, "differs from the file the recorded runs were made from (records.json): other "
+                                      "data, scorer or selection code; rebuild in a new folder without the records")
