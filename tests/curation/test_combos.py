@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -528,6 +529,15 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     assert "equal exposure:" in printed
     n_tests = len((out / "test.jsonl").read_text().splitlines())
     history = (out / "history.jsonl").read_text()
+    # the record alone (history, test scores, control) in an empty folder, as after a lost disk: nothing is retrained
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("history.jsonl", "test.jsonl", "exposure.json"):
+        shutil.copyfile(out / name, moved / name)
+    assert combos_main(_argv(data_root, tiny_model, moved)) == 0
+    assert not [p.name for p in (moved / "evals").glob("*") if p.name != "data"]  # no evaluation's folder
+    again = json.loads((moved / "result.json").read_text())
+    assert (again["history"], again["tests"], again["exposure"]) == (result["history"], result["tests"], exposure)
     # run again with a larger budget: the three evaluations and the test scores are not repeated
     assert combos_main(_argv(data_root, tiny_model, out, "--budget", "4")) == 0
     lines = (out / "history.jsonl").read_text().splitlines()
