@@ -533,8 +533,6 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
 
     out = Path(cfg.output_dir)
     record = _check_folder(cfg)
-    if cfg.export_records and not (out / "experiment.json").is_file():
-        raise InputError("--export_records", f"{out} holds no study to record")
     if cfg.export_records:
         check_export_dest(out, cfg.export_records)
     report_only = cfg.report_only or bool(cfg.export_records)
@@ -549,7 +547,6 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     else:
         lock = run_lock
     held: list[str] = []
-    check_records(out)
     if not report_only:
         with lock(out, wait=True):  # one worker converts, samples and scores; the others wait for it
             _check_folder(cfg)

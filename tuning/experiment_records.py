@@ -44,7 +44,9 @@ def _hashed(out: Path, runs: Sequence[Any]) -> list[Path]:
 
 
 def check_export_dest(out: Path, dest: str | Path) -> None:
-    """Refuse a records folder inside the study folder, or one that exists and holds anything."""
+    """Refuse a study folder without a study, and a records folder inside it or one that exists and holds anything."""
+    if not (out / "experiment.json").is_file():
+        raise InputError("--export_records", f"{out} holds no study to record")
     dest = Path(dest)
     if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
         raise InputError("--export_records", f"{dest} is inside the study folder {out}; name a folder outside it")

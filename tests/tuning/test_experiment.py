@@ -325,7 +325,8 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--train", "missing.tsv", "no such file"), ("--max_steps", "0", "at least 1"),
     ("--gradient_accumulation_steps", "0", "must be at least 1, got 0"),
     ("--task", "re", "--task is re, but the corpus holds no relations"), ("--task", "xx", "must be one of"),
-    ("--task", "tc --negative_order ifd", "does not apply to tc")])
+    ("--task", "tc --negative_order ifd", "does not apply to tc"),
+    ("--export_records", "records", "holds no study to record")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
     argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
             option: value}
