@@ -528,11 +528,18 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     import importlib
 
     from curation.io import provenance, run_lock, write_json
-    from tuning.experiment_records import check_export_dest, check_records, export_records
+    from tuning.experiment_records import (
+        check_export_dest,
+        check_recorded_runs,
+        check_records,
+        export_records,
+        git_ignored,
+    )
     from tuning.experiment_report import write_report
 
     out = Path(cfg.output_dir)
     record = _check_folder(cfg)
+    check_recorded_runs(out)
     if cfg.export_records:
         check_export_dest(out, cfg.export_records)
     report_only = cfg.report_only or bool(cfg.export_records)
@@ -611,6 +618,10 @@ def run_experiment(cfg: ExperimentConfig, call: Callable[[Step], int] | None = N
     if cfg.export_records:
         kept = export_records(out, plan(cfg), cfg.export_records)
         print(f"[experiment] records of {len(kept['runs'])} finished run(s) in {cfg.export_records}")
+        hidden = git_ignored(cfg.export_records)
+        if hidden:
+            print(f"warning: git ignores {len(hidden)} file(s) of the records, so a commit would leave them out "
+                  f"(e.g. {hidden[0]}); add them with `git add -f` or narrow the rule (`/runs/`)", file=sys.stderr)
     return code, record
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,44 @@ def export_records(out: Path, runs: Sequence[Any], dest: str | Path) -> dict[str
             shutil.copyfile(out / name, tmp / name)
         write_json(tmp / RECORDS, record)
     return record
+
+
+def git_ignored(dest: str | Path) -> list[str]:
+    """The files under ``dest`` that git would leave out of a commit (``git check-ignore``: e.g. a ``runs/`` rule
+    that hides the records' ``runs/`` folder), as ``path (rule)`` lines; empty outside a git work tree or without
+    git."""
+    dest = Path(dest)
+    files = sorted(p.resolve().as_posix() for p in dest.rglob("*") if p.is_file())
+    try:
+        done = subprocess.run(["git", "-C", str(dest), "check-ignore", "--verbose", "--stdin"], input="\n".join(files),
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode not in (0, 1):  # 128: not a git work tree
+        return []
+    lines = []
+    for line in done.stdout.splitlines():  # SOURCE:LINENUM:PATTERN<TAB>PATH
+        rule, _, path = line.partition("\t")
+        lines.append(f"{Path(path).relative_to(dest.resolve()).as_posix()} ({rule})")
+    return lines
+
+
+def check_recorded_runs(out: Path) -> None:
+    """Refuse a study folder whose ``records.json`` lists finished runs that are not there (records copied
+    incompletely, e.g. committed under an ignore rule that hid their ``runs/`` folder): their training would start
+    again unasked. Nothing runs; copy the records whole, or delete ``records.json`` to train those runs again."""
+    path = out / RECORDS
+    if not path.is_file():
+        return
+    try:
+        keys = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(path, f"not a records file ({type(err).__name__}: {err})") from None
+    lost = [k for k in keys if not (out / "runs" / k / "eval.json").is_file()]
+    if lost:
+        raise InputError(path, f"lists {len(lost)} finished run(s) whose files are not in {out / 'runs'} "
+                               f"({', '.join(lost)}): the records were copied incompletely; copy them whole, or "
+                               "delete records.json to train those runs again")
 
 
 def check_records(out: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -250,8 +251,6 @@ def test_other_settings_are_refused_and_new_seeds_and_arms_join(tmp_path, corpus
 
 
 def test_records_rebuild_the_report_without_training_and_refuse_other_data(tmp_path, corpus, capsys):
-    import shutil
-
     cfg = make_config(tmp_path, corpus, arms=["zero-shot", "lora-ifd", "lora-random"])
     out, records = tmp_path / "study", tmp_path / "records"
     held = E.run_folder(cfg, "lora-random", 0.5, 0)
@@ -290,6 +289,18 @@ def test_records_rebuild_the_report_without_training_and_refuse_other_data(tmp_p
     rows = (out / "results.csv").read_text().splitlines()
     assert [r for r in rows if "lora-random" not in r] == before.splitlines()  # the recorded runs as they were
 
+    # records copied without a recorded run's files (a `runs/` ignore rule kept them out of a commit): refused before
+    # any step, rather than training that run again unasked
+    shutil.rmtree(out)
+    shutil.copytree(records, out, ignore=shutil.ignore_patterns("seed-0"))
+    calls.clear()
+    assert E.main(["--model", "m", "--train", cfg.train, "--test", cfg.test, "--output_dir", cfg.output_dir,
+                   "--train_fraction", "1", "--test_fraction", "1", "--bootstrap", "50", "--arms", "zero-shot",
+                   "lora-ifd", "lora-random"]) == 2
+    err = capsys.readouterr().err
+    assert "lists 1 finished run(s) whose files are not in" in err and "(lora-ifd/rho-0.5/seed-0)" in err
+    assert not (out / "data").exists()  # nothing ran
+
     # rebuilt from other data: refused before anything trains or is reported
     shutil.rmtree(out)
     shutil.copytree(records, out)
@@ -299,6 +310,26 @@ def test_records_rebuild_the_report_without_training_and_refuse_other_data(tmp_p
         E.run_experiment(cfg, fake_call(calls))
     assert not any(c.startswith(("train", "generate", "select")) for c in calls)
     assert not (out / "runs/lora-random/rho-0.5/seed-0/pred.jsonl").exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_ignored_names_the_records_files_a_commit_would_leave_out(tmp_path):
+    import subprocess
+
+    from tuning.experiment_records import git_ignored
+
+    records = tmp_path / "records"
+    for name in ("report.md", "runs/zero-shot/eval.json", "runs/lora-ifd/rho-0.5/seed-0/pred.jsonl"):
+        (records / name).parent.mkdir(parents=True, exist_ok=True)
+        (records / name).write_text("{}")
+    assert git_ignored(records) == []  # not in a git work tree
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert git_ignored(records) == []  # nothing ignored
+    (tmp_path / ".gitignore").write_text(".venv/\nruns/\n")
+    assert git_ignored(records) == ["runs/lora-ifd/rho-0.5/seed-0/pred.jsonl (.gitignore:2:runs/)",
+                                    "runs/zero-shot/eval.json (.gitignore:2:runs/)"]
+    (tmp_path / ".gitignore").write_text("/runs/\n")  # anchored at the top: the records' runs/ are kept
+    assert git_ignored(records) == []
 
 
 def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corpus):
