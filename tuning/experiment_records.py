@@ -76,6 +76,14 @@ def export_records(out: Path, runs: Sequence[Any], dest: str | Path) -> dict[str
     return record
 
 
+def _read_records(path: Path, key: str) -> Any:
+    """One field of a ``records.json`` (a clear error when it is not one)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))[key]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(path, f"not a records file ({type(err).__name__}: {err})") from None
+
+
 def git_ignored(dest: str | Path) -> list[str]:
     """The files under ``dest`` that git would leave out of a commit (``git check-ignore``: e.g. a ``runs/`` rule
     that hides the records' ``runs/`` folder), as ``path (rule)`` lines; empty outside a git work tree or without
@@ -103,10 +111,7 @@ def check_recorded_runs(out: Path) -> None:
     path = out / RECORDS
     if not path.is_file():
         return
-    try:
-        keys = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InputError(path, f"not a records file ({type(err).__name__}: {err})") from None
+    keys = _read_records(path, "runs")
     lost = [k for k in keys if not (out / "runs" / k / "eval.json").is_file()]
     if lost:
         raise InputError(path, f"lists {len(lost)} finished run(s) whose files are not in {out / 'runs'} "
@@ -120,10 +125,7 @@ def check_records(out: Path) -> None:
     path = out / RECORDS
     if not path.is_file():
         return
-    try:
-        hashes = json.loads(path.read_text(encoding="utf-8"))["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InputError(path, f"not a records file ({type(err).__name__}: {err})") from None
+    hashes = _read_records(path, "sha256")
     for name, digest in sorted(hashes.items()):
         rebuilt = out / name
         if rebuilt.is_file() and sha256_file(rebuilt) != digest:
