@@ -98,7 +98,7 @@ def read_text(path: str | os.PathLike, allow_empty: bool = False) -> str:
     :class:`InputError`."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "no such file")
+        raise InputError(p, "is a folder, not a file" if p.is_dir() else "no such file")
     data = p.read_bytes()
     try:
         text = data.decode("utf-8")

@@ -52,6 +52,8 @@ ROWS: list[Row] = [
     Row("stats json under a file", "data stats {w}/corpus.tsv --json {w}/corpus.tsv/out.json", "corpus.tsv is a file"),
     Row("stats unknown format", "data stats {w}/corpus.tsv --format xml", "--format"),
     Row("stats missing config", "data stats {w}/corpus.tsv --config {w}/nope.yaml", "{w}/nope.yaml"),
+    Row("stats config is a folder", "data stats {w}/corpus.tsv --config {w}/folder", "{w}/folder: is a folder"),
+    Row("stats empty jsonl", "data stats {w}/empty.jsonl", "{w}/empty.jsonl: file is empty"),
     Row("stats unknown option", "data stats {w}/corpus.tsv --jsn out.json", "--jsn"),
     # --- data convert
     Row("convert onto its input", "data convert {w}/corpus.tsv --output {w}/corpus.tsv", "{w}/corpus.tsv"),
@@ -449,6 +451,7 @@ def work(tmp_path_factory) -> Path:
     (w / "folder").mkdir()
     (w / "folder.json").mkdir()
     (w / "mnt").mkdir()
+    _write(w / "empty.jsonl", "")
     _write(w / "bad.tsv", "a\tO\nb\tB_X\n\n")
     (w / "latin.tsv").write_bytes(b"caf\xe9\tO\n\n")
     rows = convert_corpus(read_corpus(w / "corpus.tsv"), task="ner")

@@ -64,6 +64,15 @@ def test_bad_iob_convert(tmp_path, capsys, content, expect):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_jsonl_is_named_empty(tmp_path, capsys, content):
+    bad = tmp_path / "records.jsonl"
+    bad.write_text(content)
+    assert data_main(["convert", str(bad), "--task", "ner", "--output", str(tmp_path / "out.jsonl")]) == 2
+    assert _one_error_line(capsys) == f"error: {bad}: file is empty"
+    assert list(tmp_path.iterdir()) == [bad]
+
+
 def test_bad_json_and_non_utf8(tmp_path, capsys):
     bad = tmp_path / "records.jsonl"
     bad.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')

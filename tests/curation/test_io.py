@@ -187,6 +187,8 @@ def test_config_file_values_and_flags(tmp_path):
         _parse(["in.tsv", "--config"])
     with pytest.raises(InputError, match="missing.yaml: no such file$"):
         _parse(["in.tsv", "--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(InputError, match=f"^{tmp_path}: is a folder, not a file$"):
+        _parse(["in.tsv", "--config", str(tmp_path)])
 
 
 def test_options_and_overwrites_are_refused_before_the_command_runs(tmp_path, capsys):
