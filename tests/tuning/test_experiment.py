@@ -312,6 +312,27 @@ def test_records_rebuild_the_report_without_training_and_refuse_other_data(tmp_p
     assert not (out / "runs/lora-random/rho-0.5/seed-0/pred.jsonl").exists()
 
 
+def test_records_check_data_and_selections_byte_for_byte_and_scores_through_the_selections(tmp_path):
+    from curation.io import sha256_file
+    from tuning.experiment_records import check_records
+
+    files = {"data/train.jsonl": "a\n", "scores/main.jsonl": '{"ifd": 0.1491708199724416}\n',
+             "runs/lora-ifd/rho-0.5/seed-0/train.jsonl": "b\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "records.json").write_text(json.dumps(
+        {"runs": [], "sha256": {name: sha256_file(tmp_path / name) for name in files}}))
+    check_records(tmp_path)
+    (tmp_path / "scores/main.jsonl").write_text('{"ifd": 0.1491708139188086}\n')  # another thread count's digits
+    check_records(tmp_path)
+    for name in ("runs/lora-ifd/rho-0.5/seed-0/train.jsonl", "data/train.jsonl"):
+        (tmp_path / name).write_text("other\n")
+        with pytest.raises(E.InputError, match=f"{name}: differs from the file the recorded runs were made from"):
+            check_records(tmp_path)
+        (tmp_path / name).write_text(files[name])
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_ignored_names_the_records_files_a_commit_would_leave_out(tmp_path):
     import subprocess
