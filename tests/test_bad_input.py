@@ -402,6 +402,8 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/corpus.tsv", "{w}/corpus.tsv"),
     Row("experiment missing corpus", "tune experiment --model {w}/model_corrupt --train {w}/nope.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x", "{w}/nope.tsv"),
+    Row("experiment records without their runs", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
+        "--test {w}/scoring/gold.tsv --output_dir {w}/recorded", "{w}/recorded/records.json: lists 1 finished run(s)"),
     Row("experiment unknown arm", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-xx", "--arms"),
     Row("experiment unknown tracker", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
@@ -452,6 +454,7 @@ def work(tmp_path_factory) -> Path:
     (w / "folder.json").mkdir()
     (w / "mnt").mkdir()
     _write(w / "empty.jsonl", "")
+    _write(w / "recorded/records.json", '{"runs": ["zero-shot"], "sha256": {}}')  # records copied without their runs
     _write(w / "bad.tsv", "a\tO\nb\tB_X\n\n")
     (w / "latin.tsv").write_bytes(b"caf\xe9\tO\n\n")
     rows = convert_corpus(read_corpus(w / "corpus.tsv"), task="ner")

@@ -105,14 +105,14 @@ def detect_format(path: str | os.PathLike) -> str:
             return "causal"
         raise InputError(p, f"unknown CSV header {header[:60]!r}; give --format", line=1)
     if name.endswith((".json", ".jsonl", ".jsonlines")):
-        with open(p, "rb") as f:
-            head = f.read(1 << 16)
-        if not head.strip() and len(head) < 1 << 16:
-            raise InputError(p, "file is empty")
         if _bioc_json(p):
             return "bioc"
         obj = _first_json(p)
         if obj is None:
+            with open(p, "rb") as f:
+                head = f.read(1 << 16)
+            if not head.strip() and len(head) < 1 << 16:
+                raise InputError(p, "file is empty")
             raise InputError(p, "first line is not a JSON object; give --format", line=1)
         keys = set(obj)
         if "data" in keys:
