@@ -80,6 +80,16 @@ def task_labels(corpus: Corpus, task: str) -> list[str]:
     raise ValueError(f"unknown task {task!r}; one of {', '.join(prompts.TASKS)}")
 
 
+def argument_types(corpus: Corpus, task: str) -> list[str]:
+    """What a task's answers type beside their labels: the entity types of the relations' heads and tails (re), the
+    roles of the events' arguments (ee); [] for ner and tc, whose labels are all their answers type."""
+    if task == "re":
+        return sorted({rec.spans[i].label for rec in corpus for r in rec.relations for i in (r.head, r.tail)})
+    if task == "ee":
+        return sorted({role for rec in corpus for e in rec.events for role, _ in e.arguments})
+    return []
+
+
 def convert_corpus(corpus: Corpus, task: str = "ner", labels: list[str] | None = None,
                    dataset: str | None = None) -> list[dict[str, Any]]:
     """Turn every record of a corpus into an instruction record for ``task``."""

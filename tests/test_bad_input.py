@@ -427,6 +427,11 @@ ROWS: list[Row] = [
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --arms lora-ifd-other", "--other_scorer_model"),
     Row("experiment task the corpus lacks", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --task re", "{w}/corpus.tsv"),
+    Row("experiment entity types the corpus outgrows", "tune experiment --model {w}/model_corrupt --train "
+        "{w}/tiny.PubTator --test {w}/tiny.PubTator --output_dir {w}/x --task re --entity_types ChemicalEntity "
+        "GeneOrGeneProduct", "{w}/tiny.PubTator"),
+    Row("experiment entity types of an NER study", "tune experiment --model {w}/model_corrupt --train "
+        "{w}/corpus.tsv --test {w}/scoring/gold.tsv --output_dir {w}/x --entity_types Disease", "--entity_types"),
     Row("experiment negatives of tc", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
         "--test {w}/scoring/gold.tsv --output_dir {w}/x --task tc --negative_ratio 0.5", "--negative_ratio"),
     Row("experiment dev corpus into its output", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
@@ -456,6 +461,7 @@ def work(tmp_path_factory) -> Path:
     _write(w / "empty.jsonl", "")
     _write(w / "recorded/records.json", '{"runs": ["zero-shot"], "sha256": {}}')  # records copied without their runs
     _write(w / "bad.tsv", "a\tO\nb\tB_X\n\n")
+    shutil.copy(ASSETS / "readers" / "tiny.PubTator", w / "tiny.PubTator")  # relations between 3 entity types
     (w / "latin.tsv").write_bytes(b"caf\xe9\tO\n\n")
     rows = convert_corpus(read_corpus(w / "corpus.tsv"), task="ner")
     _write(w / "instr.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -138,6 +138,13 @@ class ExperimentConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N steps (what a killed run resumes)."})
     # generation and scoring
+    entity_types: list[str] | None = field(default=None, metadata={
+        "help": "re: the entity types a constrained answer may give as head_type and tail_type (tune generate "
+                "--entity_types; the instruction names relation types only); the corpora's relations must use no "
+                "other. Default: any word of letters, digits, '_', '.', '-'."})
+    roles: list[str] | None = field(default=None, metadata={
+        "help": "ee: the argument roles a constrained answer may use (tune generate --roles); the corpora's events "
+                "must use no other. Default: any word of letters, digits, '_', '.', '-'."})
     gen_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
     max_new_tokens: int = field(default=48, metadata={"help": "Answer token budget."})
     bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the intervals."})
@@ -184,6 +191,12 @@ class ExperimentConfig:
             raise InputError("--negative_ratio", f"must be in [0, 1], got {self.negative_ratio}")
         if self.task not in TASKS:
             raise InputError("--task", f"must be one of {', '.join(TASKS)}, not {self.task!r}")
+        for name, task in (("entity_types", "re"), ("roles", "ee")):
+            given = getattr(self, name)
+            if given is not None and self.task != task:
+                raise InputError(f"--{name}", f"applies to --task {task} only (this study's task is {self.task})")
+            if given is not None and (not given or len(set(given)) != len(given)):
+                raise InputError(f"--{name}", f"expected distinct names, got {given}")
         if self.task == "tc" and (self.negative_ratio != 1 or self.negative_order != "random"):
             raise InputError("--negative_ratio" if self.negative_ratio != 1 else "--negative_order",
                              "does not apply to tc: every TC answer names a class, so there are no negatives to keep "
@@ -323,7 +336,9 @@ def _scoring_steps(cfg: ExperimentConfig, folder: Path, eval_on: str, adapter: s
     return [
         Step("generate", "tuning.generate", (
             "--model", cfg.model, *(("--adapter", adapter) if adapter else ()), "--input", eval_on, "--output", pred,
-            "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens)), pred),
+            "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens),
+            *(("--entity_types", *cfg.entity_types) if cfg.entity_types else ()),
+            *(("--roles", *cfg.roles) if cfg.roles else ())), pred),
         Step("evaluate", "curation.evaluate", (
             "--gold", eval_on, "--pred", pred, "--output", metrics, "--bootstrap", str(cfg.bootstrap), "--seed", "0",
             "--name", name), metrics),
@@ -438,7 +453,7 @@ def _auto_final(cfg: ExperimentConfig, run_: Run) -> Run | None:
 def check_task(cfg: ExperimentConfig) -> None:
     """Refuse a corpus whose records hold no annotation of ``cfg.task`` (an NER corpus studied with ``--task re``),
     or instruction records of another task, before any step runs (:class:`InputError` naming the corpus)."""
-    from curation.convert import task_labels
+    from curation.convert import argument_types, task_labels
     from curation.readers import read_corpus
 
     for path in (cfg.train, cfg.test, *([cfg.dev] if "lora-ifd-auto" in cfg.arms else [])):
@@ -450,6 +465,12 @@ def check_task(cfg: ExperimentConfig) -> None:
         if not task_labels(corpus, cfg.task):
             raise InputError(path, f"--task is {cfg.task}, but the corpus holds no {ANNOTATIONS[cfg.task]}; give the "
                                    "task of its annotations")
+        listed = cfg.entity_types if cfg.task == "re" else cfg.roles if cfg.task == "ee" else None
+        unlisted = sorted(set(argument_types(corpus, cfg.task)) - set(listed)) if listed else []
+        if unlisted:
+            name = "--entity_types" if cfg.task == "re" else "--roles"
+            raise InputError(path, f"its {ANNOTATIONS[cfg.task]} use {', '.join(map(repr, unlisted))}, which {name} "
+                                   f"does not list: a constrained answer could never give them")
 
 
 def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -378,7 +378,9 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--gradient_accumulation_steps", "0", "must be at least 1, got 0"),
     ("--task", "re", "--task is re, but the corpus holds no relations"), ("--task", "xx", "must be one of"),
     ("--task", "tc --negative_order ifd", "does not apply to tc"),
-    ("--export_records", "records", "holds no study to record")])
+    ("--export_records", "records", "holds no study to record"),
+    ("--entity_types", "Disease", "applies to --task re only (this study's task is ner)"),
+    ("--roles", "Drug", "applies to --task ee only")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
     argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
             option: value}
@@ -620,3 +622,52 @@ def test_a_resumed_run_reports_rates_from_its_step_clock_and_none_without_it(tmp
     assert unclocked["train_seconds"] == 40.0 and unclocked["tokens_per_s"] is None
     whole = manifest(resumed_from=None, train_step_seconds=None)
     assert whole["tokens_per_s"] == 150.0 and not whole["resumed"]
+
+
+@pytest.fixture()
+def re_corpus(tmp_path) -> Path:
+    """Six sentences of a records JSONL: four with a Drug-Effect 'causes' relation, two without."""
+    from curation.records import Record, Relation, Span
+
+    rows = []
+    for i in range(6):
+        if i % 3 == 2:
+            rows.append(Record(id=str(i), text=f"Sentence {i} .").to_dict())
+            continue
+        text = f"Drug{i} caused rash{i} ."
+        e = len(f"Drug{i} caused")
+        spans = [Span(0, len(f"Drug{i}"), "Drug"), Span(e + 1, e + 1 + len(f"rash{i}"), "Effect")]
+        rows.append(Record(id=str(i), text=text, spans=spans, relations=[Relation(0, 1, "causes")]).to_dict())
+    path = tmp_path / "re.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_entity_types_and_roles_reach_generation_and_must_cover_the_corpus(tmp_path, re_corpus, ee_corpus, capsys):
+    """An RE study's --entity_types (an EE study's --roles) constrain every generate step: tune generate parses them
+    from the step's command line; a list that leaves out a type (role) the corpus uses is refused before any step."""
+    from curation.cli import parse_config
+    from tuning.generate import GenerateConfig
+
+    for corpus, task, option, names in ((re_corpus, "re", "entity_types", ["Drug", "Effect", "Gene"]),
+                                        (ee_corpus, "ee", "roles", ["Drug", "Effect"])):
+        cfg = make_config(tmp_path, corpus, task=task, output_dir=str(tmp_path / task), **{option: names})
+        generate = [s for r in E.plan(cfg) for s in r.steps if s.module == "tuning.generate"]
+        assert len(generate) == len(E.plan(cfg))  # one per run, zero-shot included
+        for step in generate:
+            parsed, _ = parse_config(GenerateConfig, list(step.argv), prog="bioselect tune generate")
+            assert getattr(parsed, option) == names
+            assert (parsed.entity_types, parsed.roles) == ((names, None) if task == "re" else (None, names))
+
+    argv = ["--model", "m", "--train", str(re_corpus), "--test", str(re_corpus), "--task", "re",
+            "--output_dir", str(tmp_path / "run"), "--entity_types", "Drug", "Gene"]
+    assert E.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "its relations use 'Effect', which --entity_types does not list" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    argv = ["--model", "m", "--train", str(ee_corpus), "--test", str(ee_corpus), "--task", "ee",
+            "--output_dir", str(tmp_path / "run"), "--roles", "Effect"]
+    assert E.main(argv) == 2
+    assert "its events use 'Drug', which --roles does not list" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
