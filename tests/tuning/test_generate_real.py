@@ -38,7 +38,9 @@ def test_grammar_accepts_gold_answers_under_real_tokenizers(name, ncbi_rows):
     llguidance = pytest.importorskip("llguidance", reason="pip install 'bioselect[constrained]'")
     folder = offline_model(name)
     if folder is None:
-        pytest.skip(f"{name} not found under ~/.cache/offline-models (run `make models`)")
+        fetch = ("make models" if name == "smollm2-135m"
+                 else f"../shared/models/fetch-models --python .venv/bin/python {name}")
+        pytest.skip(f"{name} not found under ~/.cache/offline-models (run {fetch})")
     from tuning.constrained import answer_grammars, ll_tokenizer
     from tuning.generation import load_tokenizer
 
