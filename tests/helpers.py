@@ -20,6 +20,13 @@ def offline_model(name: str) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+def fetch_command(name: str) -> str:
+    """The command that brings model ``name`` into ~/.cache/offline-models (``make models`` fetches two of them)."""
+    if name in ("smollm2-135m", "minilm-l6"):  # the Makefile's `models` target
+        return "make models"
+    return f"../shared/models/fetch-models --python .venv/bin/python {name}"
+
+
 def real_file(*parts: str) -> Path:
     """A file under ../shared/data, or a skip naming what is missing."""
     path = SHARED_DATA.joinpath(*parts)

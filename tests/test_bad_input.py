@@ -430,6 +430,11 @@ ROWS: list[Row] = [
     Row("experiment entity types the corpus outgrows", "tune experiment --model {w}/model_corrupt --train "
         "{w}/tiny.PubTator --test {w}/tiny.PubTator --output_dir {w}/x --task re --entity_types ChemicalEntity "
         "GeneOrGeneProduct", "{w}/tiny.PubTator"),
+    Row("experiment roles the corpus outgrows", "tune experiment --model {w}/model_corrupt --train {w}/phee.json "
+        "--test {w}/phee.json --output_dir {w}/x --task ee --roles Treatment", "{w}/phee.json"),
+    Row("experiment entity types repeated", "tune experiment --model {w}/model_corrupt --train {w}/tiny.PubTator "
+        "--test {w}/tiny.PubTator --output_dir {w}/x --task re --entity_types GeneOrGeneProduct GeneOrGeneProduct",
+        "--entity_types"),
     Row("experiment entity types of an NER study", "tune experiment --model {w}/model_corrupt --train "
         "{w}/corpus.tsv --test {w}/scoring/gold.tsv --output_dir {w}/x --entity_types Disease", "--entity_types"),
     Row("experiment negatives of tc", "tune experiment --model {w}/model_corrupt --train {w}/corpus.tsv "
@@ -462,6 +467,7 @@ def work(tmp_path_factory) -> Path:
     _write(w / "recorded/records.json", '{"runs": ["zero-shot"], "sha256": {}}')  # records copied without their runs
     _write(w / "bad.tsv", "a\tO\nb\tB_X\n\n")
     shutil.copy(ASSETS / "readers" / "tiny.PubTator", w / "tiny.PubTator")  # relations between 3 entity types
+    shutil.copy(ASSETS / "readers" / "phee.json", w / "phee.json")  # events with a dozen argument roles
     (w / "latin.tsv").write_bytes(b"caf\xe9\tO\n\n")
     rows = convert_corpus(read_corpus(w / "corpus.tsv"), task="ner")
     _write(w / "instr.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -79,6 +79,8 @@ GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "ladder_arms", "require_b
 TASKS = ("ner", "re", "ee", "tc")
 # what each task's annotations are called (a corpus without any cannot be studied for that task)
 ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
+# the option (here and in `tune generate`) listing what a task's answers type beside their labels
+TYPED_OPTION = {"re": "entity_types", "ee": "roles"}
 
 
 @dataclass
@@ -191,7 +193,7 @@ class ExperimentConfig:
             raise InputError("--negative_ratio", f"must be in [0, 1], got {self.negative_ratio}")
         if self.task not in TASKS:
             raise InputError("--task", f"must be one of {', '.join(TASKS)}, not {self.task!r}")
-        for name, task in (("entity_types", "re"), ("roles", "ee")):
+        for task, name in TYPED_OPTION.items():
             given = getattr(self, name)
             if given is not None and self.task != task:
                 raise InputError(f"--{name}", f"applies to --task {task} only (this study's task is {self.task})")
@@ -333,12 +335,12 @@ def _tuned_steps(cfg: ExperimentConfig, folder: Path, arm: str, ratio: float | N
 
 def _scoring_steps(cfg: ExperimentConfig, folder: Path, eval_on: str, adapter: str | None, name: str) -> list[Step]:
     pred, metrics = str(folder / "pred.jsonl"), str(folder / "eval.json")
+    typed = TYPED_OPTION.get(cfg.task)
     return [
         Step("generate", "tuning.generate", (
             "--model", cfg.model, *(("--adapter", adapter) if adapter else ()), "--input", eval_on, "--output", pred,
             "--batch_size", str(cfg.gen_batch_size), "--max_new_tokens", str(cfg.max_new_tokens),
-            *(("--entity_types", *cfg.entity_types) if cfg.entity_types else ()),
-            *(("--roles", *cfg.roles) if cfg.roles else ())), pred),
+            *((f"--{typed}", *getattr(cfg, typed)) if typed and getattr(cfg, typed) else ())), pred),
         Step("evaluate", "curation.evaluate", (
             "--gold", eval_on, "--pred", pred, "--output", metrics, "--bootstrap", str(cfg.bootstrap), "--seed", "0",
             "--name", name), metrics),
@@ -452,7 +454,8 @@ def _auto_final(cfg: ExperimentConfig, run_: Run) -> Run | None:
 
 def check_task(cfg: ExperimentConfig) -> None:
     """Refuse a corpus whose records hold no annotation of ``cfg.task`` (an NER corpus studied with ``--task re``),
-    or instruction records of another task, before any step runs (:class:`InputError` naming the corpus)."""
+    instruction records of another task, or relation entity types / event roles that ``entity_types`` / ``roles``
+    leave out, before any step runs (:class:`InputError` naming the corpus)."""
     from curation.convert import argument_types, task_labels
     from curation.readers import read_corpus
 
@@ -465,12 +468,12 @@ def check_task(cfg: ExperimentConfig) -> None:
         if not task_labels(corpus, cfg.task):
             raise InputError(path, f"--task is {cfg.task}, but the corpus holds no {ANNOTATIONS[cfg.task]}; give the "
                                    "task of its annotations")
-        listed = cfg.entity_types if cfg.task == "re" else cfg.roles if cfg.task == "ee" else None
+        listed = getattr(cfg, TYPED_OPTION[cfg.task]) if cfg.task in TYPED_OPTION else None
         unlisted = sorted(set(argument_types(corpus, cfg.task)) - set(listed)) if listed else []
         if unlisted:
-            name = "--entity_types" if cfg.task == "re" else "--roles"
-            raise InputError(path, f"its {ANNOTATIONS[cfg.task]} use {', '.join(map(repr, unlisted))}, which {name} "
-                                   f"does not list: a constrained answer could never give them")
+            raise InputError(path, f"its {ANNOTATIONS[cfg.task]} use {', '.join(map(repr, unlisted))}, which "
+                                   f"--{TYPED_OPTION[cfg.task]} does not list: a constrained answer could never give "
+                                   "them")
 
 
 def _check_folder(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from curation import ifd_scoring as S
 from curation.ifd import main as ifd_main
-from tests.helpers import one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
+from tests.helpers import fetch_command, one_torch_thread  # noqa: F401 (autouse: the module's tests run on one torch thread)
 
 pytestmark = pytest.mark.real
 
@@ -29,7 +29,7 @@ def offline_model(name: str) -> Path:
     for base in (os.environ.get("OFFLINE_MODELS"), Path.home() / ".cache" / "offline-models"):
         if base and (Path(base) / name / "config.json").is_file():
             return Path(base) / name
-    pytest.skip(f"no {name} weights; run ../shared/models/fetch-models --python .venv/bin/python {name}")
+    pytest.skip(f"no {name} weights; run {fetch_command(name)}")
 
 
 def ncbi_records(n: int) -> list[dict]:

@@ -380,7 +380,8 @@ def test_auto_arm_trains_the_final_adapter_at_the_rho_dev_prefers(tmp_path, corp
     ("--task", "tc --negative_order ifd", "does not apply to tc"),
     ("--export_records", "records", "holds no study to record"),
     ("--entity_types", "Disease", "applies to --task re only (this study's task is ner)"),
-    ("--roles", "Drug", "applies to --task ee only")])
+    ("--roles", "Drug", "applies to --task ee only"),
+    ("--task", "re --entity_types Drug Drug", "expected distinct names, got ['Drug', 'Drug']")])
 def test_bad_options_exit_2_before_any_step(tmp_path, corpus, capsys, option, value, message):
     argv = {"--model": "m", "--train": str(corpus), "--test": str(corpus), "--output_dir": str(tmp_path / "run"),
             option: value}

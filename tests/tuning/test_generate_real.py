@@ -12,7 +12,7 @@ from curation.convert import convert_corpus
 from curation.io import write_jsonl
 from curation.readers.iob import read_iob
 from curation.scoring import parse_output
-from tests.helpers import offline_model, real_file
+from tests.helpers import fetch_command, offline_model, real_file
 from tuning.generate import main
 
 pytestmark = pytest.mark.real
@@ -38,9 +38,7 @@ def test_grammar_accepts_gold_answers_under_real_tokenizers(name, ncbi_rows):
     llguidance = pytest.importorskip("llguidance", reason="pip install 'bioselect[constrained]'")
     folder = offline_model(name)
     if folder is None:
-        fetch = ("make models" if name == "smollm2-135m"
-                 else f"../shared/models/fetch-models --python .venv/bin/python {name}")
-        pytest.skip(f"{name} not found under ~/.cache/offline-models (run {fetch})")
+        pytest.skip(f"{name} not found under ~/.cache/offline-models (run {fetch_command(name)})")
     from tuning.constrained import answer_grammars, ll_tokenizer
     from tuning.generation import load_tokenizer
 
