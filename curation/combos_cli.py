@@ -112,6 +112,10 @@ class CombosConfig:
                 "that holds an auxiliary (--steps over the mix's datasets: the even mix's share) and report its dev "
                 "score beside the mix's: do the auxiliaries help at equal exposure to the target, apart from the "
                 "dilution a fixed step budget brings?"})
+    argument_types: str | None = field(default=None, metadata={
+        "help": "lora: 'target' (the default) constrains an RE target's answers to the entity types of the heads and "
+                "tails of its training split's relations (an EE target's to its argument roles); 'free' lets them "
+                "give any word there (histories made before this option)."})
     save_steps: int = field(default=25, metadata={
         "help": "lora: checkpoint an evaluation's training every N steps; a stopped search resumes the evaluation "
                 "it was in from its last checkpoint (the same adapter as an uninterrupted run)."})
@@ -145,6 +149,10 @@ class CombosConfig:
                 raise InputError(f"--{name.replace('_', '-')}", "must be >= 0")
         if self.evaluator == "encoder" and self.gradient_accumulation_steps is not None:
             raise InputError("--gradient-accumulation-steps", "applies to the lora evaluator only")
+        if self.evaluator == "encoder" and self.argument_types is not None:
+            raise InputError("--argument-types", "applies to the lora evaluator only")
+        if self.argument_types not in (None, "target", "free"):
+            raise InputError("--argument-types", f"must be 'target' or 'free', not {self.argument_types!r}")
         if not 0 <= self.negative_ratio <= 1:
             raise InputError("--negative-ratio", f"must be between 0 and 1, got {self.negative_ratio}")
         if self.n_init is not None and self.n_init < 2:
@@ -169,6 +177,8 @@ class CombosConfig:
             return {**opts, "device": self.device, "work_dir": work}
         if self.gradient_accumulation_steps is not None:
             opts["gradient_accumulation_steps"] = self.gradient_accumulation_steps
+        if self.argument_types is not None:
+            opts["argument_types"] = self.argument_types
         return {**opts, "work_dir": work, "max_new_tokens": self.max_new_tokens, "constrained": not self.unconstrained,
                 "save_steps": self.save_steps}
 

@@ -80,6 +80,11 @@ def task_labels(corpus: Corpus, task: str) -> list[str]:
     raise ValueError(f"unknown task {task!r}; one of {', '.join(prompts.TASKS)}")
 
 
+# the option of `tune generate` (and `tune experiment`, and the lora evaluator of `curate combos`) listing what a
+# task's answers type beside their labels: see argument_types
+TYPED_OPTION = {"re": "entity_types", "ee": "roles"}
+
+
 def argument_types(corpus: Corpus, task: str) -> list[str]:
     """What a task's answers type beside their labels: the entity types of the relations' heads and tails (re), the
     roles of the events' arguments (ee); [] for ner and tc, whose labels are all their answers type."""

@@ -248,6 +248,12 @@ ROWS: list[Row] = [
     Row("combos accumulation for the encoder", "curate combos --target a --datasets b --data-root {w}/corpora "
         "--model {w}/model_corrupt --output {w}/c --evaluator encoder --gradient-accumulation-steps 2",
         "--gradient-accumulation-steps: applies to the lora evaluator only"),
+    Row("combos argument types for the encoder", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --evaluator encoder --argument-types free",
+        "--argument-types: applies to the lora evaluator only"),
+    Row("combos unknown argument types", "curate combos --target a --datasets b --data-root {w}/corpora "
+        "--model {w}/model_corrupt --output {w}/c --evaluator lora --argument-types gold",
+        "--argument-types: must be 'target' or 'free'"),
     Row("combos lora on a corpus of no task folder", "curate combos --target a --datasets b --data-root "
         "{w}/corpora --model {w}/model_corrupt --output {w}/c --evaluator lora", "{w}/corpora/a"),
     # --- mtl train

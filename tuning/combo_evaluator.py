@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.combo_evaluators import Corpora, check_mix, corpus_task, mix_name, safe_name
+from curation.convert import TYPED_OPTION
 from curation.io import InputError, provenance, write_json, write_jsonl
 
 
@@ -41,17 +42,22 @@ class LoraEvaluator:
     ``tune train`` options (``["--lora-r", "8"]``). Training saves a checkpoint every ``save_steps`` steps and a
     killed evaluation resumes from its last one (the same batches: the adapter equals an uninterrupted run's), as
     its generation resumes from the answers already written; ``save_steps`` is not a setting of the scores.
+    ``argument_types`` "target" (the default) constrains an RE target's answers to the entity types its training
+    split gives relation heads and tails (an EE target's to its argument roles), as ``tune generate --entity-types``
+    / ``--roles`` do; "free" lets the grammar admit any word there (the search's histories made before the option).
     """
 
-    # histories made before these options trained in one pass, on every negative
+    # histories made before these options trained in one pass, on every negative (and, for an RE or EE target, let a
+    # constrained answer type its head and tail or name its roles with any word: see __init__)
     ADDED_SETTINGS = {"gradient_accumulation_steps": 1, "negative_ratio": 1.0}
+    ARGUMENT_TYPES = ("target", "free")
 
     def __init__(self, corpora: Mapping[str, str | os.PathLike], target: str, model: str, *,
                  work_dir: str | os.PathLike, max_train: int = 1000, steps: int = 300, batch_size: int = 8,
                  lr: float = 2e-4, max_length: int = 512, dev_size: int = 200, max_new_tokens: int = 256,
                  constrained: bool = True, generate_batch_size: int = 8, seed: int = 0,
                  gradient_accumulation_steps: int = 1, negative_ratio: float = 1.0, save_steps: int = 25,
-                 train_args: Sequence[str] = ()):
+                 argument_types: str = "target", train_args: Sequence[str] = ()):
         self.target, self.model = target, os.path.expanduser(model)
         self.work_dir = Path(work_dir)
         self.max_train, self.steps, self.batch_size, self.lr, self.max_length = max_train, steps, batch_size, lr, \
@@ -64,6 +70,15 @@ class LoraEvaluator:
         if save_steps < 1:
             raise InputError("--save-steps", f"must be at least 1, got {save_steps}")
         self.save_steps = save_steps
+        if argument_types not in self.ARGUMENT_TYPES:
+            raise InputError("--argument-types", f"must be one of {', '.join(self.ARGUMENT_TYPES)}, "
+                                                 f"not {argument_types!r}")
+        self.argument_types = argument_types
+        # a setting of the scores only where the target's answers type arguments (RE, EE): NER and TC histories
+        # made before it resume unchanged
+        self.typed = self.tasks[target] in TYPED_OPTION if target in self.tasks else False
+        if self.typed:
+            self.ADDED_SETTINGS = {**type(self).ADDED_SETTINGS, "argument_types": "free"}
         self.corpora = Corpora(corpora, target, max_train, dev_size, seed, self.tasks, negative_ratio)
 
     def settings(self) -> dict[str, Any]:
@@ -72,7 +87,24 @@ class LoraEvaluator:
                 "dev_size": self.dev_size, "max_new_tokens": self.max_new_tokens, "constrained": self.constrained,
                 "seed": self.seed, "train_args": self.train_args, "tasks": self.tasks,
                 "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                "negative_ratio": self.negative_ratio}
+                "negative_ratio": self.negative_ratio,
+                **({"argument_types": self.argument_types} if self.typed else {})}
+
+    def typed_argv(self) -> list[str]:
+        """``--entity-types`` (RE target) or ``--roles`` (EE target) listing what the target's training split types
+        its relations' heads and tails with (its events' arguments), when ``argument_types`` is "target" and the
+        answers are constrained; [] otherwise (the grammar then admits any word there)."""
+        from curation.convert import argument_types
+        from curation.records import Corpus
+
+        if not self.typed or self.argument_types == "free" or not self.constrained:
+            return []
+        option = TYPED_OPTION[self.tasks[self.target]]
+        names = argument_types(Corpus(records=list(self.corpora.splits(self.target).train)), self.tasks[self.target])
+        if not names:
+            raise InputError(self.corpora.paths[self.target],
+                             f"the training split has no {option.replace('_', ' ')} to constrain answers to")
+        return ["--" + option.replace("_", "-"), *names]
 
     def check(self) -> None:
         """Load every corpus, check the model folder (and llguidance when generating constrained)."""
@@ -126,7 +158,7 @@ class LoraEvaluator:
         return ["--model", self.model, "--adapter", str(adapter), "--input", str(self.data_file(self.target, split)),
                 "--output", str(output), "--batch-size", str(self.generate_batch_size),
                 "--max-new-tokens", str(self.max_new_tokens),
-                "--constrained" if self.constrained else "--unconstrained"]
+                "--constrained" if self.constrained else "--unconstrained", *self.typed_argv()]
 
     def __call__(self, mix: frozenset) -> float:
         return self.train_and_score(mix, ("dev",))["dev"]["f1"]

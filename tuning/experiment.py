@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.cli import parse_config, run
+from curation.convert import TYPED_OPTION
 from curation.io import Files, InputError
 from curation.scoring import main_metric, main_metric_name
 
@@ -79,8 +80,6 @@ GROWABLE = ("arms", "ratios", "seeds", "ladder_seeds", "ladder_arms", "require_b
 TASKS = ("ner", "re", "ee", "tc")
 # what each task's annotations are called (a corpus without any cannot be studied for that task)
 ANNOTATIONS = {"ner": "entity mentions", "re": "relations", "ee": "events", "tc": "class labels"}
-# the option (here and in `tune generate`) listing what a task's answers type beside their labels
-TYPED_OPTION = {"re": "entity_types", "ee": "roles"}
 
 
 @dataclass

@@ -672,6 +672,44 @@ def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_pa
                      "--output", str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
     reference = json.loads((tmp_path / "eval.json").read_text())
     assert reference["task"] == "re" and score == reference["strict"]["micro"]["f1"]
+    # constrained answers type heads and tails with the target's entity types only (the default 'target')
+    assert ev.settings()["argument_types"] == "target"
+    command = metrics["generate_commands"]["dev"]
+    assert command[command.index("--entity-types"):][:3] == ["--entity-types", "Chemical", "Disease"]
+    generated = json.loads((folder / "pred_dev.jsonl.manifest.json").read_text())["config"]
+    assert generated["entity_types"] == ["Chemical", "Disease"] and generated["roles"] is None
+
+
+def test_lora_evaluator_argument_types_are_a_setting_of_re_and_ee_targets_only(tmp_path):
+    """'target' lists the RE target's head/tail entity types for tune generate; 'free' lists none; histories made
+    before the option read as 'free' (they resume under 'free', are refused under 'target'); an NER target has no
+    such setting, so its older histories resume unchanged."""
+    root = tmp_path / "data"
+    re_target = write_re_corpus(root / "re" / "DDI-toy")
+    aux = write_corpus(root / "ner" / "Aux-A", "A", n=8)
+    model = tmp_path / "model"
+    model.mkdir()
+    corpora = {"DDI-toy": re_target, "Aux-A": aux}
+
+    def build(target, **kw):
+        return LoraEvaluator(corpora, target, str(model), work_dir=tmp_path / "w", max_train=6, dev_size=4, **kw)
+
+    typed, free = build("DDI-toy"), build("DDI-toy", argument_types="free")
+    assert typed.typed_argv() == ["--entity-types", "Chemical", "Disease"] and free.typed_argv() == []
+    assert build("DDI-toy", constrained=False).typed_argv() == []
+    assert typed.ADDED_SETTINGS["argument_types"] == "free" and "argument_types" not in LoraEvaluator.ADDED_SETTINGS
+    old = {k: v for k, v in free.settings().items() if k != "argument_types"}  # a history from before the option
+    history = tmp_path / "history.jsonl"
+    history.write_text(json.dumps({"kind": "header", "format": combos.FORMAT, "target": "DDI-toy",
+                                   "candidates": ["Aux-A"], "settings": old}) + "\n")
+    assert read_history(history, "DDI-toy", ["Aux-A"], free.settings(), free.ADDED_SETTINGS) == []
+    with pytest.raises(InputError, match="argument_types: 'free' -> 'target'"):
+        read_history(history, "DDI-toy", ["Aux-A"], typed.settings(), typed.ADDED_SETTINGS)
+    ner = build("Aux-A")
+    assert "argument_types" not in ner.settings() and "argument_types" not in ner.ADDED_SETTINGS
+    assert ner.typed_argv() == []
+    with pytest.raises(InputError, match="--argument-types: must be one of target, free"):
+        build("DDI-toy", argument_types="gold")
 
 
 def test_negative_ratio_thins_the_negatives_of_each_training_sample_only(tmp_path):
