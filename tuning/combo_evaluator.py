@@ -21,6 +21,7 @@ sample), so one mix may hold NER, RE, EE and TC datasets; it is trained on with
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,30 @@ from typing import Any
 from curation.combo_evaluators import Corpora, check_mix, corpus_task, mix_name, safe_name
 from curation.convert import TYPED_OPTION
 from curation.io import InputError, provenance, write_json, write_jsonl
+
+
+def answers_made_by(cfg) -> bool:
+    """Whether ``cfg.output`` holds finished answers of exactly this ``tune generate`` config: its manifest records
+    the same resolved config and input hash, written after the adapter's weights (a mix's dev answers, reused when
+    its test set is scored; greedy decoding would only write them again). Anything else: False (generate)."""
+    from dataclasses import asdict
+
+    from curation.io import sha256_file
+    from tuning.generate import MANIFEST
+    from tuning.generation import ADAPTER_WEIGHTS
+
+    pred, manifest_path = Path(cfg.output), Path(cfg.output + MANIFEST)
+    if not (pred.is_file() and manifest_path.is_file()):
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    weights = [Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file()] if cfg.adapter \
+        else []
+    return (isinstance(manifest, dict) and manifest.get("config") == json.loads(json.dumps(asdict(cfg)))
+            and (manifest.get("inputs") or {}).get(cfg.input) == sha256_file(cfg.input)
+            and all(w.stat().st_mtime <= manifest_path.stat().st_mtime for w in weights))
 
 
 class LoraEvaluator:
@@ -167,7 +192,8 @@ class LoraEvaluator:
         return self.train_and_score(mix, ("dev", "test"))
 
     def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
-        """Train (unless the mix's adapter is there), generate and score each of ``splits``. The configs are parsed
+        """Train (unless the mix's adapter is there), generate (unless this config's finished answers are there:
+        :func:`answers_made_by`) and score each of ``splits``. The configs are parsed
         from the command lines that ``metrics.json`` records, so the record reruns exactly what ran; bad input
         raises :class:`InputError` (the search records it as a failed evaluation)."""
         from curation.cli import parse_config
@@ -180,7 +206,8 @@ class LoraEvaluator:
         check_mix(mix, self.corpora)
         folder = self.work_dir / mix_name(mix, self.target)
         adapter = folder / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
+        trained = not (adapter / "adapter_config.json").is_file()
+        if trained:
             cfg, _ = parse_config(train.TrainConfig, self.train_argv(mix, adapter), prog="bioselect tune train")
             train.train(cfg)
         scores, commands = {}, {}
@@ -188,7 +215,8 @@ class LoraEvaluator:
             pred = folder / f"pred_{s}.jsonl"
             argv = self.generate_argv(adapter, s, pred)
             cfg, _ = parse_config(generate.GenerateConfig, argv, prog="bioselect tune generate")
-            generate.generate_file(cfg)
+            if trained or not answers_made_by(cfg):
+                generate.generate_file(cfg)
             commands[s] = ["bioselect", "tune", "generate", *argv]
             result = score_files(EvaluateConfig(gold=str(self.data_file(self.target, s)), pred=str(pred),
                                                 output=str(folder / f"eval_{s}.json"), bootstrap=0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -643,7 +644,7 @@ def write_re_corpus(folder: Path, n: int = 8) -> Path:
     return folder
 
 
-def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_path):
+def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_path, monkeypatch):
     """One evaluation end to end on a tiny random Llama: each dataset converted with its own task, the RE target's
     dev answers generated and scored by strict F1 of (head, relation, tail), as bioselect evaluate scores them."""
     from curation.evaluate import main as evaluate
@@ -678,6 +679,26 @@ def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_pa
     assert command[command.index("--entity-types"):][:3] == ["--entity-types", "Chemical", "Disease"]
     generated = json.loads((folder / "pred_dev.jsonl.manifest.json").read_text())["config"]
     assert generated["entity_types"] == ["Chemical", "Disease"] and generated["roles"] is None
+    # scoring the test set reuses the dev answers this config made (finished, with their manifest) ...
+    from tuning import generate
+
+    made, real = [], generate.generate_file
+    monkeypatch.setattr(generate, "generate_file", lambda cfg: made.append(Path(cfg.output).name) or real(cfg))
+    dev_bytes = (folder / "pred_dev.jsonl").read_bytes()
+    both = ev.test_score(mix)
+    assert made == ["pred_test.jsonl"] and both["dev"]["f1"] == score and 0 <= both["test"]["f1"] <= 1
+    assert (folder / "pred_dev.jsonl").read_bytes() == dev_bytes
+    # ... but not answers of another decoding budget, nor those of an adapter written after them
+    ev_longer = LoraEvaluator({"DDI-toy": target, "Aux-A": aux}, "DDI-toy", str(model), work_dir=tmp_path / "w",
+                              max_train=6, steps=2, batch_size=2, dev_size=4, max_new_tokens=25, constrained=True,
+                              train_args=["--lora-r", "4", "--lora-alpha", "8", "--max-length", "256"])
+    ev_longer(mix)
+    assert made == ["pred_test.jsonl", "pred_dev.jsonl"]
+    weights = folder / "adapter" / "adapter_model.safetensors"
+    later = (folder / "pred_dev.jsonl.manifest.json").stat().st_mtime + 10
+    os.utime(weights, (later, later))
+    ev_longer(mix)
+    assert made == ["pred_test.jsonl", "pred_dev.jsonl", "pred_dev.jsonl"]
 
 
 def test_lora_evaluator_argument_types_are_a_setting_of_re_and_ee_targets_only(tmp_path):
