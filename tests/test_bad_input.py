@@ -356,6 +356,8 @@ ROWS: list[Row] = [
         "{w}/p_badline.jsonl.parts/rank-0.jsonl:2: not a prediction line"),
     Row("generate an RE record whose instruction names no relation types", "tune generate --model "
         "{w}/model_corrupt --input {w}/re_nolabels.jsonl --output {w}/p.jsonl", "{w}/re_nolabels.jsonl:2"),
+    Row("generate zero repetition penalty", "tune generate --model {w}/model_corrupt --input {w}/re_gold.jsonl "
+        "--output {w}/g.jsonl --repetition-penalty 0", "--repetition-penalty: must be > 0"),
     Row("generate --labels over records of two tasks", "tune generate --model {w}/model_corrupt --input "
         "{w}/mixed_tasks.jsonl --output {w}/p.jsonl --labels Disease", "{w}/mixed_tasks.jsonl:2"),
     Row("generate 4-bit and 8-bit together", "tune generate --model {w}/model_corrupt --input {w}/instr.jsonl "

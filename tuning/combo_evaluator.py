@@ -36,8 +36,9 @@ from curation.io import InputError, provenance, write_json, write_jsonl
 def answers_made_by(cfg) -> bool:
     """Whether ``cfg.output`` holds finished answers of exactly this ``tune generate`` config: its manifest records
     the same resolved config and input hash, written after the adapter's weights (a mix's dev answers, reused when
-    its test set is scored; greedy decoding would only write them again). Anything else: False (generate)."""
-    from dataclasses import asdict
+    its test set is scored; greedy decoding would only write them again). An option the recorded config lacks
+    (added to ``tune generate`` since) counts as the same where it has its default. Anything else: False."""
+    from dataclasses import MISSING, asdict, fields
 
     from curation.io import sha256_file
     from tuning.generate import MANIFEST
@@ -52,7 +53,12 @@ def answers_made_by(cfg) -> bool:
         return False
     weights = [Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file()] if cfg.adapter \
         else []
-    return (isinstance(manifest, dict) and manifest.get("config") == json.loads(json.dumps(asdict(cfg)))
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        return False
+    current = json.loads(json.dumps(asdict(cfg)))
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(cfg) if f.default is not MISSING}))
+    recorded = {**{k: v for k, v in defaults.items() if k in current}, **manifest["config"]}
+    return (recorded == current
             and (manifest.get("inputs") or {}).get(cfg.input) == sha256_file(cfg.input)
             and all(w.stat().st_mtime <= manifest_path.stat().st_mtime for w in weights))
 

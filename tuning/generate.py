@@ -113,6 +113,12 @@ class GenerateConfig(quantization.QuantizationArguments):
         default=None,
         metadata={"help": "Argument roles a constrained EE answer may use; any word of letters, digits, '_', '.', "
                           "'-' if not given."})
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={"help": "Divide the scores of tokens already in the prompt or the answer by this (CTRL's penalty, "
+                          "transformers' repetition_penalty) before the grammar's mask; 1: off. Against answers "
+                          "that repeat an item to the token budget; it also penalises the input's words, which "
+                          "every mention repeats, so measure before using it."})
     dtype: str = field(default="auto", metadata={"help": f"One of {', '.join(DTYPES)}; auto: float32 on CPU, "
                                                          "bfloat16 on CUDA."})
     sort_by_length: bool = field(
@@ -130,6 +136,8 @@ class GenerateConfig(quantization.QuantizationArguments):
         for name in ("batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name}", "must be >= 1")
+        if not self.repetition_penalty > 0:
+            raise InputError("--repetition-penalty", f"must be > 0, got {self.repetition_penalty}")
         if self.dtype not in DTYPES:
             raise InputError("--dtype", f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         self.check_quantization()
@@ -190,7 +198,9 @@ def run_settings(cfg: GenerateConfig, dtype: str, quantization_info: dict[str, A
             "adapter_sha256": sha256_file(adapter_weights) if adapter_weights else None,
             "mode": cfg.mode, "labels": cfg.labels, "entity_types": cfg.entity_types, "roles": cfg.roles,
             "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
-            "sort_by_length": cfg.sort_by_length, "dtype": dtype, "quantization": quantization_info}
+            "sort_by_length": cfg.sort_by_length, "dtype": dtype, "quantization": quantization_info,
+            # only when set: partial folders made before the option (no penalty) resume
+            **({"repetition_penalty": cfg.repetition_penalty} if cfg.repetition_penalty != 1.0 else {})}
 
 
 def read_parts(parts: Path, settings: dict[str, Any]) -> dict[str, str]:
@@ -299,7 +309,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any] | None:
         at = {i: p for p, i in enumerate(sub)}
         generate(model, tokenizer, [prompt_texts[i] for i in sub], grammars, cfg.batch_size, cfg.max_new_tokens,
                  stats, batches=[[at[i] for i in b] for b in mine], on_batch=save,
-                 prompt_ids=[prompt_ids[i] for i in sub])
+                 prompt_ids=[prompt_ids[i] for i in sub], repetition_penalty=cfg.repetition_penalty)
     every = _gather(state, {"seconds": stats.seconds, "constraint_seconds": stats.constraint_seconds,
                             "new_tokens": stats.new_tokens,
                             "records": sum(ids[i] not in done for b in mine for i in b)})  # waits for everyone

@@ -343,7 +343,8 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
              max_new_tokens: int = 256, stats: GenerationStats | None = None,
              batches: Sequence[Sequence[int]] | None = None,
              on_batch: Callable[[list[int], list[Generated]], None] | None = None,
-             prompt_ids: Sequence[Sequence[int]] | None = None) -> list[Generated | None]:
+             prompt_ids: Sequence[Sequence[int]] | None = None,
+             repetition_penalty: float = 1.0) -> list[Generated | None]:
     """Greedy answers to rendered prompts, in order; constrained by ``grammars`` (one Lark grammar per prompt).
 
     Prompts are batched by token length (:func:`plan_batches`: longest first, to waste little padding), or as
@@ -351,7 +352,8 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     greedy answer does not depend on its batch (tested; lower precision can differ in rare near-ties). ``on_batch``
     is called with each finished batch's indices and answers (to save them as they come). ``stats`` (when given)
     accumulates time and token counts. ``prompt_ids`` are the prompts' token ids (:func:`prompt_token_ids`) when the
-    caller has them already; each prompt is tokenized once.
+    caller has them already; each prompt is tokenized once. ``repetition_penalty`` (1: off) is transformers' CTRL
+    penalty, applied before the grammar's mask, so answers stay valid.
     """
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
@@ -360,7 +362,7 @@ def generate(model, tokenizer, prompts: Sequence[str], grammars: Sequence[str] |
     stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     vocab_size = model.get_output_embeddings().weight.shape[0]
     gen_config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
-                                  pad_token_id=tokenizer.pad_token_id)
+                                  pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty)
     start = time.perf_counter()
     ll_tok = ll_tokenizer(tokenizer, vocab_size, stop_ids) if grammars is not None else None
     if ll_tok is not None:

@@ -359,6 +359,38 @@ def test_cli_constrained_writes_valid_predictions_in_input_order(tmp_path, capsy
                      str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
 
 
+def test_repetition_penalty_reaches_decoding_and_keeps_answers_valid(tmp_path, capsys, model_dir, input_file, ll_tok,
+                                                                     monkeypatch):
+    """The penalty reaches transformers' generate (whose processor comes before the grammar's mask: every answer
+    still parses and names input words only), changes the penalised scores, and is recorded; 1 is the default."""
+    from transformers.generation.utils import GenerationMixin
+
+    seen, original = [], GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["generation_config"].repetition_penalty)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    outs = {}
+    for penalty in (1.0, 1e6):
+        outs[penalty] = tmp_path / f"pred-{penalty}.jsonl"
+        rc, _ = run_cli(["--model", model_dir, "--input", input_file, "--output", outs[penalty], "--batch-size", "2",
+                         "--max-new-tokens", "24", "--repetition-penalty", str(penalty)], capsys)
+        assert rc == 0
+    assert set(seen) == {1.0, 1e6}
+    rows = {p: [json.loads(line) for line in out.read_text().splitlines()] for p, out in outs.items()}
+    inputs = [json.loads(line) for line in input_file.read_text().splitlines()]
+    for row, rec in zip(rows[1e6], inputs, strict=True):
+        assert row["status"] == "ok", row
+        entities, _ = parse_output(row["output"], ["Disease"])
+        assert all(name in rec["input"] for _, name in entities)
+    # a huge penalty makes every token already in the prompt or answer the least likely: the answers change
+    assert [r["output"] for r in rows[1.0]] != [r["output"] for r in rows[1e6]]
+    manifest = json.loads(Path(f"{outs[1e6]}.manifest.json").read_text())
+    assert manifest["config"]["repetition_penalty"] == 1e6
+
+
 def test_cli_unconstrained_reports_failures(tmp_path, capsys, model_dir, input_file):
     out = tmp_path / "pred.jsonl"
     rc, _ = run_cli(["--model", model_dir, "--input", input_file, "--output", out, "--unconstrained",

@@ -113,7 +113,8 @@ def test_a_killed_run_resumes_where_it_stopped(tiny_model, tmp_path, input_file,
     other_input = tmp_path / "other.jsonl"
     other_input.write_text("".join(input_file.read_text().splitlines(keepends=True)[:-1]))
     for change, what in ((["--max-new-tokens", "8"], "max_new_tokens"), (["--model", other_model], "model"),
-                         (["--input", other_input], "input_sha256"), (["--batch-size", "2"], "batch_size")):
+                         (["--input", other_input], "input_sha256"), (["--batch-size", "2"], "batch_size"),
+                         (["--repetition-penalty", "1.3"], "repetition_penalty")):
         line = one_line_error(capsys, [*args, *change, "--output", out])
         assert f"({what})" in line and SETTINGS in line, line
     assert {p.name: p.read_bytes() for p in part.parent.iterdir()} == folder and not out.exists()
