@@ -42,7 +42,7 @@ def answers_made_by(cfg) -> bool:
 
     from curation.io import sha256_file
     from tuning.generate import MANIFEST
-    from tuning.generation import ADAPTER_WEIGHTS
+    from tuning.generation import adapter_weights_file
 
     pred, manifest_path = Path(cfg.output), Path(cfg.output + MANIFEST)
     if not (pred.is_file() and manifest_path.is_file()):
@@ -51,8 +51,7 @@ def answers_made_by(cfg) -> bool:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
-    weights = [Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file()] if cfg.adapter \
-        else []
+    weights = adapter_weights_file(cfg.adapter)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
         return False
     current = json.loads(json.dumps(asdict(cfg)))
@@ -60,7 +59,7 @@ def answers_made_by(cfg) -> bool:
     recorded = {**{k: v for k, v in defaults.items() if k in current}, **manifest["config"]}
     return (recorded == current
             and (manifest.get("inputs") or {}).get(cfg.input) == sha256_file(cfg.input)
-            and all(w.stat().st_mtime <= manifest_path.stat().st_mtime for w in weights))
+            and (weights is None or weights.stat().st_mtime <= manifest_path.stat().st_mtime))
 
 
 class LoraEvaluator:

@@ -63,8 +63,8 @@ from tuning import quantization
 from tuning.chat import render_prompt
 from tuning.constrained import answer_grammars, require_llguidance
 from tuning.generation import (
-    ADAPTER_WEIGHTS,
     GenerationStats,
+    adapter_weights_file,
     check_adapter_files,
     default_device,
     generate,
@@ -190,8 +190,7 @@ def read_records(path: str, labels: list[str] | None) -> tuple[list[dict[str, An
 def run_settings(cfg: GenerateConfig, dtype: str, quantization_info: dict[str, Any] | None) -> dict[str, Any]:
     """What a partial folder is recorded with and a resumed run must share: everything that decides the answers
     (the input's hash, the model and adapter, the decoding options and how records are batched)."""
-    adapter_weights = next((Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file()),
-                           None) if cfg.adapter else None
+    adapter_weights = adapter_weights_file(cfg.adapter)
     return {"input_sha256": sha256_file(cfg.input),
             "model": os.path.realpath(cfg.model) if os.path.isdir(cfg.model) else cfg.model,
             "adapter": os.path.realpath(cfg.adapter) if cfg.adapter else None,

@@ -13,6 +13,7 @@ architecture, vocabulary or hidden size differ from the model's, or its weights 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,12 @@ from curation.scoring import names_to_spans, parse_answer, parse_output
 from tuning.constrained import GrammarLogitsProcessor, close_truncated, ll_tokenizer
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_weights_file(adapter: str | os.PathLike | None) -> Path | None:
+    """The weights file of a PEFT adapter folder (the first of :data:`ADAPTER_WEIGHTS` there), None without one."""
+    return next((Path(adapter) / n for n in ADAPTER_WEIGHTS if (Path(adapter) / n).is_file()), None) if adapter \
+        else None
 # config fields an adapter's base must share with the model it is loaded onto
 BASE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
 
