@@ -227,14 +227,14 @@ def export(cfg: ExportConfig, command: str | None = None) -> dict[str, Any]:
     """Check the inputs, then write ``cfg.output`` whole (merged model or adapter, tokenizer and chat template,
     ``README.md``, ``manifest.json``); return the manifest. ``command`` is the line the model card gives (default:
     :func:`export_command`)."""
-    from tuning.generation import ADAPTER_WEIGHTS
+    from tuning.generation import adapter_weights_file
     from tuning.sft_model import load_tokenizer
 
     info = check_inputs(cfg)
     # the tokenizer saved with the adapter (EOS = the template's end-of-turn token, as trained), else the base's
     tokenizer_source = cfg.adapter if (Path(cfg.adapter) / "tokenizer_config.json").is_file() else info["base"]
     tokenizer = load_tokenizer(tokenizer_source)
-    weights = next(Path(cfg.adapter) / n for n in ADAPTER_WEIGHTS if (Path(cfg.adapter) / n).is_file())
+    weights = adapter_weights_file(cfg.adapter)  # there: check_inputs checked the adapter's files
     merged = None
     with atomic_folder(cfg.output) as tmp:
         if cfg.merge:

@@ -153,7 +153,7 @@ def check_adapter_files(adapter: str) -> None:
         raise InputError(adapter, "no such adapter folder")
     if not (folder / "adapter_config.json").is_file():
         raise InputError(adapter, "not a PEFT adapter folder (no adapter_config.json)")
-    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+    if adapter_weights_file(folder) is None:
         raise InputError(adapter, f"adapter folder has no weights ({' or '.join(ADAPTER_WEIGHTS)})")
 
 
