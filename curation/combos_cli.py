@@ -112,6 +112,10 @@ class CombosConfig:
                 "that holds an auxiliary (--steps over the mix's datasets: the even mix's share) and report its dev "
                 "score beside the mix's: do the auxiliaries help at equal exposure to the target, apart from the "
                 "dilution a fixed step budget brings?"})
+    exposure_per_size: bool = field(default=True, metadata={
+        "help": "The equal-exposure control for every mix size evaluated (the best mix of each size with an "
+                "auxiliary against the target alone for its share: one short training per size, the best mix's "
+                "first), so every mix can be read at equal exposure; false: the best mix's size only."})
     argument_types: str | None = field(default=None, metadata={
         "help": "lora: 'target' (the default) constrains an RE target's answers to the entity types of the heads and "
                 "tails of its training split's relations (an EE target's to its argument roles); 'free' lets them "
@@ -201,7 +205,7 @@ def _mix_label(mix: Sequence[str], target: str) -> str:
     return target + (" + " + " + ".join(rest) if rest else " (alone)")
 
 
-def markdown(result: dict[str, Any], tests: list[dict[str, Any]], exposure: dict[str, Any] | None = None) -> str:
+def markdown(result: dict[str, Any], tests: list[dict[str, Any]], exposure: list[dict[str, Any]] | None = None) -> str:
     """The result's tables: every evaluation (mix, dev F1), the test scores, then the equal-exposure control."""
     target = result["target"]
     lines = [f"# Combination search, target {target}", "",
@@ -223,14 +227,18 @@ def markdown(result: dict[str, Any], tests: list[dict[str, Any]], exposure: dict
             lines.append(f"| {t['role']} | {_mix_label(t['mix'], target)} | {_fmt(d['f1'])} | {_fmt(s['precision'])} "
                          f"| {_fmt(s['recall'])} | {_fmt(s['f1'])} |")
     if exposure:
-        mix, n = _mix_label(exposure["mix"], target), exposure["target_steps"]
-        lines += ["", f"Equal exposure to the target: {mix} trains {exposure['steps']} steps of which about {n} "
-                      f"draw {target}; {target} alone for {n} steps:", "",
-                  "| training | steps | dev F1 |", "|---|---|---|",
-                  f"| {mix} | {exposure['steps']} | {_fmt(exposure['mix_dev'])} |",
-                  f"| {target} alone | {n} | "
-                  + (_fmt(exposure["target_dev"]) if exposure.get("error") is None
-                     else f"failed: {exposure['error'][:80]}") + " |"]
+        steps = exposure[0]["steps"]
+        lines += ["", f"Equal exposure to the target: a mix of k datasets trains {steps} steps of which about "
+                      f"{steps}/k draw {target}; the best mix of each size against {target} alone for that many "
+                      "steps:", "",
+                  f"| mix | datasets | mix dev F1 ({steps} steps) | {target} steps | {target} alone dev F1 | "
+                  "mix - alone |", "|---|---:|---:|---:|---:|---:|"]
+        for row in exposure:
+            ok = row.get("error") is None
+            alone = _fmt(row["target_dev"]) if ok else f"failed: {row['error'][:80]}"
+            diff = f"{100 * (row['mix_dev'] - row['target_dev']):+.2f}" if ok else ""
+            lines.append(f"| {_mix_label(row['mix'], target)} | {len(row['mix'])} | {_fmt(row['mix_dev'])} | "
+                         f"{row['target_steps']} | {alone} | {diff} |")
     return "\n".join(lines) + "\n"
 
 
@@ -273,41 +281,74 @@ def score_tests(evaluator, result, target: str, path: Path, log: logging.Logger)
     return out
 
 
-def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str, steps: int, result,
-                     path: Path, log: logging.Logger) -> dict[str, Any] | None:
-    """The target alone, trained for as many target draws as it gets in the best evaluated mix that holds an
-    auxiliary (``steps / len(mix)``: each example of an even mix comes from each dataset with equal probability),
-    with the search's evaluator otherwise; read from ``path`` when already there (written to it otherwise). None
-    when no mix with an auxiliary was scored."""
-    from curation.io import write_json
-
+def exposure_mixes(result, per_size: bool = True) -> list:
+    """The evaluated mixes the equal-exposure control reads: the best (ok) mix that holds an auxiliary, then, with
+    ``per_size``, the best of every other size (largest share of the target first); the earliest of equal scores."""
     mixes = [r for r in result.rows if r.ok and len(r.mix) > 1]
     if not mixes:
-        return None
-    best = max(mixes, key=lambda r: r.score)  # the earliest of equal scores
-    target_steps = max(1, round(steps / len(best.mix)))
-    row = {"mix": sorted(best.mix), "mix_dev": best.score, "steps": steps, "target_steps": target_steps}
-    if path.is_file():
-        try:
-            done = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(path, f"not the JSON this command writes ({err}); delete it to make the control "
-                                   "again") from None
-        if isinstance(done, dict) and {k: done.get(k) for k in row} == row:
-            return done
-    log.info("equal exposure: %s alone for %d steps", target, target_steps)
-    options = {**cfg.evaluator_options(), "steps": target_steps,
-               "work_dir": Path(cfg.output) / "evals" / f"exposure-{target_steps}"}
-    start = time.perf_counter()
+        return []
+    best = max(mixes, key=lambda r: r.score)
+    if not per_size:
+        return [best]
+    sizes = sorted({len(r.mix) for r in mixes} - {len(best.mix)})
+    return [best, *(max((r for r in mixes if len(r.mix) == k), key=lambda r: r.score) for k in sizes)]
+
+
+def _read_exposure(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``path`` (a list; a single row, as written before the control covered every size, reads as
+    one); an :class:`InputError` when it is not what this command writes."""
     try:
-        score = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **options)(frozenset({target}))
-        row.update(target_dev=score, error=None)
-    except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
-        row.update(target_dev=None, error=f"{type(err).__name__}: {err}")
-        log.warning("equal-exposure control failed: %s", row["error"])
-    row["seconds"] = round(time.perf_counter() - start, 2)
-    write_json(path, row)
-    return row
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not the JSON this command writes ({err}); delete it to make the control "
+                               "again") from None
+    rows = [done] if isinstance(done, dict) else done
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "target_steps" in r for r in rows):
+        raise InputError(path, "not the JSON this command writes (rows with target_steps); delete it to make the "
+                               "control again")
+    return rows
+
+
+def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str, steps: int, result,
+                     path: Path, log: logging.Logger) -> list[dict[str, Any]]:
+    """The target alone, trained for as many target draws as it gets in the best evaluated mix that holds an
+    auxiliary (``steps / len(mix)``: each example of an even mix comes from each dataset with equal probability),
+    and with ``cfg.exposure_per_size`` for the best mix of every other size too (:func:`exposure_mixes`), with the
+    search's evaluator otherwise. One row per mix, in that order; ``path`` holds the rows made so far (rewritten
+    after each, so a stopped control resumes), and a target-alone score already there for the same number of steps
+    is reused (it does not depend on the mix). Empty when no mix with an auxiliary was scored."""
+    from curation.io import write_json
+
+    done = {}
+    if path.is_file():
+        done = {r["target_steps"]: r for r in _read_exposure(path) if r.get("error") is None
+                and r.get("steps") == steps and r.get("target_dev") is not None}
+    rows: list[dict[str, Any]] = []
+    for mix in exposure_mixes(result, cfg.exposure_per_size):
+        target_steps = max(1, round(steps / len(mix.mix)))
+        row = {"mix": sorted(mix.mix), "mix_dev": mix.score, "steps": steps, "target_steps": target_steps}
+        if target_steps in done:
+            rows.append({**row, **{k: done[target_steps][k] for k in ("target_dev", "error", "seconds")}})
+            continue
+        log.info("equal exposure: %s alone for %d steps (the share of %s)", target, target_steps,
+                 ", ".join(row["mix"]))
+        options = {**cfg.evaluator_options(), "steps": target_steps,
+                   "work_dir": Path(cfg.output) / "evals" / f"exposure-{target_steps}"}
+        start = time.perf_counter()
+        try:
+            score = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **options)(frozenset({target}))
+            row.update(target_dev=score, error=None)
+            done[target_steps] = row
+        except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
+            row.update(target_dev=None, error=f"{type(err).__name__}: {err}")
+            log.warning("equal-exposure control failed: %s", row["error"])
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+        made = {r["target_steps"] for r in rows}  # the rows so far, and those read and not reached yet
+        write_json(path, rows + [r for n, r in done.items() if n not in made])
+    if rows and (not path.is_file() or _read_exposure(path) != rows):
+        write_json(path, rows)
+    return rows
 
 
 def check_encoder_tasks(corpora: Mapping[str, str | os.PathLike]) -> None:
@@ -372,10 +413,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     for t in tests:
         if not t.get("error"):
             print(f"test F1 {_fmt(t['test']['f1'])}: {t['role']} ({_mix_label(t['mix'], target)})")  # noqa: T201
-    if exposure and exposure.get("error") is None:
-        print(f"equal exposure: {_mix_label(exposure['mix'], target)} dev F1 {_fmt(exposure['mix_dev'])} in "  # noqa: T201
-              f"{exposure['steps']} steps; {target} alone dev F1 {_fmt(exposure['target_dev'])} in "
-              f"{exposure['target_steps']} steps")
+    for row in exposure or []:
+        if row.get("error") is None:
+            print(f"equal exposure: {_mix_label(row['mix'], target)} dev F1 {_fmt(row['mix_dev'])} in "  # noqa: T201
+                  f"{row['steps']} steps; {target} alone dev F1 {_fmt(row['target_dev'])} in "
+                  f"{row['target_steps']} steps")
     print(f"wrote {out}/result.json, result.md, best_so_far.png")  # noqa: T201
     return 0
 

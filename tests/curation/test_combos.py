@@ -519,15 +519,19 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     assert [t["role"] for t in result["tests"]][-1].endswith("target only") and "git_commit" in result["provenance"]
     assert result["evaluator_settings"]["steps"] == 2
     assert (out / "best_so_far.png").is_file() and "| # | mix |" in (out / "result.md").read_text()
-    # the equal-exposure control: the target alone for the target's share of the best mix with an auxiliary
+    # the equal-exposure control: the target alone for the target's share of the best mix with an auxiliary, then
+    # of the best mix of every other size
     mixes = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()[1:]]
     best = max((r for r in mixes if len(r["mix"]) > 1), key=lambda r: r["score"])
     exposure = result["exposure"]
-    assert exposure["mix"] == sorted(best["mix"]) and exposure["mix_dev"] == best["score"]
-    assert exposure["target_steps"] == max(1, round(2 / len(best["mix"]))) and 0 <= exposure["target_dev"] <= 1
-    assert (out / "evals" / f"exposure-{exposure['target_steps']}" / "Target").is_dir()
-    assert f"Target alone | {exposure['target_steps']} |" in (out / "result.md").read_text()
-    assert "equal exposure:" in printed
+    assert exposure == json.loads((out / "exposure.json").read_text())
+    assert exposure[0]["mix"] == sorted(best["mix"]) and exposure[0]["mix_dev"] == best["score"]
+    assert sorted(len(r["mix"]) for r in exposure) == sorted({len(r["mix"]) for r in mixes if len(r["mix"]) > 1})
+    for row in exposure:
+        assert row["target_steps"] == max(1, round(2 / len(row["mix"]))) and 0 <= row["target_dev"] <= 1
+        assert (out / "evals" / f"exposure-{row['target_steps']}" / "Target").is_dir()
+        assert f"| {row['target_steps']} | {100 * row['target_dev']:.2f} | " in (out / "result.md").read_text()
+    assert printed.count("equal exposure:") == len(exposure)
     n_tests = len((out / "test.jsonl").read_text().splitlines())
     history = (out / "history.jsonl").read_text()
     # the record alone (history, test scores, control) in an empty folder, as after a lost disk: nothing is retrained
@@ -555,6 +559,66 @@ def test_command_runs_writes_its_outputs_and_resumes(data_root, tiny_model, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{out / 'exposure.json'}: not the JSON this command writes" in err, err
     assert (out / "exposure.json").read_text() == '{"mix": '
+
+
+class _Rows:
+    def __init__(self, scores):
+        self.rows = [combos.Row(n=i, mix=frozenset(m), bits="", score=s) for i, (m, s) in enumerate(scores)]
+
+
+def test_exposure_control_covers_every_mix_size_and_reuses_target_scores(tmp_path, monkeypatch):
+    import logging
+
+    from curation import combos_cli
+
+    calls = []
+
+    class Fake:  # the target alone's dev score: its steps / 100
+        def __init__(self, corpora, target, model, steps, **options):
+            self.steps, self.work_dir = steps, options["work_dir"]
+
+        def __call__(self, mix):
+            calls.append((sorted(mix), self.steps, self.work_dir.name))
+            return self.steps / 100
+
+    monkeypatch.setattr(combos_cli, "build_evaluator", lambda name, corpora, target, model, **o:
+                        Fake(corpora, target, model, **o))
+    cfg = CombosConfig(target="T", datasets=["A", "B", "C"], model="m", output=str(tmp_path / "out"), steps=120)
+    result = _Rows([({"T"}, 0.5), ({"T", "A"}, 0.1), ({"T", "A", "B"}, 0.3), ({"T", "C"}, 0.2),
+                    ({"T", "B", "C"}, 0.25), ({"T", "A", "B", "C"}, math.nan)])
+    result.rows[-1].error = "boom"  # a failed evaluation is no mix's best
+    path, log = tmp_path / "exposure.json", logging.getLogger("test")
+    rows = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
+    # the best mix with an auxiliary first (3 datasets: 40 target steps), then the best of size 2 (60 steps)
+    assert [(r["mix"], r["mix_dev"], r["target_steps"], r["target_dev"]) for r in rows] == [
+        (["A", "B", "T"], 0.3, 40, 0.4), (["C", "T"], 0.2, 60, 0.6)]
+    assert calls == [(["T"], 40, "exposure-40"), (["T"], 60, "exposure-60")]
+    assert json.loads(path.read_text()) == rows
+    # again: read, nothing trained; a new best mix of a size already controlled reuses the target's score
+    assert combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log) == rows and len(calls) == 2
+    result.rows.append(combos.Row(n=9, mix=frozenset({"T", "B"}), bits="", score=0.22))
+    again = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
+    assert again[1]["mix"] == ["B", "T"] and again[1]["target_dev"] == 0.6 and len(calls) == 2
+    assert json.loads(path.read_text()) == again
+    # the best mix's size only
+    cfg.exposure_per_size = False
+    assert [r["target_steps"] for r in combos_cli.exposure_control(cfg, {}, "T", 120, result, tmp_path / "b.json",
+                                                                      log)] == [40]
+    # a file of the single row written before every size was controlled: its score is reused
+    path.write_text(json.dumps({"mix": ["C", "T"], "mix_dev": 0.2, "steps": 120, "target_steps": 60,
+                                "target_dev": 0.55, "error": None, "seconds": 1.0}))
+    cfg.exposure_per_size = True
+    rows = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
+    assert [r["target_dev"] for r in rows] == [0.4, 0.55] and calls[-1] == (["T"], 40, "exposure-40")
+    # another step budget: nothing of the file is reused
+    calls.clear()
+    combos_cli.exposure_control(cfg, {}, "T", 60, result, path, log)
+    assert calls == [(["T"], 20, "exposure-20"), (["T"], 30, "exposure-30")]
+    # no mix with an auxiliary: no control
+    assert combos_cli.exposure_control(cfg, {}, "T", 120, _Rows([({"T"}, 0.5)]), tmp_path / "c.json", log) == []
+    path.write_text('[{"mix": ["T"]}]')
+    with pytest.raises(InputError, match="not the JSON this command writes"):
+        combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
 
 
 def test_command_refuses_a_history_of_another_dataset_list(data_root, tiny_model, tmp_path, capsys):

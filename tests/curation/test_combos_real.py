@@ -77,7 +77,7 @@ def test_tiny_search_with_the_lora_evaluator_end_to_end_on_smollm2(tmp_path, cap
     train_files = metrics["train_command"][metrics["train_command"].index("--train-files") + 1].split(",")
     assert sorted(p.split("/")[-1] for p in train_files) == ["BC5CDR.train.jsonl", "NCBI-disease.train.jsonl"]
     assert (out / "best_so_far.png").stat().st_size > 0
-    exposure = json.loads((out / "result.json").read_text())["exposure"]  # NCBI-disease alone for its half: 1 step
+    [exposure] = json.loads((out / "result.json").read_text())["exposure"]  # NCBI-disease alone for its half: 1 step
     assert exposure["mix"] == ["BC5CDR", "NCBI-disease"] and exposure["target_steps"] == 1
     assert exposure["error"] is None and 0.0 <= exposure["target_dev"] <= 1.0
     capsys.readouterr()
