@@ -62,6 +62,11 @@ class Evaluator(Protocol):
     def test_score(self, mix: frozenset) -> dict[str, Any]:
         """Train on ``mix`` as the search did; ``{"dev": scores, "test": scores}``, each with ``f1``."""
 
+    def dev_counts(self, mix: frozenset) -> tuple[str, list] | None:
+        """The target's task and the per-record counts of its main metric (:func:`curation.scoring.main_metric_counts`,
+        in dev-subset order) of ``mix``'s dev answers as saved by an earlier call; None when they are not on disk.
+        What the equal-exposure control's paired intervals resample."""
+
 def find_corpora(names: Sequence[str], data_root: str | os.PathLike, option: str = "--datasets") -> dict[str, Path]:
     """Corpus folders by dataset name: a name is a folder under ``data_root`` (case-insensitive, so ``LINNAEUS``
     finds ``linnaeus``; the folder's own spelling is the dataset's name) or a path to a corpus folder. An unknown name

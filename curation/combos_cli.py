@@ -230,13 +230,17 @@ def markdown(result: dict[str, Any], tests: list[dict[str, Any]], exposure: list
         steps = exposure[0]["steps"]
         lines += ["", f"Equal exposure to the target: a mix of k datasets trains {steps} steps of which about "
                       f"{steps}/k draw {target}; the best mix of each size against {target} alone for that many "
-                      "steps:", "",
+                      "steps (mix - alone with its paired 95% bootstrap interval over the dev subset where both "
+                      "dev answers are on disk):", "",
                   f"| mix | datasets | mix dev F1 ({steps} steps) | {target} steps | {target} alone dev F1 | "
                   "mix - alone |", "|---|---:|---:|---:|---:|---:|"]
         for row in exposure:
             ok = row.get("error") is None
             alone = _fmt(row["target_dev"]) if ok else f"failed: {row['error'][:80]}"
             diff = f"{100 * (row['mix_dev'] - row['target_dev']):+.2f}" if ok else ""
+            if ok and row.get("paired"):
+                lo, hi = row["paired"]["ci"]
+                diff += f" ({100 * lo:+.2f} to {100 * hi:+.2f})"
             lines.append(f"| {_mix_label(row['mix'], target)} | {len(row['mix'])} | {_fmt(row['mix_dev'])} | "
                          f"{row['target_steps']} | {alone} | {diff} |")
     return "\n".join(lines) + "\n"
@@ -309,14 +313,30 @@ def _read_exposure(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_dev(mix_counts: tuple[str, list] | None, alone_counts: tuple[str, list] | None,
+               seed: int = 0) -> dict[str, Any] | None:
+    """The paired bootstrap (1,000 resamples of the dev subset, :func:`curation.scoring.paired_main_metric`) of the
+    main metric's difference, mix minus target alone, from their :meth:`dev_counts`; None unless both are there
+    and count the same records."""
+    from curation.scoring import paired_main_metric
+
+    if mix_counts is None or alone_counts is None or mix_counts[0] != alone_counts[0] \
+            or len(mix_counts[1]) != len(alone_counts[1]):
+        return None
+    r = paired_main_metric([mix_counts[1]], [alone_counts[1]], mix_counts[0], n_resamples=1000, seed=seed)
+    return {"diff": r["diff"], "ci": r["ci"], "p_le_0": r["p_le_0"], "records": len(mix_counts[1])}
+
+
 def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str, steps: int, result,
-                     path: Path, log: logging.Logger) -> list[dict[str, Any]]:
+                     path: Path, log: logging.Logger, evaluator=None) -> list[dict[str, Any]]:
     """The target alone, trained for as many target draws as it gets in the best evaluated mix that holds an
     auxiliary (``steps / len(mix)``: each example of an even mix comes from each dataset with equal probability),
     and with ``cfg.exposure_per_size`` for the best mix of every other size too (:func:`exposure_mixes`), with the
     search's evaluator otherwise. One row per mix, in that order; ``path`` holds the rows made so far (rewritten
     after each, so a stopped control resumes), and a target-alone score already there for the same number of steps
-    is reused (it does not depend on the mix). Empty when no mix with an auxiliary was scored."""
+    is reused (it does not depend on the mix). Each row's ``paired`` is the paired dev interval of mix minus
+    target alone (:func:`paired_dev`) where both dev answers are on disk (``evaluator``, the search's, has the
+    mix's), else the one recorded for the same mix, else None. Empty when no mix with an auxiliary was scored."""
     from curation.io import write_json
 
     done = {}
@@ -327,23 +347,32 @@ def exposure_control(cfg: CombosConfig, corpora: Mapping[str, Path], target: str
     for mix in exposure_mixes(result, cfg.exposure_per_size):
         target_steps = max(1, round(steps / len(mix.mix)))
         row = {"mix": sorted(mix.mix), "mix_dev": mix.score, "steps": steps, "target_steps": target_steps}
-        if target_steps in done:
-            rows.append({**row, **{k: done[target_steps][k] for k in ("target_dev", "error", "seconds")}})
-            continue
-        log.info("equal exposure: %s alone for %d steps (the share of %s)", target, target_steps,
-                 ", ".join(row["mix"]))
         options = {**cfg.evaluator_options(), "steps": target_steps,
                    "work_dir": Path(cfg.output) / "evals" / f"exposure-{target_steps}"}
-        start = time.perf_counter()
-        try:
-            score = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **options)(frozenset({target}))
-            row.update(target_dev=score, error=None)
-            done[target_steps] = row
-        except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
-            row.update(target_dev=None, error=f"{type(err).__name__}: {err}")
-            log.warning("equal-exposure control failed: %s", row["error"])
-        row["seconds"] = round(time.perf_counter() - start, 2)
+        alone = build_evaluator(cfg.evaluator, corpora, target, cfg.model, **options)
+        stored = done.get(target_steps)
+        if stored is not None:
+            row.update({k: stored[k] for k in ("target_dev", "error", "seconds")})
+        else:
+            log.info("equal exposure: %s alone for %d steps (the share of %s)", target, target_steps,
+                     ", ".join(row["mix"]))
+            start = time.perf_counter()
+            try:
+                row.update(target_dev=alone(frozenset({target})), error=None)
+                done[target_steps] = row
+            except Exception as err:  # noqa: BLE001 - recorded; the search result is still written
+                row.update(target_dev=None, error=f"{type(err).__name__}: {err}")
+                log.warning("equal-exposure control failed: %s", row["error"])
+            row["seconds"] = round(time.perf_counter() - start, 2)
+        paired = None
+        if row["error"] is None and evaluator is not None and hasattr(evaluator, "dev_counts"):
+            paired = paired_dev(evaluator.dev_counts(mix.mix), alone.dev_counts(frozenset({target})), cfg.seed)
+        if paired is None and stored is not None and stored.get("mix") == row["mix"]:
+            paired = stored.get("paired")
+        row["paired"] = paired
         rows.append(row)
+        if stored is not None:
+            continue
         made = {r["target_steps"] for r in rows}  # the rows so far, and those read and not reached yet
         write_json(path, rows + [r for n, r in done.items() if n not in made])
     if rows and (not path.is_file() or _read_exposure(path) != rows):
@@ -396,8 +425,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"[{row.n}] {_mix_label(sorted(row.mix), target)}: {score} in {row.seconds:.0f} s", flush=True)  # noqa: T201
     result = result_from(state)
     tests = score_tests(evaluator, result, target, out / "test.jsonl", log) if cfg.test else []
-    exposure = (exposure_control(cfg, corpora, target, settings["steps"], result, out / "exposure.json", log)
-                if cfg.exposure else None)
+    exposure = (exposure_control(cfg, corpora, target, settings["steps"], result, out / "exposure.json", log,
+                                 evaluator) if cfg.exposure else None)
     summary = result.to_dict()
     report = {**summary, "tests": tests, "exposure": exposure, "corpora": {k: str(v) for k, v in corpora.items()},
               "evaluator_settings": settings,

@@ -196,6 +196,24 @@ class LoraEvaluator:
     def test_score(self, mix: frozenset) -> dict[str, Any]:
         return self.train_and_score(mix, ("dev", "test"))
 
+    def dev_counts(self, mix: frozenset) -> tuple[str, list] | None:
+        """The target's task and the per-record counts of its main metric for ``mix``'s finished dev answers
+        (``pred_dev.jsonl`` in its folder), scored against the dev subset; None when they are not there (or do not
+        answer every record of it)."""
+        from curation.evaluate import EvaluateConfig, score_files
+        from curation.scoring import main_metric_counts
+
+        folder = self.work_dir / mix_name(frozenset(mix), self.target)
+        pred = folder / "pred_dev.jsonl"
+        if not pred.is_file():
+            return None
+        try:  # scored as train_and_score scores it (its output path is not written here)
+            result = score_files(EvaluateConfig(gold=str(self.data_file(self.target, "dev")), pred=str(pred),
+                                                output=str(folder / "eval_dev.json"), bootstrap=0), per_record=True)
+        except InputError:
+            return None
+        return result.get("task", "ner"), main_metric_counts(result)
+
     def train_and_score(self, mix: frozenset, splits: Sequence[str] = ("dev",)) -> dict[str, Any]:
         """Train (unless the mix's adapter is there), generate (unless this config's finished answers are there:
         :func:`answers_made_by`) and score each of ``splits``. The configs are parsed

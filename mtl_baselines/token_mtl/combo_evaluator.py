@@ -157,6 +157,26 @@ class EncoderEvaluator:
         return out
 
 
+    def dev_counts(self, mix: frozenset) -> tuple[str, list] | None:
+        """``("ner", per-record strict counts)`` of ``mix``'s saved dev predictions (``pred_dev.jsonl`` in its folder
+        of ``work_dir``) against the dev subset; None without them (no ``work_dir``, not evaluated, other records)."""
+        from curation.io import read_jsonl
+        from curation.records import Record
+        from curation.scoring import main_metric_counts, prediction_from_spans, score
+
+        if self.work_dir is None:
+            return None
+        path = self.work_dir / mix_name(frozenset(mix), self.target) / "pred_dev.jsonl"
+        if not path.is_file():
+            return None
+        gold = self.corpora.eval_records("dev")
+        pred = [Record.from_dict(obj) for _, obj in read_jsonl(path)]
+        if [r.id for r in pred] != [r.id for r in gold]:
+            return None
+        result = score(gold, [prediction_from_spans(p.text, p.spans) for p in pred], n_bootstrap=0, per_record=True)
+        return "ner", main_metric_counts(result)
+
+
 def _draw_counts(pool: Sequence[Any], groups: Mapping[str, Sequence[Any]]) -> dict[str, int]:
     owner = {id(r): d for d, g in groups.items() for r in g}
     counts = dict.fromkeys(groups, 0)

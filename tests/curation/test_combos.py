@@ -395,6 +395,11 @@ def test_encoder_evaluator_trains_a_fixed_number_of_steps_and_predicts_target_la
     assert both["dev"]["f1"] == m["dev"]["f1"] and both["eval_sentences"]["test"] == 12
     with pytest.raises(ValueError, match="must include the target"):
         ev(frozenset({"Aux-A"}))
+    # the saved dev predictions' per-record counts: one per dev sentence, summing to the recorded score's counts
+    task, counts = ev.dev_counts(mix)
+    assert task == "ner" and len(counts) == 6
+    assert [sum(c[i] for c in counts) for i in range(3)] == [m["dev"]["tp"], m["dev"]["fp"], m["dev"]["fn"]]
+    assert ev.dev_counts(frozenset({"Target"})) is None  # not evaluated
 
 
 def test_lora_evaluator_builds_the_even_mix_command_and_scores_generated_answers(data_root, tmp_path, monkeypatch):
@@ -572,6 +577,10 @@ def test_exposure_control_covers_every_mix_size_and_reuses_target_scores(tmp_pat
     from curation import combos_cli
 
     calls = []
+    # per-record [tp, fp, fn] of 4 dev sentences: the mixes' (micro F1 2*2 / (2*2 + 1 + 1) = 2/3) and the target
+    # alone's (2*1 / (2*1 + 2 + 2) = 1/3) once trained
+    mix_counts = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    alone_counts = [[1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1]]
 
     class Fake:  # the target alone's dev score: its steps / 100
         def __init__(self, corpora, target, model, steps, **options):
@@ -581,6 +590,13 @@ def test_exposure_control_covers_every_mix_size_and_reuses_target_scores(tmp_pat
             calls.append((sorted(mix), self.steps, self.work_dir.name))
             return self.steps / 100
 
+        def dev_counts(self, mix):
+            return ("re", alone_counts) if (["T"], self.steps, self.work_dir.name) in calls else None
+
+    class Search:
+        def dev_counts(self, mix):
+            return ("re", mix_counts) if len(mix) == 3 else None
+
     monkeypatch.setattr(combos_cli, "build_evaluator", lambda name, corpora, target, model, **o:
                         Fake(corpora, target, model, **o))
     cfg = CombosConfig(target="T", datasets=["A", "B", "C"], model="m", output=str(tmp_path / "out"), steps=120)
@@ -588,14 +604,25 @@ def test_exposure_control_covers_every_mix_size_and_reuses_target_scores(tmp_pat
                     ({"T", "B", "C"}, 0.25), ({"T", "A", "B", "C"}, math.nan)])
     result.rows[-1].error = "boom"  # a failed evaluation is no mix's best
     path, log = tmp_path / "exposure.json", logging.getLogger("test")
-    rows = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
+    rows = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log, Search())
     # the best mix with an auxiliary first (3 datasets: 40 target steps), then the best of size 2 (60 steps)
     assert [(r["mix"], r["mix_dev"], r["target_steps"], r["target_dev"]) for r in rows] == [
         (["A", "B", "T"], 0.3, 40, 0.4), (["C", "T"], 0.2, 60, 0.6)]
     assert calls == [(["T"], 40, "exposure-40"), (["T"], 60, "exposure-60")]
     assert json.loads(path.read_text()) == rows
+    # the paired dev interval where both sides' dev answers are there (the size-3 mix's only)
+    paired = rows[0]["paired"]
+    assert paired["diff"] == pytest.approx(2 / 3 - 1 / 3) and paired["records"] == 4
+    assert paired["ci"][0] <= paired["diff"] <= paired["ci"][1] and 0 <= paired["p_le_0"] <= 1
+    assert rows[1]["paired"] is None
+    table = combos_cli.markdown({"target": "T", "best_mix": ["T"], "best_score": 0.5, "evaluations": 5,
+                                 "stopped_because": "budget", "history": []}, [], rows)
+    lo, hi = paired["ci"]  # the table's difference is the recorded scores' (0.3 - 0.4), then the paired interval
+    assert f"| -10.00 ({100 * lo:+.2f} to {100 * hi:+.2f}) |" in table and "| 60 | 60.00 | -40.00 |" in table
+    # without the search's evaluator the recorded interval of the same mix is kept
+    assert combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)[0]["paired"] == paired
     # again: read, nothing trained; a new best mix of a size already controlled reuses the target's score
-    assert combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log) == rows and len(calls) == 2
+    assert combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log, Search()) == rows and len(calls) == 2
     result.rows.append(combos.Row(n=9, mix=frozenset({"T", "B"}), bits="", score=0.22))
     again = combos_cli.exposure_control(cfg, {}, "T", 120, result, path, log)
     assert again[1]["mix"] == ["B", "T"] and again[1]["target_dev"] == 0.6 and len(calls) == 2
@@ -737,6 +764,11 @@ def test_lora_evaluator_scores_an_re_target_trained_with_an_ner_auxiliary(tmp_pa
                      "--output", str(tmp_path / "eval.json"), "--bootstrap", "0"]) == 0
     reference = json.loads((tmp_path / "eval.json").read_text())
     assert reference["task"] == "re" and score == reference["strict"]["micro"]["f1"]
+    task, counts = ev.dev_counts(mix)  # what the equal-exposure control's paired interval resamples
+    micro = reference["strict"]["micro"]
+    assert task == "re" and len(counts) == 4
+    assert [sum(c[i] for c in counts) for i in range(3)] == [micro["tp"], micro["fp"], micro["fn"]]
+    assert ev.dev_counts(frozenset({"DDI-toy"})) is None
     # constrained answers type heads and tails with the target's entity types only (the default 'target')
     assert ev.settings()["argument_types"] == "target"
     command = metrics["generate_commands"]["dev"]
